@@ -1,0 +1,55 @@
+"""dicontour: cardiac MRI DICOMs and hand-drawn contours, turned into training data.
+
+The data flow, and where each step lives::
+
+    read          dicom.py, contour.py, raster.py   one file / one polygon -> arrays
+    scan / index  scan.py, index.py, problems.py    a folder -> Index of samples + problems
+    example data  phantom.py                        a synthetic dataset in the same layout
+
+Examples
+--------
+>>> import dicontour
+>>> index = dicontour.scan("final_data")                  # doctest: +SKIP
+>>> sample = index.load(0)                                # doctest: +SKIP
+>>> sample.image.shape, sample.i_mask.dtype               # doctest: +SKIP
+((256, 256), dtype('bool'))
+"""
+
+from .contour import parse_contour, read_contour
+from .dicom import DicomHeader, DicomImage, read_dicom, read_dicom_header
+from .errors import (
+    CacheError,
+    ContourError,
+    DicomError,
+    DicontourError,
+    LayoutError,
+    LoaderError,
+)
+from .index import Index, Sample, SampleRecord
+from .problems import CODES, Problem
+from .raster import polygon_to_mask
+from .scan import scan
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CODES",
+    "CacheError",
+    "ContourError",
+    "DicomError",
+    "DicomHeader",
+    "DicomImage",
+    "DicontourError",
+    "Index",
+    "LayoutError",
+    "LoaderError",
+    "Problem",
+    "Sample",
+    "SampleRecord",
+    "parse_contour",
+    "polygon_to_mask",
+    "read_contour",
+    "read_dicom",
+    "read_dicom_header",
+    "scan",
+]

@@ -1,0 +1,142 @@
+"""Read one hand-drawn contour file into an (N, 2) array of (x, y) points.
+
+A contour file holds one closed polygon, one ``x y`` pair per line: x is the
+column and y the row, in pixel units, with pixel centres at integer
+coordinates.  Points stay in (x, y) order here, as in the file; the
+rasteriser (:func:`dicontour.polygon_to_mask`) takes them as they are and
+returns (row, col) masks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import BinaryIO
+
+import numpy as np
+
+from .errors import ContourError
+
+#: Most points accepted in one contour, checked before parsing into an array.
+MAX_POINTS = 100_000
+#: Largest contour file accepted, in bytes (about 30 bytes a point).
+MAX_BYTES = MAX_POINTS * 64
+
+
+def parse_contour(text: str, *, name: str = "<contour>") -> np.ndarray:
+    """Parse the text of a contour file.
+
+    Accepts CRLF line ends, blank lines (skipped), surrounding white space and a
+    closing point that repeats the first (dropped).
+
+    Parameters
+    ----------
+    text : str
+        The file's content.
+    name : str
+        The file name used in errors.
+
+    Returns
+    -------
+    float64 ndarray of shape (N, 2)
+        The polygon's vertices as (x, y) = (column, row).
+
+    Raises
+    ------
+    ContourError
+        ``empty-contour`` for a file with no points, ``unparseable-contour`` for
+        a line that is not two numbers, ``non-finite-coordinate`` for NaN or
+        infinity, ``too-few-points`` for fewer than 3 distinct points,
+        ``too-many-points`` above :data:`MAX_POINTS`.
+
+    Examples
+    --------
+    >>> parse_contour("1 1\\r\\n4 1\\n4 3\\n1 1\\n")
+    array([[1., 1.],
+           [4., 1.],
+           [4., 3.]])
+    """
+    points: list[tuple[float, float]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise ContourError(
+                name, f"expected two numbers 'x y', got {line.strip()[:60]!r}", line=number
+            )
+        try:
+            x, y = float(fields[0]), float(fields[1])
+        except ValueError as exc:
+            raise ContourError(name, f"not a number: {line.strip()[:60]!r}", line=number) from exc
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise ContourError(
+                name, f"coordinate is not finite: {line.strip()[:60]!r}", line=number,
+                code="non-finite-coordinate",
+            )
+        points.append((x, y))
+        if len(points) > MAX_POINTS:
+            raise ContourError(
+                name, f"more than {MAX_POINTS} points", line=number, code="too-many-points"
+            )
+    if not points:
+        raise ContourError(name, "no points in file", code="empty-contour")
+    if len(points) > 1 and points[-1] == points[0]:
+        points.pop()
+    array = np.asarray(points, dtype=np.float64)
+    distinct = len(np.unique(array, axis=0))
+    if distinct < 3:
+        raise ContourError(
+            name, f"a polygon needs 3 distinct points, found {distinct}", code="too-few-points"
+        )
+    return array
+
+
+def read_contour(source: str | os.PathLike[str] | BinaryIO, *, name: str | None = None) -> np.ndarray:
+    """Read a contour file.
+
+    Parameters
+    ----------
+    source : str, path or binary file object
+        The file.  A file object is read, not closed.
+    name : str, optional
+        The name used in errors (defaults to the path).
+
+    Returns
+    -------
+    float64 ndarray of shape (N, 2)
+        Vertices as (x, y) = (column, row), pixel centres at integers.
+
+    Raises
+    ------
+    ContourError
+        The file is missing, too large, not text, or not a valid polygon (see
+        :func:`parse_contour`); the message names the file and the line.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "c.txt"
+    >>> _ = path.write_text("120.5 137.5\\n121.0 136.5\\n119.0 136.0\\n")
+    >>> read_contour(path).shape
+    (3, 2)
+    """
+    if isinstance(source, str | os.PathLike):
+        where = name or os.fspath(source)
+        try:
+            with open(source, "rb") as handle:
+                data = handle.read(MAX_BYTES + 1)
+        except FileNotFoundError as exc:
+            raise ContourError(where, "file does not exist", code="missing-contour") from exc
+        except OSError as exc:
+            raise ContourError(where, f"cannot read file ({exc})") from exc
+    else:
+        where = name or str(getattr(source, "name", "<file object>"))
+        data = source.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise ContourError(where, f"file larger than {MAX_BYTES} bytes", code="too-many-points")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ContourError(where, f"not a text file ({exc.reason} at byte {exc.start})") from exc
+    return parse_contour(text, name=where)

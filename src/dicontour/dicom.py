@@ -1,0 +1,364 @@
+"""Read one DICOM slice: its header, its pixels as float32, typed errors.
+
+Built on pydicom (>= 3) with the pylibjpeg plugins, so JPEG, JPEG-LS and
+JPEG 2000 transfer syntaxes decode as well as uncompressed ones.
+
+Images are (H, W) = (rows, columns) float32 arrays with the modality rescale
+applied: ``value * RescaleSlope + RescaleIntercept``, each defaulting to 1 and 0
+when absent.  A lone slope is applied too.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass, replace
+from typing import BinaryIO
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from .errors import DicomError
+
+#: Largest image accepted, in pixels (rows x columns x frames).  Checked from the
+#: header, before any pixel buffer is allocated.
+MAX_PIXELS = 4096 * 4096
+
+_PIXEL_DATA = 0x7FE00010
+# Headers are read with values larger than this left unread on disk; pixel data
+# is the only element this large in an MR slice.
+_DEFER_BYTES = 4096
+_RAW_SYNTAXES = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
+
+# Real scanners write UIDs with leading-zero components ("...99.0407..."); pydicom
+# warns on each read.  Harmless for us, and thousands of warnings hide real ones.
+warnings.filterwarnings("ignore", message="Invalid value for VR UI", module="pydicom")
+
+PathOrFile = str | os.PathLike[str] | BinaryIO
+
+
+@dataclass(frozen=True)
+class RawPixels:
+    """Where an uncompressed file keeps its pixels, recorded by a header read.
+
+    With it, :func:`read_dicom_pixels` reads the pixels straight from
+    ``offset`` without parsing the file again, after checking that the file's
+    ``size`` and ``mtime_ns`` are unchanged.
+    """
+
+    offset: int
+    dtype: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class DicomHeader:
+    """What a header-only read tells about one slice.
+
+    Attributes
+    ----------
+    rows, columns : int
+        Image height and width in pixels.
+    pixel_spacing : tuple of float or None
+        (row spacing, column spacing) in mm, from PixelSpacing.
+    instance_number : int or None
+        InstanceNumber (0020,0013).
+    sop_instance_uid : str or None
+        SOPInstanceUID (0008,0018).
+    slope, intercept : float
+        RescaleSlope and RescaleIntercept (1 and 0 when absent).
+    transfer_syntax : str
+        The transfer syntax UID.
+    raw : RawPixels or None
+        Where uncompressed little-endian pixels sit in a local file, else None.
+    """
+
+    rows: int
+    columns: int
+    pixel_spacing: tuple[float, float] | None
+    instance_number: int | None
+    sop_instance_uid: str | None
+    slope: float
+    intercept: float
+    transfer_syntax: str
+    raw: RawPixels | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, columns)."""
+        return (self.rows, self.columns)
+
+
+@dataclass(frozen=True)
+class DicomImage:
+    """A decoded slice: ``image`` float32 of shape (rows, columns) and its ``header``."""
+
+    image: np.ndarray
+    header: DicomHeader
+
+
+def _name(source: PathOrFile, name: str | None) -> str:
+    if name is not None:
+        return name
+    if isinstance(source, str | os.PathLike):
+        return os.fspath(source)
+    return str(getattr(source, "name", "<file object>"))
+
+
+def _dcmread(source: PathOrFile, where: str, **kwargs: object) -> pydicom.Dataset:
+    try:
+        return pydicom.dcmread(source, **kwargs)
+    except FileNotFoundError as exc:
+        raise DicomError(where, "file does not exist", code="missing-dicom") from exc
+    except InvalidDicomError as exc:
+        raise DicomError(where, f"not a DICOM file ({exc})") from exc
+    except Exception as exc:  # pydicom raises many types on damaged files
+        raise DicomError(where, f"cannot parse DICOM ({type(exc).__name__}: {exc})") from exc
+
+
+def _number(ds: pydicom.Dataset, keyword: str, default: float, where: str) -> float:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise DicomError(where, f"{keyword} is not a number: {value!r}") from exc
+    if not np.isfinite(number):
+        raise DicomError(where, f"{keyword} is not finite: {value!r}")
+    return number
+
+
+def _header(ds: pydicom.Dataset, where: str, *, max_pixels: int) -> DicomHeader:
+    """Validate the image-describing elements and build a :class:`DicomHeader`."""
+    if _PIXEL_DATA not in ds:
+        raise DicomError(where, "no pixel data (7FE0,0010)", code="no-pixel-data")
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise DicomError(where, f"missing or invalid Rows/Columns ({exc})") from exc
+    if rows <= 0 or columns <= 0:
+        raise DicomError(where, f"image has no pixels: Rows={rows}, Columns={columns}")
+    if rows * columns * frames > max_pixels:
+        raise DicomError(
+            where,
+            f"image too large: {rows}x{columns}x{frames} frames exceeds {max_pixels} pixels",
+            code="image-too-large",
+        )
+    if frames != 1:
+        raise DicomError(where, f"multi-frame images are not supported (NumberOfFrames={frames})")
+    if samples != 1:
+        raise DicomError(where, f"only grey-scale images are supported (SamplesPerPixel={samples})")
+    spacing = ds.get("PixelSpacing")
+    try:
+        pixel_spacing = (float(spacing[0]), float(spacing[1])) if spacing else None
+    except (TypeError, ValueError, IndexError):
+        pixel_spacing = None
+    instance = ds.get("InstanceNumber")
+    try:
+        instance_number = int(instance) if instance not in (None, "") else None
+    except (TypeError, ValueError):
+        instance_number = None
+    uid = ds.get("SOPInstanceUID")
+    return DicomHeader(
+        rows=rows,
+        columns=columns,
+        pixel_spacing=pixel_spacing,
+        instance_number=instance_number,
+        sop_instance_uid=str(uid) if uid else None,
+        slope=_number(ds, "RescaleSlope", 1.0, where),
+        intercept=_number(ds, "RescaleIntercept", 0.0, where),
+        transfer_syntax=str(ds.file_meta.get("TransferSyntaxUID", "")),
+    )
+
+
+def _raw_layout(
+    ds: pydicom.Dataset, header: DicomHeader, source: PathOrFile, where: str
+) -> RawPixels | None:
+    """Locate uncompressed pixels on disk; raise when the file is too short for them."""
+    element = ds.get_item(_PIXEL_DATA, keep_deferred=True)
+    offset = getattr(element, "value_tell", None)
+    length = getattr(element, "length", None)
+    if offset is None or length is None or header.transfer_syntax not in _RAW_SYNTAXES:
+        return None
+    bits = int(ds.get("BitsAllocated", 0) or 0)
+    if bits not in (8, 16, 32):
+        return None
+    expected = header.rows * header.columns * bits // 8
+    size = _size_of(source)
+    if size is not None and offset + expected > size:
+        raise DicomError(
+            where,
+            f"truncated: pixel data needs {expected} bytes at offset {offset}, "
+            f"file has {size - offset}",
+        )
+    if length < expected:
+        raise DicomError(where, f"pixel data holds {length} bytes, {expected} expected")
+    # The fast path reads exactly the stored integers, so it is only taken where
+    # pydicom would not mask or sign-extend anything.
+    if int(ds.get("BitsStored", bits) or bits) != bits:
+        return None
+    if not isinstance(source, str | os.PathLike):
+        return None
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}").str
+    stat = os.stat(source)
+    return RawPixels(offset=offset, dtype=dtype, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+
+
+def _size_of(source: PathOrFile) -> int | None:
+    if isinstance(source, str | os.PathLike):
+        return os.stat(source).st_size
+    size = getattr(source, "size", None)
+    if isinstance(size, int):
+        return size
+    try:
+        position = source.tell()
+        end = source.seek(0, io.SEEK_END)
+        source.seek(position)
+        return int(end)
+    except (OSError, AttributeError):
+        return None
+
+
+def read_dicom_header(
+    source: PathOrFile, *, name: str | None = None, max_pixels: int = MAX_PIXELS
+) -> DicomHeader:
+    """Read a slice's header without decoding its pixels.
+
+    The pixel data element is located but not read, so a scan of thousands of
+    files costs little more than listing them, and a truncated file is still
+    caught (its pixel data would run past the end of the file).
+
+    Parameters
+    ----------
+    source : str, path or binary file object
+        The file.  A file object is read from its current position and not closed.
+    name : str, optional
+        The name used in errors (defaults to the path).
+    max_pixels : int
+        Largest accepted rows x columns.
+
+    Returns
+    -------
+    DicomHeader
+
+    Raises
+    ------
+    DicomError
+        Not DICOM, damaged, no pixel data, an image over ``max_pixels``.
+
+    Examples
+    --------
+    >>> from pydicom.data import get_testdata_file
+    >>> header = read_dicom_header(get_testdata_file("MR_small.dcm"))
+    >>> header.shape
+    (64, 64)
+    """
+    where = _name(source, name)
+    ds = _dcmread(source, where, defer_size=_DEFER_BYTES)
+    header = _header(ds, where, max_pixels=max_pixels)
+    try:
+        raw = _raw_layout(ds, header, source, where)
+    except OSError as exc:
+        raise DicomError(where, f"cannot stat file ({exc})") from exc
+    return replace(header, raw=raw)
+
+
+def read_dicom(
+    source: PathOrFile, *, name: str | None = None, max_pixels: int = MAX_PIXELS
+) -> DicomImage:
+    """Read a slice and decode its pixels to float32 with the rescale applied.
+
+    Parameters
+    ----------
+    source : str, path or binary file object
+        The file.  A file object is read from its current position and not closed.
+    name : str, optional
+        The name used in errors (defaults to the path).
+    max_pixels : int
+        Largest accepted rows x columns, checked before decoding.
+
+    Returns
+    -------
+    DicomImage
+        ``image``: float32 ndarray of shape (rows, columns); ``header``: its metadata.
+
+    Raises
+    ------
+    DicomError
+        Not DICOM, truncated, no pixel data, undecodable, too large; the message
+        names the file and the reason.
+
+    Examples
+    --------
+    >>> from pydicom.data import get_testdata_file
+    >>> slice_ = read_dicom(get_testdata_file("MR_small.dcm"))
+    >>> slice_.image.dtype, slice_.image.shape
+    (dtype('float32'), (64, 64))
+    """
+    where = _name(source, name)
+    ds = _dcmread(source, where)
+    header = _header(ds, where, max_pixels=max_pixels)
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # decoders raise many types; keep the cause chained
+        raise DicomError(where, f"cannot decode pixel data ({type(exc).__name__}: {exc})") from exc
+    if pixels.shape != header.shape:
+        raise DicomError(where, f"decoded shape {pixels.shape} != Rows x Columns {header.shape}")
+    return DicomImage(image=_rescale(pixels, header), header=header)
+
+
+def _rescale(pixels: np.ndarray, header: DicomHeader) -> np.ndarray:
+    image = pixels.astype(np.float32)
+    if header.slope != 1.0:
+        image *= np.float32(header.slope)
+    if header.intercept != 0.0:
+        image += np.float32(header.intercept)
+    return image
+
+
+def read_dicom_pixels(path: str | os.PathLike[str], header: DicomHeader) -> np.ndarray:
+    """Read the image of a slice whose header was read before, as fast as possible.
+
+    When ``header.raw`` is set and the file's size and modification time are
+    unchanged, the pixels are read directly at the recorded offset (about ten
+    times faster than a full parse); otherwise the file is decoded again with
+    :func:`read_dicom`, which also re-validates it.
+
+    Returns
+    -------
+    float32 ndarray of shape (rows, columns)
+
+    Raises
+    ------
+    DicomError
+        The file became unreadable, or its shape changed since the header read.
+    """
+    raw = header.raw
+    if raw is not None:
+        try:
+            with open(path, "rb") as handle:
+                stat = os.fstat(handle.fileno())
+                if stat.st_size == raw.size and stat.st_mtime_ns == raw.mtime_ns:
+                    handle.seek(raw.offset)
+                    count = header.rows * header.columns
+                    pixels = np.fromfile(handle, dtype=raw.dtype, count=count)
+                    if pixels.size == count:
+                        return _rescale(pixels.reshape(header.shape), header)
+        except FileNotFoundError as exc:
+            raise DicomError(path, "file does not exist", code="missing-dicom") from exc
+        except OSError as exc:
+            raise DicomError(path, f"cannot read file ({exc})") from exc
+    decoded = read_dicom(path)
+    if decoded.header.shape != header.shape:
+        raise DicomError(
+            path, f"image shape changed since the scan: {decoded.header.shape} != {header.shape}"
+        )
+    return decoded.image

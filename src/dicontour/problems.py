@@ -1,0 +1,88 @@
+"""Problems found in a dataset: a stable code, a severity, the file, a message.
+
+Codes are part of the public interface: scripts filter on them, so they are
+never renamed.  Each code has one fixed severity:
+
+* ``error``: data was lost (a file could not be used);
+* ``warning``: the data is used but looks wrong;
+* ``info``: worth knowing, nothing lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+Severity = Literal["error", "warning", "info"]
+
+#: Every problem code, its severity and what it means.
+CODES: dict[str, tuple[Severity, str]] = {
+    # link.csv and folders
+    "missing-patient-folder": ("error", "a link.csv row whose dicoms/<patient_id> folder is missing"),
+    "missing-contour-folder": ("warning", "a link.csv row whose contourfiles/<original_id> is missing"),
+    "not-in-link-csv": ("warning", "a folder that no link.csv row names; its files are not used"),
+    "duplicate-link": ("error", "a patient_id or original_id on more than one link.csv row"),
+    "stray-file": ("info", "a file or folder that is not part of the layout; ignored"),
+    # DICOM files
+    "missing-dicom": ("error", "a contour for a slice whose DICOM file does not exist"),
+    "unreadable-dicom": ("error", "a DICOM file that is not DICOM, truncated or undecodable"),
+    "no-pixel-data": ("error", "a DICOM file without pixel data"),
+    "image-too-large": ("error", "a DICOM image over the size limit"),
+    "instance-number-mismatch": ("warning", "<n>.dcm whose InstanceNumber is not n"),
+    # contour files
+    "empty-contour": ("error", "a contour file with no points"),
+    "unparseable-contour": ("error", "a contour line that is not two numbers, or not text"),
+    "non-finite-coordinate": ("error", "a contour coordinate that is NaN or infinite"),
+    "too-few-points": ("error", "a contour with fewer than 3 distinct points"),
+    "too-many-points": ("error", "a contour over the point limit"),
+    "missing-contour": ("error", "a contour file that vanished while scanning"),
+    "out-of-bounds": ("error", "a contour reaching more than 1 pixel outside the image"),
+    # consistency
+    "i-outside-o": ("warning", "part of the i-contour's mask lies outside the o-contour's"),
+    "shape-mismatch": ("warning", "image shapes differ within one patient"),
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding of a scan.
+
+    Attributes
+    ----------
+    code : str
+        Stable kebab-case code, a key of :data:`CODES`.
+    severity : {"error", "warning", "info"}
+        Fixed by the code.
+    path : str
+        The file or folder concerned, relative to the dataset root.
+    message : str
+        What is wrong, for a person.
+    patient_id : str or None
+    slice : int or None
+    """
+
+    code: str
+    severity: Severity
+    path: str
+    message: str
+    patient_id: str | None = None
+    slice: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The problem as a JSON-ready dict."""
+        return asdict(self)
+
+
+def problem(
+    code: str, path: str, message: str, *, patient_id: str | None = None, slice: int | None = None
+) -> Problem:
+    """Make a :class:`Problem` with the severity that ``code`` always has.
+
+    Examples
+    --------
+    >>> problem("missing-dicom", "dicoms/P1/9.dcm", "no such slice").severity
+    'error'
+    """
+    if code not in CODES:
+        raise ValueError(f"unknown problem code {code!r}; known codes: {sorted(CODES)}")
+    return Problem(code, CODES[code][0], path, message, patient_id, slice)

@@ -1,0 +1,145 @@
+"""Turn a polygon into an exact boolean mask.
+
+The convention
+--------------
+Pixel (row r, col c) is inside the polygon when its centre, the point
+(x=c, y=r), is inside by the even-odd rule.  Centres that lie exactly on the
+boundary follow a half-open rule, like the top-left rule of GPU rasterisers:
+
+* an edge is crossed by the scan line y=r when ``min(y0, y1) <= r < max(y0, y1)``;
+* a centre exactly on a crossing belongs to the side of larger x.
+
+So two polygons that share an edge never both claim a pixel and never leave a
+gap between them, and a square with corners (0,0) and (7,7) covers 7 x 7 = 49
+pixels, not 64.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from .contour import MAX_POINTS
+from .dicom import MAX_PIXELS
+
+Convention = Literal["center", "challenge"]
+
+
+def _check(points: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, int, int]:
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f"points must have shape (N, 2) as (x, y); got shape {points.shape}")
+    if len(points) > MAX_POINTS:
+        raise ValueError(f"points has {len(points)} vertices, more than MAX_POINTS={MAX_POINTS}")
+    if not np.isfinite(points).all():
+        raise ValueError("points contains NaN or infinity")
+    try:
+        height, width = (int(n) for n in shape)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"shape must be (H, W); got {shape!r}") from exc
+    if height < 0 or width < 0 or height * width > MAX_PIXELS:
+        raise ValueError(f"shape must be (H, W) with 0 <= H*W <= {MAX_PIXELS}; got {shape!r}")
+    return points, height, width
+
+
+def polygon_to_mask(
+    points: np.ndarray, shape: tuple[int, int], *, convention: Convention = "center"
+) -> np.ndarray:
+    """Rasterise a closed polygon to a boolean mask.
+
+    Parameters
+    ----------
+    points : array_like of shape (N, 2)
+        Vertices as (x, y) = (column, row) in pixel units, pixel centres at
+        integers, as read by :func:`dicontour.read_contour`.  The polygon is
+        closed implicitly; it may self-intersect (even-odd rule) and may reach
+        outside the image (it is clipped).
+    shape : tuple of int
+        (H, W) of the mask.
+    convention : {"center", "challenge"}
+        ``"center"`` (default): pixel (r, c) is inside when its centre (x=c, y=r)
+        is inside, with the half-open rule for centres on an edge (see the
+        module docs).  ``"challenge"``: what the Sunnybrook challenge helper
+        gives (PIL ``ImageDraw.polygon(xy, outline=0, fill=1)``), which drops
+        boundary pixels; offered only for comparison.
+
+    Returns
+    -------
+    bool ndarray of shape (H, W)
+
+    Raises
+    ------
+    ValueError
+        Malformed points or shape, more than ``MAX_POINTS`` vertices, a mask
+        over ``MAX_PIXELS``.
+
+    Notes
+    -----
+    A vectorised scan-line fill: each edge contributes one crossing per pixel
+    row it spans; sorted crossings pair into inside runs.  The work is
+    proportional to vertices + rows crossed + pixels filled, with no per-pixel
+    point-in-polygon test (``benchmarks/bench_mask.py`` measures it against the
+    PIL helper).
+
+    Examples
+    --------
+    >>> square = [(0, 0), (0, 3), (3, 3), (3, 0)]
+    >>> polygon_to_mask(square, (5, 5)).astype(int)
+    array([[1, 1, 1, 0, 0],
+           [1, 1, 1, 0, 0],
+           [1, 1, 1, 0, 0],
+           [0, 0, 0, 0, 0],
+           [0, 0, 0, 0, 0]])
+    """
+    points, height, width = _check(points, shape)
+    if convention == "challenge":
+        return _challenge_mask(points, height, width)
+    if convention != "center":
+        raise ValueError(f"convention must be 'center' or 'challenge'; got {convention!r}")
+    mask = np.zeros((height, width), dtype=bool)
+    if len(points) < 3 or height == 0 or width == 0:
+        return mask
+
+    x0, y0 = points[:, 0], points[:, 1]
+    x1, y1 = np.concatenate((x0[1:], x0[:1])), np.concatenate((y0[1:], y0[:1]))
+    # Rows crossed by edge i: the integers r with min(y0, y1) <= r < max(y0, y1),
+    # clipped to the image.  ceil is monotone, so it is taken once per vertex.
+    ceil_y = np.minimum(np.maximum(np.ceil(y0), 0), height)
+    ceil_y1 = np.concatenate((ceil_y[1:], ceil_y[:1]))
+    first_row = np.minimum(ceil_y, ceil_y1)
+    counts = (np.maximum(ceil_y, ceil_y1) - first_row).astype(np.intp)
+    total = int(counts.sum())
+    if total == 0:
+        return mask
+
+    # One crossing per (edge, row).  x is interpolated from the edge's lower
+    # end, so an edge shared by two polygons (walked in opposite directions)
+    # gives bit-identical crossings and the two masks tile exactly.
+    flip = y1 < y0
+    x_low, y_low = np.where(flip, x1, x0), np.where(flip, y1, y0)
+    edge = np.repeat(np.arange(len(counts)), counts)
+    rows = first_row[edge] + (np.arange(total) - (np.cumsum(counts) - counts)[edge])
+    crossing_x = x_low[edge] + (rows - y_low[edge]) * ((x1 - x0)[edge] / (y1 - y0)[edge])
+
+    # Pixel c is right of a crossing at x when c >= ceil(x).  Sorted by
+    # (row, ceil(x)), crossings pair up into the inside runs [c0, c1) of each
+    # row (even-odd rule), written straight into the flat mask.
+    cols = np.minimum(np.maximum(np.ceil(crossing_x), 0), width)
+    keys = np.sort((rows * width + cols).astype(np.intp))
+    run_start = keys[0::2]
+    run_length = keys[1::2] - run_start
+    filled = int(run_length.sum())
+    if filled:
+        base = np.repeat(run_start - (np.cumsum(run_length) - run_length), run_length)
+        mask.ravel()[base + np.arange(filled)] = True
+    return mask
+
+
+def _challenge_mask(points: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The Sunnybrook challenge helper's mask, kept only as a reference."""
+    from PIL import Image, ImageDraw
+
+    canvas = Image.new("L", (width, height), 0)
+    ImageDraw.Draw(canvas).polygon([tuple(p) for p in points.tolist()], outline=0, fill=1)
+    return np.asarray(canvas, dtype=bool)

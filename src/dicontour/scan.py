@@ -1,0 +1,409 @@
+"""Scan a dataset folder: link patients, pair slices with contours, report problems.
+
+The layout::
+
+    ROOT/link.csv                                   patient_id,original_id
+    ROOT/dicoms/<patient_id>/<n>.dcm                one slice, n = InstanceNumber
+    ROOT/contourfiles/<original_id>/i-contours/IM-0001-<nnnn>-icontour-manual.txt
+    ROOT/contourfiles/<original_id>/o-contours/IM-0001-<nnnn>-ocontour-manual.txt
+
+A scan never raises on bad data: every finding becomes a :class:`Problem`, and a
+bad file drops only what depends on it.  Only a root that cannot be used at
+all raises :class:`LayoutError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .contour import read_contour
+from .dicom import DicomHeader, read_dicom_header
+from .errors import ContourError, DicomError, LayoutError
+from .index import Index, SampleRecord
+from .problems import Problem, problem
+from .raster import polygon_to_mask
+from .storage import Location, location
+
+_DICOM_NAME = re.compile(r"^(\d+)\.dcm$")
+_CONTOUR_NAME = {
+    "i": re.compile(r"^IM-\d+-(\d+)-icontour-manual\.txt$"),
+    "o": re.compile(r"^IM-\d+-(\d+)-ocontour-manual\.txt$"),
+}
+_CONTOUR_DIRS = {"i": "i-contours", "o": "o-contours"}
+#: How far (pixels) a contour may reach beyond the pixel centres 0..W-1, 0..H-1.
+OUT_OF_BOUNDS_MARGIN = 1.0
+#: Fraction of the i-mask allowed outside the o-mask before ``i-outside-o``.
+I_OUTSIDE_O_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class Patient:
+    """One row of link.csv."""
+
+    patient_id: str
+    original_id: str
+
+
+@dataclass
+class PatientScan:
+    """What scanning one patient found; the unit of work of a scan."""
+
+    patient_id: str
+    records: list[SampleRecord] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    dicoms: int = 0
+    unlabelled: int = 0
+
+
+def read_link_csv(root: str | Location) -> list[Patient]:
+    """Read ``link.csv``.
+
+    Raises
+    ------
+    LayoutError
+        The root or link.csv is missing, or link.csv lacks the
+        ``patient_id,original_id`` header or has a malformed row.
+    """
+    where = location(root)
+    fs = where.fs
+    if not fs.isdir(where.base):
+        raise LayoutError(f"{where.redacted()}: dataset root does not exist or is not a folder")
+    link = where.path("link.csv")
+    if not fs.isfile(link):
+        raise LayoutError(f"{where.redacted()}: no link.csv (patient_id,original_id) in the root")
+    try:
+        text = fs.cat_file(link).decode("utf-8-sig")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise LayoutError(f"link.csv: cannot read as UTF-8 text ({exc})") from exc
+    rows = list(csv.reader(io.StringIO(text)))
+    header = [cell.strip().lower() for cell in rows[0]] if rows else []
+    if header[:2] != ["patient_id", "original_id"]:
+        raise LayoutError(f"link.csv: first line must be 'patient_id,original_id', got {header}")
+    patients = []
+    for number, row in enumerate(rows[1:], start=2):
+        cells = [cell.strip() for cell in row]
+        if not any(cells):
+            continue
+        if len(cells) < 2 or not cells[0] or not cells[1]:
+            raise LayoutError(f"link.csv line {number}: expected 'patient_id,original_id', got {row}")
+        if any("/" in cell or cell in (".", "..") for cell in cells[:2]):
+            raise LayoutError(f"link.csv line {number}: ids must be plain folder names, got {row}")
+        patients.append(Patient(cells[0], cells[1]))
+    return patients
+
+
+def _children(where: Location, relative: str) -> dict[str, bool]:
+    """Names inside ``relative`` mapped to whether each is a folder ({} if absent)."""
+    try:
+        entries = where.fs.ls(where.path(relative), detail=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    return {
+        entry["name"].rstrip("/").rsplit("/", 1)[-1]: entry["type"] == "directory"
+        for entry in entries
+    }
+
+
+def _contour_files(
+    where: Location, patient: Patient, problems: list[Problem]
+) -> dict[str, dict[int, str]]:
+    """Slice number -> relative path, for the i- and o-contours of one patient."""
+    folder = f"contourfiles/{patient.original_id}"
+    found: dict[str, dict[int, str]] = {"i": {}, "o": {}}
+    expected = set(_CONTOUR_DIRS.values())
+    for name, is_dir in sorted(_children(where, folder).items()):
+        if name not in expected or not is_dir:
+            problems.append(
+                problem("stray-file", f"{folder}/{name}", "not part of the layout; ignored",
+                        patient_id=patient.patient_id)
+            )
+    for kind, sub in _CONTOUR_DIRS.items():
+        for name, is_dir in sorted(_children(where, f"{folder}/{sub}").items()):
+            match = None if is_dir else _CONTOUR_NAME[kind].match(name)
+            path = f"{folder}/{sub}/{name}"
+            if match is None:
+                problems.append(
+                    problem("stray-file", path, "name is not IM-0001-<nnnn>-" + kind +
+                            "contour-manual.txt; ignored", patient_id=patient.patient_id)
+                )
+                continue
+            found[kind][int(match.group(1))] = path
+    return found
+
+
+def _check_bounds(points: np.ndarray, shape: tuple[int, int]) -> str | None:
+    """Say how a contour leaves the image, or None when it stays within the margin."""
+    rows, columns = shape
+    low = -OUT_OF_BOUNDS_MARGIN
+    x, y = points[:, 0], points[:, 1]
+    if x.min() < low or y.min() < low or x.max() > columns - 1 + OUT_OF_BOUNDS_MARGIN or (
+        y.max() > rows - 1 + OUT_OF_BOUNDS_MARGIN
+    ):
+        return (
+            f"points span x {x.min():.1f}..{x.max():.1f}, y {y.min():.1f}..{y.max():.1f}, "
+            f"beyond the {columns}x{rows} image by more than {OUT_OF_BOUNDS_MARGIN:g} pixel"
+        )
+    return None
+
+
+def scan_patient(root: str | Location, patient: Patient) -> PatientScan:
+    """Scan one patient: pair slices with contours, read headers and contours.
+
+    Never raises on bad data.  This is the unit of work the engines distribute.
+    """
+    where = location(root)
+    result = PatientScan(patient.patient_id)
+    problems = result.problems
+    pid = patient.patient_id
+    dicom_folder = f"dicoms/{pid}"
+    slices: dict[int, str] = {}
+    for name, is_dir in sorted(_children(where, dicom_folder).items()):
+        match = None if is_dir else _DICOM_NAME.match(name)
+        if match is None:
+            problems.append(problem("stray-file", f"{dicom_folder}/{name}",
+                                    "not <n>.dcm; ignored", patient_id=pid))
+        else:
+            slices[int(match.group(1))] = f"{dicom_folder}/{name}"
+    result.dicoms = len(slices)
+    contours = _contour_files(where, patient, problems)
+    labelled = sorted(set(contours["i"]) | set(contours["o"]))
+    result.unlabelled = len(set(slices) - set(labelled))
+
+    for number in labelled:
+        files = {kind: contours[kind].get(number) for kind in ("i", "o")}
+        names = " and ".join(f"{k}-contour" for k, path in files.items() if path)
+        dicom = slices.get(number)
+        if dicom is None:
+            for path in filter(None, files.values()):
+                problems.append(problem(
+                    "missing-dicom", path, f"no {dicom_folder}/{number}.dcm for this contour",
+                    patient_id=pid, slice=number))
+            continue
+        try:
+            header = _read_header(where, dicom)
+        except DicomError as exc:
+            problems.append(problem(exc.code, dicom, f"{exc.reason}; its {names} not used",
+                                    patient_id=pid, slice=number))
+            continue
+        if header.instance_number is not None and header.instance_number != number:
+            problems.append(problem(
+                "instance-number-mismatch", dicom,
+                f"file name says slice {number}, InstanceNumber is {header.instance_number}",
+                patient_id=pid, slice=number))
+        points: dict[str, np.ndarray] = {}
+        for kind, path in files.items():
+            if path is None:
+                continue
+            try:
+                polygon = _read_points(where, path)
+            except ContourError as exc:
+                problems.append(problem(exc.code, path, exc.reason if exc.line is None
+                                        else f"line {exc.line}: {exc.reason}",
+                                        patient_id=pid, slice=number))
+                continue
+            outside = _check_bounds(polygon, header.shape)
+            if outside:
+                problems.append(problem("out-of-bounds", path, outside, patient_id=pid,
+                                        slice=number))
+                continue
+            points[kind] = polygon
+        if not points:
+            continue
+        record = SampleRecord(
+            pid, patient.original_id, number, dicom,
+            files["i"] if "i" in points else None,
+            files["o"] if "o" in points else None,
+            header,
+        )
+        result.records.append(record)
+        problems.extend(_slice_checks(record, points))
+    problems.extend(_patient_checks(result.records))
+    return result
+
+
+def _read_header(where: Location, relative: str) -> DicomHeader:
+    if where.is_local:
+        return read_dicom_header(where.path(relative), name=relative)
+    try:
+        with where.open(relative) as handle:
+            return read_dicom_header(handle, name=relative)
+    except OSError as exc:
+        raise DicomError(relative, f"cannot open ({exc})") from exc
+
+
+def _read_points(where: Location, relative: str) -> np.ndarray:
+    if where.is_local:
+        return read_contour(where.path(relative), name=relative)
+    try:
+        with where.open(relative) as handle:
+            return read_contour(handle, name=relative)
+    except OSError as exc:
+        raise ContourError(relative, f"cannot open ({exc})") from exc
+
+
+def _slice_checks(record: SampleRecord, points: dict[str, np.ndarray]) -> list[Problem]:
+    """Consistency of one slice's contours with each other."""
+    found = []
+    if "i" in points and "o" in points:
+        inner = polygon_to_mask(points["i"], record.shape)
+        outer = polygon_to_mask(points["o"], record.shape)
+        area = int(inner.sum())
+        fraction = float((inner & ~outer).sum()) / area if area else 0.0
+        if fraction > I_OUTSIDE_O_TOLERANCE:
+            found.append(problem(
+                "i-outside-o", record.i_contour or "",
+                f"{fraction:.0%} of the i-contour's mask lies outside the o-contour "
+                f"({record.o_contour})", patient_id=record.patient_id, slice=record.slice))
+    return found
+
+
+def _patient_checks(records: list[SampleRecord]) -> list[Problem]:
+    """Consistency across one patient's slices."""
+    shapes = Counter(record.shape for record in records)
+    if len(shapes) <= 1:
+        return []
+    usual = shapes.most_common(1)[0][0]
+    return [
+        problem("shape-mismatch", record.dicom,
+                f"image is {record.shape[0]}x{record.shape[1]}, the patient's other slices are "
+                f"{usual[0]}x{usual[1]}", patient_id=record.patient_id, slice=record.slice)
+        for record in records if record.shape != usual
+    ]
+
+
+def _layout_problems(where: Location, patients: list[Patient]) -> tuple[list[Patient], list[Problem]]:
+    """Check link.csv against the folders; return the usable patients and the findings."""
+    problems: list[Problem] = []
+    dicom_dirs = {n for n, d in _children(where, "dicoms").items() if d}
+    contour_dirs = {n for n, d in _children(where, "contourfiles").items() if d}
+    usable, seen_pid, seen_oid = [], set(), set()
+    for patient in patients:
+        if patient.patient_id in seen_pid or patient.original_id in seen_oid:
+            problems.append(problem(
+                "duplicate-link", "link.csv",
+                f"{patient.patient_id},{patient.original_id} repeats an id of an earlier row; "
+                "the earlier row is used", patient_id=patient.patient_id))
+            continue
+        seen_pid.add(patient.patient_id)
+        seen_oid.add(patient.original_id)
+        has_contours = patient.original_id in contour_dirs
+        if patient.patient_id not in dicom_dirs:
+            problems.append(problem(
+                "missing-patient-folder", f"dicoms/{patient.patient_id}",
+                "named in link.csv but the folder is missing"
+                + (f"; the contours in contourfiles/{patient.original_id} are not used"
+                   if has_contours else ""), patient_id=patient.patient_id))
+            continue
+        if not has_contours:
+            problems.append(problem(
+                "missing-contour-folder", f"contourfiles/{patient.original_id}",
+                "named in link.csv but the folder is missing; the patient has no labels",
+                patient_id=patient.patient_id))
+        usable.append(patient)
+    for name in sorted(dicom_dirs - seen_pid):
+        problems.append(problem("not-in-link-csv", f"dicoms/{name}",
+                                "no link.csv row names this patient; its slices are not used"))
+    for name in sorted(contour_dirs - seen_oid):
+        problems.append(problem("not-in-link-csv", f"contourfiles/{name}",
+                                "no link.csv row names this folder; its contours are not used"))
+    for top, is_dir in sorted(_children(where, "").items()):
+        if top not in {"link.csv", "dicoms", "contourfiles"} and not top.startswith("."):
+            problems.append(problem("stray-file", top, "not part of the layout; ignored"))
+    return usable, problems
+
+
+Mapper = Callable[[Callable[[Patient], PatientScan], list[Patient]], Iterable[PatientScan]]
+
+
+def scan(
+    root: str | Location, *, progress: bool = False, mapper: Mapper | None = None
+) -> Index:
+    """Scan a dataset folder and return its :class:`Index`.
+
+    Parameters
+    ----------
+    root : str or path
+        The dataset root, a local folder or an fsspec URL (``s3://bucket/data``).
+    progress : bool
+        Show a progress bar (one step per patient) on stderr.
+    mapper : callable, optional
+        ``mapper(function, patients)`` running :func:`scan_patient` for each patient
+        and yielding the results in order; the built-in ``map`` by default.  The
+        engines pass one that spreads patients over processes or a Dask cluster.
+
+    Returns
+    -------
+    Index
+        ``samples``: one record per slice with at least one valid contour;
+        ``problems``: every finding, sorted by path; ``summary``: counts.
+
+    Raises
+    ------
+    LayoutError
+        Only when the root is unusable: missing, no link.csv, malformed link.csv.
+
+    Examples
+    --------
+    >>> index = scan("final_data")                  # doctest: +SKIP
+    >>> index.summary["i_contours"]                 # doctest: +SKIP
+    96
+    """
+    where = location(root)
+    patients, problems = _layout_problems(where, read_link_csv(where))
+    worker = _PatientScanner(where)
+    results: Iterable[PatientScan] = (mapper or map)(worker, patients)
+    if progress:
+        from tqdm import tqdm
+
+        results = tqdm(results, total=len(patients), desc="scan", unit="patient", leave=False)
+    scans = list(results)
+    records = [record for result in scans for record in result.records]
+    problems += [found for result in scans for found in result.problems]
+    problems.sort(key=lambda p: (p.path, p.code))
+    return Index(where, records, problems, _summary(scans, records, problems))
+
+
+@dataclass(frozen=True)
+class _PatientScanner:
+    """A picklable ``scan_patient`` bound to a root, for process and cluster maps."""
+
+    root: Location
+
+    def __call__(self, patient: Patient) -> PatientScan:
+        return scan_patient(self.root, patient)
+
+
+def _summary(
+    scans: list[PatientScan], records: list[SampleRecord], problems: list[Problem]
+) -> dict[str, Any]:
+    per_patient: dict[str, dict[str, Any]] = {}
+    for result in scans:
+        mine = [r for r in records if r.patient_id == result.patient_id]
+        per_patient[result.patient_id] = {
+            "dicoms": result.dicoms,
+            "labelled_slices": len(mine),
+            "unlabelled_slices": result.unlabelled,
+            "i_contours": sum(r.i_contour is not None for r in mine),
+            "o_contours": sum(r.o_contour is not None for r in mine),
+            "problems": dict(Counter(p.code for p in problems if p.patient_id == result.patient_id)),
+        }
+    return {
+        "patients": len(scans),
+        "dicoms": sum(result.dicoms for result in scans),
+        "labelled_slices": len(records),
+        "unlabelled_slices": sum(result.unlabelled for result in scans),
+        "i_contours": sum(r.i_contour is not None for r in records),
+        "o_contours": sum(r.o_contour is not None for r in records),
+        "both_contours": sum(r.i_contour is not None and r.o_contour is not None for r in records),
+        "problems": dict(sorted(Counter(p.code for p in problems).items())),
+        "severity": {s: sum(p.severity == s for p in problems) for s in ("error", "warning", "info")},
+        "per_patient": per_patient,
+    }
