@@ -71,7 +71,9 @@ def parse_contour(text: str, *, name: str = "<contour>") -> np.ndarray:
             raise ContourError(name, f"not a number: {line.strip()[:60]!r}", line=number) from exc
         if not (math.isfinite(x) and math.isfinite(y)):
             raise ContourError(
-                name, f"coordinate is not finite: {line.strip()[:60]!r}", line=number,
+                name,
+                f"coordinate is not finite: {line.strip()[:60]!r}",
+                line=number,
                 code="non-finite-coordinate",
             )
         points.append((x, y))
@@ -92,7 +94,9 @@ def parse_contour(text: str, *, name: str = "<contour>") -> np.ndarray:
     return array
 
 
-def read_contour(source: str | os.PathLike[str] | BinaryIO, *, name: str | None = None) -> np.ndarray:
+def read_contour(
+    source: str | os.PathLike[str] | BinaryIO, *, name: str | None = None
+) -> np.ndarray:
     """Read a contour file.
 
     Parameters

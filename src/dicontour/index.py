@@ -109,7 +109,9 @@ class Sample:
         """The i- or o-mask, raising ``ValueError`` where it is absent."""
         found = self.i_mask if target == "i" else self.o_mask
         if found is None:
-            raise ValueError(f"patient {self.patient_id} slice {self.slice} has no {target}-contour")
+            raise ValueError(
+                f"patient {self.patient_id} slice {self.slice} has no {target}-contour"
+            )
         return found
 
 

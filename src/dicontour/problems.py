@@ -18,8 +18,14 @@ Severity = Literal["error", "warning", "info"]
 #: Every problem code, its severity and what it means.
 CODES: dict[str, tuple[Severity, str]] = {
     # link.csv and folders
-    "missing-patient-folder": ("error", "a link.csv row whose dicoms/<patient_id> folder is missing"),
-    "missing-contour-folder": ("warning", "a link.csv row whose contourfiles/<original_id> is missing"),
+    "missing-patient-folder": (
+        "error",
+        "a link.csv row whose dicoms/<patient_id> folder is missing",
+    ),
+    "missing-contour-folder": (
+        "warning",
+        "a link.csv row whose contourfiles/<original_id> is missing",
+    ),
     "not-in-link-csv": ("warning", "a folder that no link.csv row names; its files are not used"),
     "duplicate-link": ("error", "a patient_id or original_id on more than one link.csv row"),
     "stray-file": ("info", "a file or folder that is not part of the layout; ignored"),

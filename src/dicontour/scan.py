@@ -93,7 +93,9 @@ def read_link_csv(root: str | Location) -> list[Patient]:
         if not any(cells):
             continue
         if len(cells) < 2 or not cells[0] or not cells[1]:
-            raise LayoutError(f"link.csv line {number}: expected 'patient_id,original_id', got {row}")
+            raise LayoutError(
+                f"link.csv line {number}: expected 'patient_id,original_id', got {row}"
+            )
         if any("/" in cell or cell in (".", "..") for cell in cells[:2]):
             raise LayoutError(f"link.csv line {number}: ids must be plain folder names, got {row}")
         patients.append(Patient(cells[0], cells[1]))
@@ -122,8 +124,12 @@ def _contour_files(
     for name, is_dir in sorted(_children(where, folder).items()):
         if name not in expected or not is_dir:
             problems.append(
-                problem("stray-file", f"{folder}/{name}", "not part of the layout; ignored",
-                        patient_id=patient.patient_id)
+                problem(
+                    "stray-file",
+                    f"{folder}/{name}",
+                    "not part of the layout; ignored",
+                    patient_id=patient.patient_id,
+                )
             )
     for kind, sub in _CONTOUR_DIRS.items():
         for name, is_dir in sorted(_children(where, f"{folder}/{sub}").items()):
@@ -131,8 +137,12 @@ def _contour_files(
             path = f"{folder}/{sub}/{name}"
             if match is None:
                 problems.append(
-                    problem("stray-file", path, "name is not IM-0001-<nnnn>-" + kind +
-                            "contour-manual.txt; ignored", patient_id=patient.patient_id)
+                    problem(
+                        "stray-file",
+                        path,
+                        "name is not IM-0001-<nnnn>-" + kind + "contour-manual.txt; ignored",
+                        patient_id=patient.patient_id,
+                    )
                 )
                 continue
             found[kind][int(match.group(1))] = path
@@ -144,8 +154,11 @@ def _check_bounds(points: np.ndarray, shape: tuple[int, int]) -> str | None:
     rows, columns = shape
     low = -OUT_OF_BOUNDS_MARGIN
     x, y = points[:, 0], points[:, 1]
-    if x.min() < low or y.min() < low or x.max() > columns - 1 + OUT_OF_BOUNDS_MARGIN or (
-        y.max() > rows - 1 + OUT_OF_BOUNDS_MARGIN
+    if (
+        x.min() < low
+        or y.min() < low
+        or x.max() > columns - 1 + OUT_OF_BOUNDS_MARGIN
+        or (y.max() > rows - 1 + OUT_OF_BOUNDS_MARGIN)
     ):
         return (
             f"points span x {x.min():.1f}..{x.max():.1f}, y {y.min():.1f}..{y.max():.1f}, "
@@ -168,8 +181,11 @@ def scan_patient(root: str | Location, patient: Patient) -> PatientScan:
     for name, is_dir in sorted(_children(where, dicom_folder).items()):
         match = None if is_dir else _DICOM_NAME.match(name)
         if match is None:
-            problems.append(problem("stray-file", f"{dicom_folder}/{name}",
-                                    "not <n>.dcm; ignored", patient_id=pid))
+            problems.append(
+                problem(
+                    "stray-file", f"{dicom_folder}/{name}", "not <n>.dcm; ignored", patient_id=pid
+                )
+            )
         else:
             slices[int(match.group(1))] = f"{dicom_folder}/{name}"
     result.dicoms = len(slices)
@@ -183,21 +199,39 @@ def scan_patient(root: str | Location, patient: Patient) -> PatientScan:
         dicom = slices.get(number)
         if dicom is None:
             for path in filter(None, files.values()):
-                problems.append(problem(
-                    "missing-dicom", path, f"no {dicom_folder}/{number}.dcm for this contour",
-                    patient_id=pid, slice=number))
+                problems.append(
+                    problem(
+                        "missing-dicom",
+                        path,
+                        f"no {dicom_folder}/{number}.dcm for this contour",
+                        patient_id=pid,
+                        slice=number,
+                    )
+                )
             continue
         try:
             header = _read_header(where, dicom)
         except DicomError as exc:
-            problems.append(problem(exc.code, dicom, f"{exc.reason}; its {names} not used",
-                                    patient_id=pid, slice=number))
+            problems.append(
+                problem(
+                    exc.code,
+                    dicom,
+                    f"{exc.reason}; its {names} not used",
+                    patient_id=pid,
+                    slice=number,
+                )
+            )
             continue
         if header.instance_number is not None and header.instance_number != number:
-            problems.append(problem(
-                "instance-number-mismatch", dicom,
-                f"file name says slice {number}, InstanceNumber is {header.instance_number}",
-                patient_id=pid, slice=number))
+            problems.append(
+                problem(
+                    "instance-number-mismatch",
+                    dicom,
+                    f"file name says slice {number}, InstanceNumber is {header.instance_number}",
+                    patient_id=pid,
+                    slice=number,
+                )
+            )
         points: dict[str, np.ndarray] = {}
         for kind, path in files.items():
             if path is None:
@@ -205,20 +239,30 @@ def scan_patient(root: str | Location, patient: Patient) -> PatientScan:
             try:
                 polygon = _read_points(where, path)
             except ContourError as exc:
-                problems.append(problem(exc.code, path, exc.reason if exc.line is None
-                                        else f"line {exc.line}: {exc.reason}",
-                                        patient_id=pid, slice=number))
+                problems.append(
+                    problem(
+                        exc.code,
+                        path,
+                        exc.reason if exc.line is None else f"line {exc.line}: {exc.reason}",
+                        patient_id=pid,
+                        slice=number,
+                    )
+                )
                 continue
             outside = _check_bounds(polygon, header.shape)
             if outside:
-                problems.append(problem("out-of-bounds", path, outside, patient_id=pid,
-                                        slice=number))
+                problems.append(
+                    problem("out-of-bounds", path, outside, patient_id=pid, slice=number)
+                )
                 continue
             points[kind] = polygon
         if not points:
             continue
         record = SampleRecord(
-            pid, patient.original_id, number, dicom,
+            pid,
+            patient.original_id,
+            number,
+            dicom,
             files["i"] if "i" in points else None,
             files["o"] if "o" in points else None,
             header,
@@ -258,10 +302,16 @@ def _slice_checks(record: SampleRecord, points: dict[str, np.ndarray]) -> list[P
         area = int(inner.sum())
         fraction = float((inner & ~outer).sum()) / area if area else 0.0
         if fraction > I_OUTSIDE_O_TOLERANCE:
-            found.append(problem(
-                "i-outside-o", record.i_contour or "",
-                f"{fraction:.0%} of the i-contour's mask lies outside the o-contour "
-                f"({record.o_contour})", patient_id=record.patient_id, slice=record.slice))
+            found.append(
+                problem(
+                    "i-outside-o",
+                    record.i_contour or "",
+                    f"{fraction:.0%} of the i-contour's mask lies outside the o-contour "
+                    f"({record.o_contour})",
+                    patient_id=record.patient_id,
+                    slice=record.slice,
+                )
+            )
     return found
 
 
@@ -272,14 +322,22 @@ def _patient_checks(records: list[SampleRecord]) -> list[Problem]:
         return []
     usual = shapes.most_common(1)[0][0]
     return [
-        problem("shape-mismatch", record.dicom,
-                f"image is {record.shape[0]}x{record.shape[1]}, the patient's other slices are "
-                f"{usual[0]}x{usual[1]}", patient_id=record.patient_id, slice=record.slice)
-        for record in records if record.shape != usual
+        problem(
+            "shape-mismatch",
+            record.dicom,
+            f"image is {record.shape[0]}x{record.shape[1]}, the patient's other slices are "
+            f"{usual[0]}x{usual[1]}",
+            patient_id=record.patient_id,
+            slice=record.slice,
+        )
+        for record in records
+        if record.shape != usual
     ]
 
 
-def _layout_problems(where: Location, patients: list[Patient]) -> tuple[list[Patient], list[Problem]]:
+def _layout_problems(
+    where: Location, patients: list[Patient]
+) -> tuple[list[Patient], list[Problem]]:
     """Check link.csv against the folders; return the usable patients and the findings."""
     problems: list[Problem] = []
     dicom_dirs = {n for n, d in _children(where, "dicoms").items() if d}
@@ -287,34 +345,61 @@ def _layout_problems(where: Location, patients: list[Patient]) -> tuple[list[Pat
     usable, seen_pid, seen_oid = [], set(), set()
     for patient in patients:
         if patient.patient_id in seen_pid or patient.original_id in seen_oid:
-            problems.append(problem(
-                "duplicate-link", "link.csv",
-                f"{patient.patient_id},{patient.original_id} repeats an id of an earlier row; "
-                "the earlier row is used", patient_id=patient.patient_id))
+            problems.append(
+                problem(
+                    "duplicate-link",
+                    "link.csv",
+                    f"{patient.patient_id},{patient.original_id} repeats an id of an earlier row; "
+                    "the earlier row is used",
+                    patient_id=patient.patient_id,
+                )
+            )
             continue
         seen_pid.add(patient.patient_id)
         seen_oid.add(patient.original_id)
         has_contours = patient.original_id in contour_dirs
         if patient.patient_id not in dicom_dirs:
-            problems.append(problem(
-                "missing-patient-folder", f"dicoms/{patient.patient_id}",
-                "named in link.csv but the folder is missing"
-                + (f"; the contours in contourfiles/{patient.original_id} are not used"
-                   if has_contours else ""), patient_id=patient.patient_id))
+            problems.append(
+                problem(
+                    "missing-patient-folder",
+                    f"dicoms/{patient.patient_id}",
+                    "named in link.csv but the folder is missing"
+                    + (
+                        f"; the contours in contourfiles/{patient.original_id} are not used"
+                        if has_contours
+                        else ""
+                    ),
+                    patient_id=patient.patient_id,
+                )
+            )
             continue
         if not has_contours:
-            problems.append(problem(
-                "missing-contour-folder", f"contourfiles/{patient.original_id}",
-                "named in link.csv but the folder is missing; the patient has no labels",
-                patient_id=patient.patient_id))
+            problems.append(
+                problem(
+                    "missing-contour-folder",
+                    f"contourfiles/{patient.original_id}",
+                    "named in link.csv but the folder is missing; the patient has no labels",
+                    patient_id=patient.patient_id,
+                )
+            )
         usable.append(patient)
     for name in sorted(dicom_dirs - seen_pid):
-        problems.append(problem("not-in-link-csv", f"dicoms/{name}",
-                                "no link.csv row names this patient; its slices are not used"))
+        problems.append(
+            problem(
+                "not-in-link-csv",
+                f"dicoms/{name}",
+                "no link.csv row names this patient; its slices are not used",
+            )
+        )
     for name in sorted(contour_dirs - seen_oid):
-        problems.append(problem("not-in-link-csv", f"contourfiles/{name}",
-                                "no link.csv row names this folder; its contours are not used"))
-    for top, is_dir in sorted(_children(where, "").items()):
+        problems.append(
+            problem(
+                "not-in-link-csv",
+                f"contourfiles/{name}",
+                "no link.csv row names this folder; its contours are not used",
+            )
+        )
+    for top in sorted(_children(where, "")):
         if top not in {"link.csv", "dicoms", "contourfiles"} and not top.startswith("."):
             problems.append(problem("stray-file", top, "not part of the layout; ignored"))
     return usable, problems
@@ -323,9 +408,7 @@ def _layout_problems(where: Location, patients: list[Patient]) -> tuple[list[Pat
 Mapper = Callable[[Callable[[Patient], PatientScan], list[Patient]], Iterable[PatientScan]]
 
 
-def scan(
-    root: str | Location, *, progress: bool = False, mapper: Mapper | None = None
-) -> Index:
+def scan(root: str | Location, *, progress: bool = False, mapper: Mapper | None = None) -> Index:
     """Scan a dataset folder and return its :class:`Index`.
 
     Parameters
@@ -393,7 +476,9 @@ def _summary(
             "unlabelled_slices": result.unlabelled,
             "i_contours": sum(r.i_contour is not None for r in mine),
             "o_contours": sum(r.o_contour is not None for r in mine),
-            "problems": dict(Counter(p.code for p in problems if p.patient_id == result.patient_id)),
+            "problems": dict(
+                Counter(p.code for p in problems if p.patient_id == result.patient_id)
+            ),
         }
     return {
         "patients": len(scans),
@@ -404,6 +489,8 @@ def _summary(
         "o_contours": sum(r.o_contour is not None for r in records),
         "both_contours": sum(r.i_contour is not None and r.o_contour is not None for r in records),
         "problems": dict(sorted(Counter(p.code for p in problems).items())),
-        "severity": {s: sum(p.severity == s for p in problems) for s in ("error", "warning", "info")},
+        "severity": {
+            s: sum(p.severity == s for p in problems) for s in ("error", "warning", "info")
+        },
         "per_patient": per_patient,
     }

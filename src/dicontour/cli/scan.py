@@ -1,0 +1,68 @@
+"""``dicontour scan ROOT``: the per-patient table and the problems, or ``--json``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..index import Index
+from ..scan import scan
+from ._format import print_json, show_progress, table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("scan", help="scan a dataset and report its samples and problems")
+    parser.add_argument("root", help="dataset root: a folder or an fsspec URL (s3://...)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 when any problem of severity error exists"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    index = scan(args.root, progress=show_progress(args))
+    if args.json:
+        print_json(index.to_dict())
+    else:
+        print(report(index))
+    return 1 if args.strict and index.errors() else 0
+
+
+def report(index: Index) -> str:
+    """The human-readable scan report: per-patient table, totals, problems."""
+    summary = index.summary
+    rows = []
+    for pid, stats in summary["per_patient"].items():
+        codes = ", ".join(f"{code} {n}" for code, n in sorted(stats["problems"].items()))
+        rows.append(
+            [
+                pid,
+                stats["dicoms"],
+                stats["labelled_slices"],
+                stats["i_contours"],
+                stats["o_contours"],
+                codes or "-",
+            ]
+        )
+    rows.append(
+        [
+            "total",
+            summary["dicoms"],
+            summary["labelled_slices"],
+            summary["i_contours"],
+            summary["o_contours"],
+            f"{len(index.problems)}",
+        ]
+    )
+    lines = [
+        f"dataset {index.location.redacted()}",
+        table(["patient", "DICOMs", "labelled", "i-pairs", "o-pairs", "problems"], rows),
+        "",
+        f"{summary['unlabelled_slices']} unlabelled slices; problems: "
+        + ", ".join(f"{n} {sev}" for sev, n in summary["severity"].items()),
+    ]
+    if index.problems:
+        lines += ["", "problems:"]
+        lines += [f"  {p.severity:<7} {p.code:<24} {p.path}: {p.message}" for p in index.problems]
+    return "\n".join(lines)
