@@ -26,7 +26,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)  ## speed figures, each beside a baseline measured in the same run
 	$(BIN)/python -m pip install --quiet "torch==2.13.0" || echo "torch not installed: torch baselines skipped"
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py $(BENCH)
 
 clean:
 	rm -rf $(VENV) demo-data bench-out .pytest_cache .ruff_cache .hypothesis

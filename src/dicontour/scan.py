@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -104,6 +105,13 @@ def read_link_csv(root: str | Location) -> list[Patient]:
 
 def _children(where: Location, relative: str) -> dict[str, bool]:
     """Names inside ``relative`` mapped to whether each is a folder ({} if absent)."""
+    if where.is_local:
+        # os.scandir answers from one directory read; fsspec's ls stats every entry.
+        try:
+            with os.scandir(where.path(relative)) as entries:
+                return {entry.name: entry.is_dir() for entry in entries}
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
     try:
         entries = where.fs.ls(where.path(relative), detail=True)
     except (FileNotFoundError, NotADirectoryError):
