@@ -40,7 +40,7 @@ def main() -> int:
 
     def naive_scan() -> int:
         for record in records:
-            pydicom.dcmread(f"{root}/{record.dicom}").pixel_array
+            _ = pydicom.dcmread(f"{root}/{record.dicom}").pixel_array
             for contour in (record.i_contour, record.o_contour):
                 if contour:
                     challenge_parse(f"{root}/{contour}")

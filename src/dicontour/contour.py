@@ -56,11 +56,7 @@ def parse_contour(text: str, *, name: str = "<contour>") -> np.ndarray:
            [4., 1.],
            [4., 3.]])
     """
-    array = _parse_fast(text, name)
-    if array is None:
-        array = _parse_lines(text, name)
-    if len(array) > MAX_POINTS:
-        raise ContourError(name, f"more than {MAX_POINTS} points", code="too-many-points")
+    array = _parse_lines(text, name)
     if not len(array):
         raise ContourError(name, "no points in file", code="empty-contour")
     if len(array) > 1 and (array[-1] == array[0]).all():
@@ -71,27 +67,6 @@ def parse_contour(text: str, *, name: str = "<contour>") -> np.ndarray:
             name, f"a polygon needs 3 distinct points, found {distinct}", code="too-few-points"
         )
     return array
-
-
-def _parse_fast(text: str, name: str) -> np.ndarray | None:
-    """Parse a well-formed file in one numpy call; None sends it to the careful parser.
-
-    The careful line-by-line parser is about ten times slower; it runs only
-    when this one cannot vouch for the file, to name the offending line.
-    """
-    tokens = text.split()
-    if len(tokens) > 2 * MAX_POINTS + 2:
-        raise ContourError(name, f"more than {MAX_POINTS} points", code="too-many-points")
-    # Two tokens on every line: with no blank line inside, the line count is one
-    # more than the newlines of the stripped text (else the careful parser decides).
-    stripped = text.strip()
-    if len(tokens) != 2 * (stripped.count("\n") + 1) if stripped else tokens:
-        return None
-    try:
-        array = np.array(tokens, dtype=np.float64).reshape(-1, 2)
-    except ValueError:
-        return None
-    return array if np.isfinite(array).all() else None
 
 
 def _parse_lines(text: str, name: str) -> np.ndarray:
