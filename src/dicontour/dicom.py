@@ -136,7 +136,13 @@ def _number(ds: pydicom.Dataset, keyword: str, default: float, where: str) -> fl
 def _header(ds: pydicom.Dataset, where: str, *, max_pixels: int) -> DicomHeader:
     """Validate the image-describing elements and build a :class:`DicomHeader`."""
     if _PIXEL_DATA not in ds:
-        raise DicomError(where, "no pixel data (7FE0,0010)", code="no-pixel-data")
+        # pydicom stops quietly at the end of a file cut before or inside an
+        # encapsulated (compressed) pixel data element, so say both.
+        raise DicomError(
+            where,
+            "no pixel data (7FE0,0010): the element is absent, or the file ends before it",
+            code="no-pixel-data",
+        )
     try:
         rows, columns = int(ds.Rows), int(ds.Columns)
         frames = int(ds.get("NumberOfFrames", 1) or 1)

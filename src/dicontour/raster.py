@@ -38,6 +38,8 @@ def _check(points: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, int,
         height, width = (int(n) for n in shape)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"shape must be (H, W); got {shape!r}") from exc
+    if (height, width) != tuple(shape):  # int() truncated a fractional size
+        raise ValueError(f"shape must be two integers (H, W); got {shape!r}")
     if height < 0 or width < 0 or height * width > MAX_PIXELS:
         raise ValueError(f"shape must be (H, W) with 0 <= H*W <= {MAX_PIXELS}; got {shape!r}")
     return points, height, width
@@ -115,12 +117,15 @@ def polygon_to_mask(
 
     # One crossing per (edge, row).  x is interpolated from the edge's lower
     # end, so an edge shared by two polygons (walked in opposite directions)
-    # gives bit-identical crossings and the two masks tile exactly.
+    # gives bit-identical crossings and the two masks tile exactly.  Multiply
+    # before dividing: for integer and half-integer vertices the product is
+    # exact, so a centre exactly on an edge gets exactly its x (a precomputed
+    # slope such as 58/14 is rounded, and 7 * (58/14) gives 29.000000000000004).
     flip = y1 < y0
     x_low, y_low = np.where(flip, x1, x0), np.where(flip, y1, y0)
     edge = np.repeat(np.arange(len(counts)), counts)
     rows = first_row[edge] + (np.arange(total) - (np.cumsum(counts) - counts)[edge])
-    crossing_x = x_low[edge] + (rows - y_low[edge]) * ((x1 - x0)[edge] / (y1 - y0)[edge])
+    crossing_x = x_low[edge] + (rows - y_low[edge]) * (x1 - x0)[edge] / (y1 - y0)[edge]
 
     # Pixel c is right of a crossing at x when c >= ceil(x).  Sorted by
     # (row, ceil(x)), crossings pair up into the inside runs [c0, c1) of each
