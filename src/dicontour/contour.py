@@ -72,7 +72,10 @@ def parse_contour(text: str, *, name: str = "<contour>") -> np.ndarray:
 def _parse_lines(text: str, name: str) -> np.ndarray:
     """Parse line by line, raising on the first bad line with its number."""
     points: list[tuple[float, float]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Only \n, \r\n and \r end a line: str.splitlines also splits at form feeds
+    # and other control characters, which would misnumber the lines in errors.
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    for number, line in enumerate(lines, start=1):
         fields = line.split()
         if not fields:
             continue
@@ -158,5 +161,9 @@ def read_contour(
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ContourError(where, f"not a text file ({exc.reason} at byte {exc.start})") from exc
+        raise ContourError(
+            where,
+            f"not a text file ({exc.reason} at byte {exc.start})",
+            line=data.count(b"\n", 0, exc.start) + 1,
+        ) from exc
     return parse_contour(text, name=where)
