@@ -26,6 +26,7 @@ from .errors import (
     LoaderError,
 )
 from .index import Index, Sample, SampleRecord
+from .loader import BatchLoader, IndexSource, SampleSource
 from .problems import CODES, Problem
 from .raster import polygon_to_mask
 from .scan import scan
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CODES",
+    "BatchLoader",
     "CacheError",
     "ContourError",
     "DicomError",
@@ -41,11 +43,13 @@ __all__ = [
     "DicomImage",
     "DicontourError",
     "Index",
+    "IndexSource",
     "LayoutError",
     "LoaderError",
     "Problem",
     "Sample",
     "SampleRecord",
+    "SampleSource",
     "parse_contour",
     "polygon_to_mask",
     "read_contour",

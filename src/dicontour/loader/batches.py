@@ -1,0 +1,488 @@
+"""``BatchLoader``: training batches from worker processes, exact, reproducible, bounded.
+
+How a batch travels
+-------------------
+The loader owns ``prefetch`` batch slots in one shared-memory segment and
+``workers`` persistent processes.  For each free slot it sends one worker a
+task (slot, batch number, sample indices).  The worker reads the samples into
+the slot and replies with (slot, batch number, count, failures).  The loader
+delivers batches strictly in order, copying each out of its slot into fresh
+arrays that belong to the caller, and frees the slot for the next task.  At
+most ``prefetch`` batches are in flight or waiting, so memory is
+``prefetch x batch bytes`` plus the compact source, whatever the dataset size.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+import numpy as np
+
+from ..errors import ContourError, DicomError, LoaderError
+from ..index import Index
+from ..problems import CODES, Problem, problem
+from .index_source import IndexSource
+from .order import batch_count, epoch_order, rank_share, samples_per_rank
+from .pool import InlinePool, ProcessPool, RemoteTraceback
+from .prepare import NORMALIZE, Normalize
+from .slots import SlotLayout
+from .source import SampleSource, Target
+from .state import VERSION, check_state
+from .worker import Failure, Result, Task, WorkerConfig
+
+log = logging.getLogger("dicontour.loader")
+
+OnError = Literal["skip", "raise"]
+START_METHODS = ("spawn", "forkserver")
+_TARGETS = ("i", "o", "both")
+
+
+def _positive_int(name: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
+class BatchLoader:
+    """Batches of (images, masks) for training, loaded by worker processes.
+
+    ``for images, masks in loader:`` runs one epoch; each new ``for`` runs the
+    next epoch in a new order.  Every sample that has the ``target`` contour(s)
+    is delivered exactly once per epoch (on one rank).
+
+    Parameters
+    ----------
+    source : Index or SampleSource
+        What to load: an :class:`~dicontour.Index` (wrapped in an
+        :class:`IndexSource`) or any object following the
+        :class:`SampleSource` protocol.
+    batch_size : int
+        Samples per batch, B.
+    target : {"i", "o", "both"}
+        The mask: the i-contour's, the o-contour's, or both as (B, 2, H, W)
+        [i, o].  Only samples that have the contour(s) take part.
+    shuffle : bool
+        A new random order every epoch; False keeps the source order.
+    seed : int
+        The order of epoch e is ``default_rng([seed, e]).permutation(n)``: the
+        same for any worker count and timing.
+    workers : int
+        Worker processes; 0 loads in the calling process (for debugging).
+    prefetch : int
+        Batch slots: how many batches may be loading or waiting at once.  At
+        least ``workers`` keeps every worker busy.
+    drop_last : bool
+        Drop the last batch of an epoch when it would be short.
+    on_error : {"skip", "raise"}
+        A file that became unreadable after the scan: ``"skip"`` leaves the
+        sample out (the batch is one shorter), logs a warning on the
+        ``dicontour.loader`` logger and records it in :attr:`problems`;
+        ``"raise"`` raises its ``DicomError`` or ``ContourError`` in the loop.
+    normalize : {None, "zscore", "percentile"}
+        Per-image intensity normalisation (see :func:`~dicontour.loader.prepare.normalize`).
+    size : (int, int), optional
+        (H, W) to centre-crop or zero-pad every image and mask to.  Without it
+        all images must share one shape, checked here.
+    timeout : float
+        Seconds any wait may last (a batch, a worker start) before it raises
+        :class:`~dicontour.LoaderError` naming what it waited for.
+    rank, world_size : int
+        For distributed training: this process reads rank ``rank``'s share of
+        each epoch (see :func:`~dicontour.loader.order.rank_share`); every rank
+        gets the same number of batches.
+    start_method : {"spawn", "forkserver"}
+        How workers start.  ``"spawn"`` (default) gives each worker a fresh
+        interpreter that sees the current environment and ``sys.path``.
+
+    Attributes
+    ----------
+    problems : list of Problem
+        Samples left out with ``on_error="skip"``, once per distinct file and
+        reason, across epochs.
+    skipped : list of int
+        Source indices left out so far in the current (or last) epoch.
+
+    Raises
+    ------
+    LoaderError
+        No sample has the target contour(s), the epoch has no batch, or images
+        differ in shape and ``size`` is not given.
+    ValueError
+        An option out of range (the message names it).
+
+    Notes
+    -----
+    Each batch is copied out of its shared-memory slot (about 0.2 ms for
+    8 x 256 x 256), so the arrays belong to the caller and stay valid forever.
+    A batch is shorter than ``batch_size`` only at the end of an epoch or when
+    samples were skipped; it can even be empty (every sample in it failed), so
+    that an epoch always has ``len(loader)`` batches (ranks stay in step).
+
+    An epoch ends when its loop ends, breaks or raises: the next ``for`` starts
+    the next epoch.  To resume a crashed job mid-epoch, save
+    :meth:`state_dict` with your checkpoint and pass it to
+    :meth:`load_state_dict`.
+
+    Examples
+    --------
+    >>> index = dicontour.scan("final_data")                    # doctest: +SKIP
+    >>> with dicontour.BatchLoader(index, batch_size=8) as loader:  # doctest: +SKIP
+    ...     for epoch in range(10):
+    ...         for images, masks in loader:
+    ...             images.shape, masks.dtype       # (8, 256, 256), bool
+    """
+
+    def __init__(
+        self,
+        source: Index | SampleSource,
+        batch_size: int = 8,
+        *,
+        target: Target = "i",
+        shuffle: bool = True,
+        seed: int = 0,
+        workers: int = 2,
+        prefetch: int = 4,
+        drop_last: bool = False,
+        on_error: OnError = "skip",
+        normalize: Normalize = None,
+        size: tuple[int, int] | None = None,
+        timeout: float = 120.0,
+        rank: int = 0,
+        world_size: int = 1,
+        start_method: Literal["spawn", "forkserver"] = "spawn",
+    ) -> None:
+        self.batch_size = _positive_int("batch_size", batch_size)
+        if target not in _TARGETS:
+            raise ValueError(f"target must be one of {_TARGETS}; got {target!r}")
+        self.seed = _positive_int("seed", seed, minimum=0)
+        self.workers = _positive_int("workers", workers, minimum=0)
+        self.prefetch = _positive_int("prefetch", prefetch)
+        if on_error not in ("skip", "raise"):
+            raise ValueError(f"on_error must be 'skip' or 'raise'; got {on_error!r}")
+        if normalize not in NORMALIZE:
+            raise ValueError(f"normalize must be one of {NORMALIZE}; got {normalize!r}")
+        if size is not None:
+            if len(size) != 2:
+                raise ValueError(f"size must be (H, W); got {size!r}")
+            size = (_positive_int("size[0]", size[0]), _positive_int("size[1]", size[1]))
+        if not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds; got {timeout!r}")
+        self.world_size = _positive_int("world_size", world_size)
+        self.rank = _positive_int("rank", rank, minimum=0)
+        if self.rank >= self.world_size:
+            raise ValueError(f"rank must be < world_size={self.world_size}; got {rank!r}")
+        if start_method not in START_METHODS:
+            raise ValueError(f"start_method must be one of {START_METHODS}; got {start_method!r}")
+        if isinstance(source, Index):
+            source = IndexSource(source)
+        elif not isinstance(source, SampleSource):
+            raise TypeError(
+                f"source must be an Index or a SampleSource; got {type(source).__name__}"
+            )
+        self.source: SampleSource = source
+        self.target: Target = target
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.on_error: OnError = on_error
+        self.normalize: Normalize = normalize
+        self.timeout = float(timeout)
+        self.start_method = start_method
+
+        self._eligible = np.flatnonzero(np.asarray(source.has(target), dtype=bool))
+        if not len(self._eligible):
+            raise LoaderError(
+                f"no sample has the {target}-contour{'s' if target == 'both' else ''} "
+                f"({len(source)} samples in {source!r})"
+            )
+        self.shape = size or self._common_shape()
+        self.samples_per_epoch = samples_per_rank(
+            len(self._eligible), world_size=self.world_size, drop_last=self.drop_last
+        )
+        self._batches = batch_count(self.samples_per_epoch, self.batch_size, drop_last=drop_last)
+        if not self._batches:
+            raise LoaderError(
+                f"an epoch has no batch: {self.samples_per_epoch} samples per epoch "
+                f"(rank {self.rank} of {self.world_size}), batch_size={self.batch_size}, "
+                "drop_last=True"
+            )
+        self._config = WorkerConfig(
+            target=target,
+            normalize=normalize,
+            layout=SlotLayout(
+                slots=self.prefetch,
+                batch_size=self.batch_size,
+                height=self.shape[0],
+                width=self.shape[1],
+                channels=2 if target == "both" else 0,
+            ),
+            fit=size is not None,
+        )
+        self._epoch = 0
+        self._position = 0
+        self._token = 0
+        self._active: int | None = None
+        self._pool: ProcessPool | InlinePool | None = None
+        self._finalizer: weakref.finalize | None = None
+        self._closed = False
+        self._seen: set[tuple[str, str, str]] = set()
+        self.problems: list[Problem] = []
+        self.skipped: list[int] = []
+
+    def _common_shape(self) -> tuple[int, int]:
+        shapes = np.asarray(self.source.shapes(), dtype=np.int64)[self._eligible]
+        differ = np.flatnonzero((shapes != shapes[0]).any(axis=1))
+        if len(differ):
+            first, other = self._eligible[0], self._eligible[differ[0]]
+            a, b = shapes[0], shapes[differ[0]]
+            raise LoaderError(
+                "images differ in shape (H, W): "
+                f"{self.source.describe(int(first))} is {a[0]}x{a[1]}, "
+                f"{self.source.describe(int(other))} is {b[0]}x{b[1]}; "
+                "pass size=(H, W) to centre-crop or pad every image to one shape"
+            )
+        return int(shapes[0, 0]), int(shapes[0, 1])
+
+    # -- information -------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Batches per epoch (on this rank)."""
+        return self._batches
+
+    def __repr__(self) -> str:
+        return (
+            f"BatchLoader({self.source!r}, batch_size={self.batch_size}, "
+            f"target={self.target!r}, workers={self.workers}, batches={len(self)}, "
+            f"epoch={self._epoch}, closed={self._closed})"
+        )
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the running (or next) iteration delivers."""
+        return self._epoch
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the running workers (empty before the first iteration)."""
+        return list(self._pool.pids) if self._pool is not None else []
+
+    @property
+    def restarts(self) -> int:
+        """How many dead workers were replaced so far."""
+        return self._pool.restarts if self._pool is not None else 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def order(self, epoch: int) -> np.ndarray:
+        """Source indices of ``epoch`` in delivery order, for this rank (a pure function).
+
+        Batch j of the epoch holds ``order(epoch)[j * batch_size : (j + 1) * batch_size]``,
+        minus any skipped samples.
+        """
+        positions = epoch_order(
+            len(self._eligible), seed=self.seed, epoch=epoch, shuffle=self.shuffle
+        )
+        share = rank_share(
+            positions, rank=self.rank, world_size=self.world_size, drop_last=self.drop_last
+        )
+        return self._eligible[share[: self._batches * self.batch_size]]
+
+    # -- state -------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the loader is: epoch and next batch, with the settings that fix the order.
+
+        Examples
+        --------
+        >>> loader.state_dict()                                  # doctest: +SKIP
+        {'version': 1, 'epoch': 3, 'batch': 5, 'seed': 0, ...}
+        """
+        return {
+            "version": VERSION,
+            "epoch": self._epoch,
+            "batch": self._position,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "n": len(self._eligible),
+            "target": self.target,
+            "batch_size": self.batch_size,
+            "drop_last": self.drop_last,
+            "rank": self.rank,
+            "world_size": self.world_size,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a saved :meth:`state_dict`: the next ``for`` starts at its batch.
+
+        Raises
+        ------
+        LoaderError
+            The state is malformed or was saved by a loader with other settings
+            (each mismatch is listed as ``key: state ..., loader ...``).
+        """
+        epoch, batch = check_state(state, self.state_dict(), self._batches)
+        self._active = None  # a running iteration may not go on from the old position
+        self._epoch, self._position = epoch, batch
+
+    # -- lifetime ----------------------------------------------------------
+
+    def __enter__(self) -> BatchLoader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the workers and free the shared memory; safe to call more than once."""
+        self._closed = True
+        self._active = None
+        if self._finalizer is not None:
+            self._finalizer()
+
+    def _ensure_pool(self) -> ProcessPool | InlinePool:
+        if self._closed:
+            raise LoaderError("the loader is closed")
+        if self._pool is None or self._pool.closed:
+            if self.workers == 0:
+                self._pool = InlinePool(self.source, self._config)
+            else:
+                self._pool = ProcessPool(
+                    self.source,
+                    self._config,
+                    workers=self.workers,
+                    start_method=self.start_method,
+                    timeout=self.timeout,
+                )
+            # The finaliser holds the pool, never the loader: it runs when the
+            # loader is collected or at interpreter exit, whichever is first.
+            self._finalizer = weakref.finalize(self, self._pool.close)
+        return self._pool
+
+    # -- iteration ---------------------------------------------------------
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One epoch of ``(images, masks)`` batches, from the current position."""
+        if self._closed:
+            raise LoaderError("the loader is closed")
+        if self._active is not None:
+            # An iteration still open (kept alive elsewhere) is abandoned.
+            self._end_epoch(self._active)
+        self._token += 1
+        self._active = self._token
+        return self._run(self._token)
+
+    def _end_epoch(self, token: int) -> None:
+        if self._active == token:
+            self._active = None
+            self._epoch += 1
+            self._position = 0
+
+    def _run(self, token: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        epoch, start = self._epoch, self._position
+        try:
+            pool = self._ensure_pool()
+            pool.set_token(token)
+            order = self.order(epoch)
+            self.skipped = []
+            busy = pool.busy_slots()
+            free = [slot for slot in range(self.prefetch) if slot not in busy]
+            ready: dict[int, Result] = {}
+            next_send = next_yield = start
+            deadline: float | None = None
+            restarts = pool.restarts
+            while next_yield < self._batches:
+                self._check(token)
+                while free and next_send < self._batches:
+                    samples = order[next_send * self.batch_size : (next_send + 1) * self.batch_size]
+                    pool.submit(Task(token, next_send, free.pop(), samples))
+                    next_send += 1
+                result = ready.pop(next_yield, None)
+                if result is None:
+                    if deadline is None or pool.restarts != restarts:
+                        deadline, restarts = time.monotonic() + self.timeout, pool.restarts
+                    waiting = self._waiting_for(epoch, next_yield, order)
+                    for received in pool.receive(deadline, waiting):
+                        if received.token == token:
+                            ready[received.batch] = received
+                        else:
+                            free.append(received.slot)  # a task of an abandoned iteration
+                    continue
+                deadline = None
+                count = result.count
+                images = pool.images[result.slot, :count].copy()
+                masks = pool.masks[result.slot, :count].copy()
+                free.append(result.slot)
+                self._settle(result, epoch)
+                next_yield += 1
+                self._position = next_yield
+                yield images, masks
+        finally:
+            self._end_epoch(token)
+
+    def _check(self, token: int) -> None:
+        if self._closed:
+            raise LoaderError("the loader was closed during the epoch")
+        if self._active != token:
+            raise LoaderError(
+                "this iteration was superseded: the loader was iterated again or "
+                "load_state_dict() was called; start a new `for` loop"
+            )
+
+    def _waiting_for(self, epoch: int, batch: int, order: np.ndarray) -> Callable[[], str]:
+        def describe() -> str:
+            samples = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+            return f"batch {batch} of epoch {epoch} (samples {samples.tolist()})"
+
+        return describe
+
+    def _settle(self, result: Result, epoch: int) -> None:
+        """Record or raise the failures of a delivered batch; raise a worker crash."""
+        if result.crash is not None:
+            crash = result.crash
+            raise LoaderError(
+                f"reading sample {crash.sample} ({self.source.describe(crash.sample)}) failed "
+                f"in a worker: {crash.kind}: {crash.message}"
+            ) from RemoteTraceback(crash.traceback)
+        for failure in result.failures:
+            self.skipped.append(failure.sample)
+            if self.on_error == "raise":
+                raise self._error(failure, result.batch, epoch) from RemoteTraceback(
+                    failure.traceback
+                )
+            self._record(failure, result.batch, epoch)
+
+    def _error(self, failure: Failure, batch: int, epoch: int) -> DicomError | ContourError:
+        error = failure.error()
+        note = (
+            f"while loading batch {batch} of epoch {epoch}: sample {failure.sample}, "
+            f"{self.source.describe(failure.sample)}"
+        )
+        if hasattr(error, "add_note"):  # Python >= 3.11
+            error.add_note(note)
+        return error
+
+    def _record(self, failure: Failure, batch: int, epoch: int) -> None:
+        log.warning(
+            "skipped sample %d (%s) in batch %d of epoch %d: %s: %s",
+            failure.sample,
+            self.source.describe(failure.sample),
+            batch,
+            epoch,
+            failure.path,
+            failure.reason,
+        )
+        key = (failure.code, failure.path, failure.reason)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        code = failure.code
+        if code not in CODES:
+            code = "unparseable-contour" if failure.kind == "ContourError" else "unreadable-dicom"
+        self.problems.append(
+            problem(code, failure.path, f"{failure.reason} (skipped by the loader)")
+        )

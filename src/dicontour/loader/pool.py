@@ -1,0 +1,348 @@
+"""The loader side of the workers: start them, hand out tasks, notice deaths, shut down.
+
+:class:`ProcessPool` runs ``workers`` persistent child processes.  Each has its
+own duplex pipe: tasks go down, results come back.  Private pipes (rather than
+one shared queue) mean a worker killed in the middle of a write can only
+damage its own channel, never block the others on a lock it held.  The pool
+waits on the pipes and on the processes' sentinels at once, so a death is seen
+as soon as it happens; the dead worker's unfinished tasks go to a replacement.
+
+:class:`InlinePool` does the same work in the calling process (``workers=0``),
+for debugging and for sources that cannot be pickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+
+import numpy as np
+
+from ..errors import LoaderError
+from .slots import EPOCH, STOP, SlotLayout, SlotSegment
+from .source import SampleSource
+from .worker import Result, Task, WorkerConfig, fill, run_worker
+
+log = logging.getLogger("dicontour.loader")
+
+#: Times a batch is handed to a worker before a worker death on it is fatal.
+MAX_ATTEMPTS = 3
+#: Workers that die before saying they are ready, in a row, before giving up.
+MAX_FAILED_STARTS = 3
+#: Seconds ``close`` waits for workers to exit on their own before killing them.
+GRACE = 2.0
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """``exit code 1``, ``signal SIGKILL`` or ``no exit code yet``."""
+    if exitcode is None:
+        return "no exit code yet"
+    if exitcode < 0:
+        try:
+            return f"signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an error in a worker, chained as the cause of its re-raise."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f"\n\nIn the worker:\n{self.text}"
+
+
+@dataclass(eq=False)
+class _Worker:
+    number: int
+    process: BaseProcess
+    conn: Connection
+    ready: bool = False
+    pid: int | None = None
+    tasks: dict[int, Task] = field(default_factory=dict)  # slot -> task in flight
+
+
+class ProcessPool:
+    """Persistent worker processes writing batches into one slot segment.
+
+    The pool owns the segment and the processes.  :meth:`close` stops both and
+    is safe to call more than once and from a ``weakref.finalize`` (it never
+    refers back to the loader).
+    """
+
+    def __init__(
+        self,
+        source: SampleSource,
+        config: WorkerConfig,
+        *,
+        workers: int,
+        start_method: str,
+        timeout: float,
+    ) -> None:
+        self.source = source
+        self.timeout = timeout
+        self.workers = workers
+        self.restarts = 0
+        self._context = multiprocessing.get_context(start_method)
+        self._closed = False
+        self._failed_starts = 0
+        self._workers: list[_Worker] = []
+        self.segment = SlotSegment.create(config.layout)
+        self.config = replace(config, segment=self.segment.name)
+        try:
+            self._workers = [self._start(n) for n in range(workers)]
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def layout(self) -> SlotLayout:
+        return self.config.layout
+
+    @property
+    def images(self) -> np.ndarray:
+        """float32 (slots, B, H, W): the image slots."""
+        return self.segment.images
+
+    @property
+    def masks(self) -> np.ndarray:
+        """bool (slots, B, H, W) or (slots, B, 2, H, W): the mask slots."""
+        return self.segment.masks
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the current workers."""
+        return [w.process.pid for w in self._workers if w.process.pid is not None]
+
+    def set_token(self, token: int) -> None:
+        """Publish the current iteration token; workers skip tasks of older ones."""
+        self.segment.control[EPOCH] = token
+
+    def busy_slots(self) -> set[int]:
+        """Slots that some worker is filling."""
+        return {slot for w in self._workers for slot in w.tasks}
+
+    def _start(self, number: int) -> _Worker:
+        ours, theirs = self._context.Pipe(duplex=True)
+        process = self._context.Process(
+            target=run_worker,
+            args=(theirs, self.source, self.config, number),
+            name=f"dicontour-loader-{number}",
+            daemon=True,
+        )
+        try:
+            process.start()
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return _Worker(number, process, ours)
+
+    def submit(self, task: Task) -> None:
+        """Send ``task`` to the least busy worker (ready workers first)."""
+        worker = min(self._workers, key=lambda w: (not w.ready, len(w.tasks), w.number))
+        worker.tasks[task.slot] = task
+        # A dead worker's pipe refuses; its sentinel fires and the task is redone.
+        with contextlib.suppress(OSError):
+            worker.conn.send(task)
+
+    def receive(self, deadline: float, waiting_for: Callable[[], str]) -> list[Result]:
+        """Wait until some results arrive, or a worker is replaced; raise at ``deadline``.
+
+        Raises
+        ------
+        LoaderError
+            Nothing arrived before ``deadline`` (naming ``waiting_for()``), a
+            worker failed to start, or a batch killed its worker too often.
+        """
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LoaderError(
+                    f"timed out after {self.timeout:g} s waiting for {waiting_for()}; "
+                    f"workers: {self.status()}"
+                )
+            by_object: dict[object, _Worker] = {}
+            for worker in self._workers:
+                by_object[worker.conn] = worker
+                by_object[worker.process.sentinel] = worker
+            found = wait(list(by_object), timeout=remaining)
+            results: list[Result] = []
+            dead: list[_Worker] = []
+            for obj in found:
+                worker = by_object[obj]
+                if worker in dead:
+                    continue
+                if obj is not worker.conn or not self._drain(worker, results):
+                    dead.append(worker)
+            restarted = False
+            for worker in dead:
+                self._drain(worker, results)
+                results += self._replace(worker)
+                restarted = True
+            if results or restarted:
+                return results
+
+    def _drain(self, worker: _Worker, results: list[Result]) -> bool:
+        """Read every message waiting in ``worker``'s pipe; False once it is closed."""
+        try:
+            while worker.conn.poll():
+                message = worker.conn.recv()
+                if isinstance(message, Result):
+                    worker.tasks.pop(message.slot, None)
+                    self._failed_starts = 0
+                    results.append(message)
+                elif message[0] == "ready":
+                    worker.ready, worker.pid = True, message[1]
+                elif message[0] == "fatal":
+                    raise LoaderError(
+                        f"worker {worker.number} could not start:\n{message[1]}".rstrip()
+                    )
+        except (EOFError, OSError, pickle.UnpicklingError):
+            return False
+        return True
+
+    def _replace(self, worker: _Worker) -> list[Result]:
+        """Start a new worker in place of a dead one and hand it the unfinished tasks."""
+        worker.process.join(timeout=1.0)
+        how = describe_exit(worker.process.exitcode)
+        worker.conn.close()
+        if not worker.ready:
+            self._failed_starts += 1
+            if self._failed_starts >= MAX_FAILED_STARTS:
+                raise LoaderError(
+                    f"worker {worker.number} died before it was ready ({how}), "
+                    f"{self._failed_starts} starts in a row"
+                )
+        log.warning(
+            "loader worker %d (pid %s) died (%s); starting a replacement and redoing %d batch(es)",
+            worker.number,
+            worker.process.pid,
+            how,
+            len(worker.tasks),
+        )
+        self.restarts += 1
+        replacement = self._start(worker.number)
+        self._workers[self._workers.index(worker)] = replacement
+        cancelled: list[Result] = []
+        current = int(self.segment.control[EPOCH])
+        for task in worker.tasks.values():
+            if task.token < current:  # an abandoned iteration: just give the slot back
+                cancelled.append(Result(task.token, task.batch, task.slot, 0, cancelled=True))
+                continue
+            if task.attempts >= MAX_ATTEMPTS:
+                raise LoaderError(
+                    f"batch {task.batch} (samples {task.samples.tolist()}) was being read by "
+                    f"a worker that died {task.attempts} times; the last one ended with {how}. "
+                    "A sample in it may crash the reader (a segfault or running out of memory)."
+                )
+            self.submit(replace(task, attempts=task.attempts + 1))
+        return cancelled
+
+    def status(self) -> str:
+        """One line per worker, for errors: number, pid, alive, tasks in flight."""
+        parts = []
+        for w in self._workers:
+            state = "alive" if w.process.is_alive() else describe_exit(w.process.exitcode)
+            ready = "" if w.ready else ", not ready"
+            batches = sorted(t.batch for t in w.tasks.values())
+            parts.append(f"#{w.number} pid {w.process.pid} {state}{ready}, batches {batches}")
+        return "; ".join(parts)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Stop the workers (politely, then by force) and unlink the segment; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if not self.segment.closed:
+                self.segment.control[STOP] = 1
+            for worker in self._workers:
+                with contextlib.suppress(OSError, ValueError):
+                    worker.conn.send(None)
+            deadline = time.monotonic() + GRACE
+            for worker in self._workers:
+                worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            for worker in self._workers:
+                if worker.process.is_alive():
+                    worker.process.terminate()
+                    worker.process.join(timeout=1.0)
+                if worker.process.is_alive():
+                    worker.process.kill()
+                    worker.process.join(timeout=1.0)
+        finally:
+            for worker in self._workers:
+                worker.conn.close()
+                # ValueError: still running after SIGKILL; nothing more can be done.
+                with contextlib.suppress(ValueError):
+                    worker.process.close()
+            self.segment.close()
+
+
+class InlinePool:
+    """The :class:`ProcessPool` interface, doing each task in the calling process.
+
+    Slots live in ordinary memory; :meth:`receive` runs the oldest task.
+    """
+
+    restarts = 0
+    pids: list[int] = []  # noqa: RUF012 - never changed
+
+    def __init__(self, source: SampleSource, config: WorkerConfig) -> None:
+        self.source = source
+        self.config = config
+        self._buffer = memoryview(bytearray(config.layout.nbytes))
+        self.control, self.images, self.masks = config.layout.views(self._buffer)
+        self._tasks: deque[Task] = deque()
+        self._closed = False
+
+    @property
+    def layout(self) -> SlotLayout:
+        return self.config.layout
+
+    def set_token(self, token: int) -> None:
+        self.control[EPOCH] = token
+
+    def busy_slots(self) -> set[int]:
+        return {task.slot for task in self._tasks}
+
+    def submit(self, task: Task) -> None:
+        self._tasks.append(task)
+
+    def receive(self, deadline: float, waiting_for: Callable[[], str]) -> list[Result]:
+        if not self._tasks:
+            raise LoaderError(f"nothing is being loaded while waiting for {waiting_for()}")
+        task = self._tasks.popleft()
+        result = fill(self.source, self.config, self.images, self.masks, self.control, task)
+        assert result is not None  # the stop flag is never set in-process
+        return [result]
+
+    def status(self) -> str:
+        return f"in-process, pid {os.getpid()}"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        self._closed = True
+        self._tasks.clear()

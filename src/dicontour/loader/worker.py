@@ -1,0 +1,193 @@
+"""The worker side of the loader: fill batch slots, reply with a few numbers.
+
+A worker process receives the sample source and a :class:`WorkerConfig` once,
+attaches to the slot segment, says ``("ready", pid)`` and then serves
+:class:`Task` messages from its own pipe until it reads ``None``, the stop flag
+is set, or the pipe closes (the loader is gone).  For each task it reads the
+samples into the given slot and sends back a :class:`Result`: the slot, how
+many samples it holds, and the samples that failed.  Arrays never travel
+through the pipe.
+
+Errors travel as data.  A ``DicomError`` or ``ContourError`` becomes a
+:class:`Failure` (the loader skips the sample or raises it); any other
+exception in the source is a bug or an unusable source and becomes a
+:class:`Crash`, which the loader raises as ``LoaderError`` with the worker's
+traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+
+import numpy as np
+
+from ..errors import ContourError, DicomError
+from .prepare import Normalize, normalize, place
+from .slots import EPOCH, STOP, SlotLayout, SlotSegment
+from .source import SampleSource, Target
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What every worker needs besides the source: the same for all tasks.
+
+    ``fit`` is True when the loader was given ``size``: images of any shape are
+    then centre-cropped or padded to the layout's (H, W).
+    """
+
+    target: Target
+    normalize: Normalize
+    layout: SlotLayout
+    fit: bool = False
+    segment: str = ""
+
+
+@dataclass(frozen=True)
+class Task:
+    """Fill ``slot`` with ``samples`` (source indices), batch ``batch`` of iteration ``token``."""
+
+    token: int
+    batch: int
+    slot: int
+    samples: np.ndarray
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A sample whose file could not be read: the error's fields, to rebuild it."""
+
+    sample: int
+    kind: str
+    path: str
+    reason: str
+    code: str
+    line: int | None
+    traceback: str
+
+    @classmethod
+    def of(cls, sample: int, error: DicomError | ContourError) -> Failure:
+        return cls(
+            sample=sample,
+            kind=type(error).__name__,
+            path=error.path,
+            reason=error.reason,
+            code=error.code,
+            line=getattr(error, "line", None),
+            traceback=traceback.format_exc(),
+        )
+
+    def error(self) -> DicomError | ContourError:
+        """The error, re-created with its file, reason and code."""
+        if self.kind == "ContourError":
+            return ContourError(self.path, self.reason, line=self.line, code=self.code)
+        return DicomError(self.path, self.reason, code=self.code)
+
+
+@dataclass(frozen=True)
+class Crash:
+    """An unexpected exception while reading ``sample``."""
+
+    sample: int
+    kind: str
+    message: str
+    traceback: str
+
+
+@dataclass(frozen=True)
+class Result:
+    """Task done: ``count`` samples are in ``slot``, in task order, failed ones left out."""
+
+    token: int
+    batch: int
+    slot: int
+    count: int
+    failures: tuple[Failure, ...] = ()
+    crash: Crash | None = None
+    cancelled: bool = False
+    worker: int = field(default=-1, compare=False)
+
+
+def fill(
+    source: SampleSource,
+    config: WorkerConfig,
+    images: np.ndarray,
+    masks: np.ndarray,
+    control: np.ndarray,
+    task: Task,
+    worker: int = -1,
+) -> Result | None:
+    """Read the samples of ``task`` into ``images[slot]`` and ``masks[slot]``.
+
+    Returns None when the stop flag is set (the worker should exit), and a
+    cancelled result for a task of an abandoned iteration.
+    """
+    if task.token < control[EPOCH]:
+        return Result(task.token, task.batch, task.slot, 0, cancelled=True, worker=worker)
+    height, width = config.layout.height, config.layout.width
+    count = 0
+    failures: list[Failure] = []
+    for k in task.samples.tolist():
+        if control[STOP]:
+            return None
+        try:
+            image, mask = source.read(k, config.target)
+            if mask.shape[-2:] != image.shape:
+                raise ValueError(f"mask shape {mask.shape} does not match image {image.shape}")
+            if config.layout.channels != 0 and mask.shape[0] != config.layout.channels:
+                raise ValueError(f"mask shape {mask.shape}: expected {config.layout.channels} maps")
+            if image.shape != (height, width) and not config.fit:
+                raise ValueError(
+                    f"image shape {image.shape} differs from the loader's {(height, width)} "
+                    "(the source reported another shape when the loader was built)"
+                )
+            image = normalize(np.asarray(image, dtype=np.float32), config.normalize)
+            place(image, images[task.slot, count])
+            place(mask, masks[task.slot, count])
+        except (DicomError, ContourError) as exc:
+            failures.append(Failure.of(k, exc))
+            continue
+        except Exception as exc:  # a bug in the source: stop and tell the loader
+            crash = Crash(k, type(exc).__name__, str(exc), traceback.format_exc())
+            return Result(
+                task.token, task.batch, task.slot, count, tuple(failures), crash, worker=worker
+            )
+        count += 1
+    return Result(task.token, task.batch, task.slot, count, tuple(failures), worker=worker)
+
+
+def run_worker(conn: Connection, source: SampleSource, config: WorkerConfig, worker: int) -> None:
+    """Entry point of a worker process (see the module docs)."""
+    # Ctrl-C reaches the whole process group; the loader shuts workers down
+    # itself, so a worker must not die mid-write with a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        segment = SlotSegment.attach(config.segment, config.layout)
+    except BaseException:
+        conn.send(("fatal", traceback.format_exc()))
+        raise
+    try:
+        conn.send(("ready", os.getpid()))
+        while True:
+            try:
+                task = conn.recv()
+            except (EOFError, OSError):
+                return  # the loader closed the pipe or died
+            if task is None or segment.control[STOP]:
+                return
+            result = fill(
+                source, config, segment.images, segment.masks, segment.control, task, worker
+            )
+            if result is None:
+                return
+            try:
+                conn.send(result)
+            except (BrokenPipeError, OSError):
+                return
+    finally:
+        segment.close()
+        conn.close()
