@@ -9,6 +9,8 @@ scan reports for them.
 
 from __future__ import annotations
 
+from functools import partial
+
 
 class DicontourError(Exception):
     """Base class of every error raised by dicontour."""
@@ -24,6 +26,10 @@ class _FileError(DicontourError):
         self.reason = reason
         self.code = code or self.default_code
         super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Rebuilt from its fields, so it survives the trip back from a worker process.
+        return (partial(type(self), code=self.code), (self.path, self.reason))
 
 
 class DicomError(_FileError, ValueError):
@@ -68,6 +74,9 @@ class ContourError(_FileError, ValueError):
         where = f"line {line}: " if line is not None else ""
         super().__init__(path, f"{where}{reason}", code=code)
         self.reason = reason
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (partial(type(self), line=self.line, code=self.code), (self.path, self.reason))
 
 
 class LayoutError(DicontourError, ValueError):

@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import DicontourError, LayoutError
-from . import demo, scan
+from . import batches, cache, demo, scan
 
 #: Modules that each add one subcommand.
-COMMANDS = [scan, demo]
+COMMANDS = [scan, demo, cache, batches]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ import argparse
 
 from ..index import Index
 from ..scan import scan
+from ._engine import add_engine_options, engine_from_args
 from ._format import print_json, show_progress, table
 
 
@@ -17,11 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--strict", action="store_true", help="exit 1 when any problem of severity error exists"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_engine_options(parser, default_workers="default: 1, this process")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    index = scan(args.root, progress=show_progress(args))
+    with engine_from_args(args, workers=1) as engine:
+        index = scan(args.root, progress=show_progress(args), mapper=engine.map)
     if args.json:
         print_json(index.to_dict())
     else:

@@ -1,0 +1,461 @@
+"""Build a cache: list and scan the dataset, plan shards, run one task per shard, seal it.
+
+Layout of a cache folder (local or an fsspec URL)::
+
+    CACHE/manifest.json            written last: its presence means "complete"
+    CACHE/fingerprint.json         per-group hashes of the dataset's files
+    CACHE/has.npy                  bool (N, 2): sample k has an [i, o] mask
+    CACHE/shards/<nnnnnn>/images.npy     float32 (n, H, W)
+    CACHE/shards/<nnnnnn>/masks.npy      bool (n, 2, H, W), [i, o]; all False where absent
+    CACHE/shards/<nnnnnn>/has.npy        bool (n, 2)
+    CACHE/shards/<nnnnnn>/manifest.json  the samples (ids, files, file versions), checksums
+
+Samples are the scan's records, grouped by image shape (shapes in order of
+first appearance, records in index order within a shape) and cut into shards
+of at most ``shard_size``: every shard holds one shape, so its arrays are
+plain 3-D and 4-D ``.npy`` files that ``np.memmap`` reads directly.  A dataset
+of one shape (the usual case) keeps the index order exactly.
+
+Resuming: a shard whose manifest describes exactly the planned samples (same
+files, same sizes and versions, same dicontour version) and whose arrays
+match their checksums is kept; any other is rebuilt.  Shards are written
+deterministically, so a build killed at any point and run again ends
+byte-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..engine import Engine, LocalEngine
+from ..errors import CacheError
+from ..index import Index, SampleRecord, load_sample
+from ..scan import scan
+from ..storage import Location, location
+from . import _store
+from ._fingerprint import Fingerprint, fingerprint, list_files
+
+FORMAT = "dicontour-cache"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+FINGERPRINT = "fingerprint.json"
+HAS = "has.npy"
+SHARDS = "shards"
+ARRAYS = ("images.npy", "masks.npy", "has.npy")
+DEFAULT_SHARD_SIZE = 256
+_OURS = {MANIFEST, FINGERPRINT, HAS, SHARDS}
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def shard_folder(name: str) -> str:
+    return f"{SHARDS}/{name}"
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One unit of a build: write shard ``name`` of ``cache`` from these records of ``root``.
+
+    ``head`` is the shard manifest without its checksums; it names every
+    sample's files with their size and version, so a kept shard is provably
+    built from today's files.
+    """
+
+    root: Location
+    cache: Location
+    name: str
+    shape: tuple[int, int]
+    records: tuple[SampleRecord, ...]
+    head: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """What a shard task did: ``reused`` a verified shard or built it."""
+
+    name: str
+    count: int
+    reused: bool
+    manifest_sha256: str
+    bytes: int
+
+
+def _kept(task: ShardTask) -> ShardResult | None:
+    """The shard already on store, if it is exactly the planned one and its checksums hold."""
+    folder = shard_folder(task.name)
+    try:
+        raw = task.cache.fs.cat_file(task.cache.path(f"{folder}/{MANIFEST}"))
+        manifest = json.loads(raw)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or raw != _store.dumps(manifest):
+        return None
+    arrays = manifest.pop("arrays", None)
+    if manifest != task.head or not isinstance(arrays, dict) or sorted(arrays) != sorted(ARRAYS):
+        return None
+    total = 0
+    for name, entry in arrays.items():
+        try:
+            digest, size = _store.sha256_of(task.cache, f"{folder}/{name}")
+        except (OSError, ValueError):
+            return None
+        if digest != entry.get("sha256") or size != entry.get("bytes"):
+            return None
+        total += size
+    return ShardResult(task.name, len(task.records), True, hashlib.sha256(raw).hexdigest(), total)
+
+
+def build_shard(task: ShardTask) -> ShardResult:
+    """Keep shard ``task.name`` if it is intact and current, else decode its samples and write it.
+
+    Idempotent: running it twice, or on two workers at once, leaves the same bytes.
+
+    Raises
+    ------
+    DicomError, ContourError
+        A file that became unreadable since the scan (the message names it).
+    """
+    kept = _kept(task)
+    if kept is not None:
+        return kept
+    cache, folder = task.cache, shard_folder(task.name)
+    # The old manifest goes first: until the new one lands, the shard reads as unfinished.
+    _store.remove(cache, f"{folder}/{MANIFEST}")
+    count, (rows, columns) = len(task.records), task.shape
+    images = np.empty((count, rows, columns), np.float32)
+    masks = np.zeros((count, 2, rows, columns), bool)
+    has = np.zeros((count, 2), bool)
+    for j, record in enumerate(task.records):
+        sample = load_sample(task.root, record)
+        if sample.image.shape != task.shape:
+            raise CacheError(
+                f"{record.dicom}: image is {sample.image.shape}, the scan said {task.shape}"
+            )
+        images[j] = sample.image
+        for channel, mask in enumerate((sample.i_mask, sample.o_mask)):
+            if mask is not None:
+                masks[j, channel] = mask
+                has[j, channel] = True
+    scratch = "" if cache.is_local else tempfile.mkdtemp(prefix="dicontour-shard-")
+    try:
+        arrays = {
+            name: _store.save_array(cache, f"{folder}/{name}", array, scratch)
+            for name, array in zip(ARRAYS, (images, masks, has), strict=True)
+        }
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    data = _store.dumps({**task.head, "arrays": arrays})
+    _store.write_bytes(cache, f"{folder}/{MANIFEST}", data)
+    total = sum(entry["bytes"] for entry in arrays.values())
+    return ShardResult(task.name, count, False, hashlib.sha256(data).hexdigest(), total)
+
+
+def plan_shards(
+    records: Sequence[SampleRecord], shard_size: int
+) -> list[tuple[tuple[int, int], list[int]]]:
+    """Cut record positions into shards of one shape each, at most ``shard_size`` long.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as R
+    >>> plan_shards([R(shape=(2, 2)), R(shape=(3, 3)), R(shape=(2, 2))], 5)
+    [((2, 2), [0, 2]), ((3, 3), [1])]
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be at least 1, got {shard_size!r}")
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for k, record in enumerate(records):
+        by_shape.setdefault(tuple(record.shape), []).append(k)
+    return [
+        (shape, positions[start : start + shard_size])
+        for shape, positions in by_shape.items()
+        for start in range(0, len(positions), shard_size)
+    ]
+
+
+def _sample_entry(record: SampleRecord, files: dict[str, str]) -> dict[str, Any]:
+    paths = [p for p in (record.dicom, record.i_contour, record.o_contour) if p]
+    return {
+        "patient_id": record.patient_id,
+        "original_id": record.original_id,
+        "slice": record.slice,
+        "dicom": record.dicom,
+        "i_contour": record.i_contour,
+        "o_contour": record.o_contour,
+        "files": {path: files.get(path, "missing") for path in paths},
+    }
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """What :func:`build_cache` did.
+
+    Attributes
+    ----------
+    cache : str
+        The cache (credentials removed from the URL).
+    samples, shards : int
+        Samples and shards in the cache.
+    built, reused : int
+        Shards written by this run, and shards kept from an earlier run.
+    up_to_date : bool
+        The cache was complete and current: nothing was done.
+    seconds : dict of str to float
+        Time spent listing the dataset (``list``), scanning it (``scan``),
+        writing shards (``build``) and in total.
+    problems : dict of str to int
+        The scan's problems by severity.
+    """
+
+    cache: str
+    samples: int
+    shards: int
+    built: int
+    reused: int
+    up_to_date: bool
+    seconds: dict[str, float]
+    problems: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check_destination(store: Location) -> None:
+    foreign = [
+        name
+        for name in _store.children(store, "")
+        if name not in _OURS and _store.TEMP_MARK not in name
+    ]
+    if foreign:
+        raise CacheError(
+            f"{store.redacted()}: not empty and not a dicontour cache (it holds "
+            f"{', '.join(foreign[:3])}); give a new or empty folder"
+        )
+
+
+def _top_manifest(
+    where: Location,
+    index: Index,
+    shard_size: int,
+    dataset: Fingerprint,
+    plan: list[tuple[tuple[int, int], list[int]]],
+) -> dict[str, Any]:
+    records = index.samples
+    summary = {key: value for key, value in index.summary.items() if key != "per_patient"}
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "dicontour_version": _version(),
+        "source": where.redacted(),
+        "options": {"shard_size": shard_size},
+        "dataset": {"sha256": dataset.sha256, "files": dataset.files},
+        "samples": len(records),
+        "i_masks": sum(r.i_contour is not None for r in records),
+        "o_masks": sum(r.o_contour is not None for r in records),
+        "shards": [
+            {"name": f"{n:06d}", "count": len(positions), "shape": list(shape)}
+            for n, (shape, positions) in enumerate(plan)
+        ],
+        "scan": summary,
+    }
+
+
+def _complete(store: Location, planned: dict[str, Any]) -> bool:
+    """Whether ``store`` already holds exactly the planned cache, sealed."""
+    if not _store.exists(store, MANIFEST):
+        return False
+    try:
+        current = _store.read_json(store, MANIFEST)
+    except CacheError:
+        return False
+    try:
+        stripped = {k: v for k, v in current.items() if k not in ("has", "fingerprint")}
+        stripped["shards"] = [
+            {k: v for k, v in s.items() if k != "manifest_sha256"} for s in current["shards"]
+        ]
+    except (AttributeError, KeyError, TypeError):
+        return False
+    if stripped != planned:
+        return False
+    present = set(_store.children(store, SHARDS))
+    return all(entry["name"] in present for entry in planned["shards"])
+
+
+def build_cache(
+    root: str | Location,
+    cache: str | Location,
+    *,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    engine: Engine | None = None,
+    progress: bool = False,
+) -> BuildReport:
+    """Decode every sample of a dataset once into a cache of ``.npy`` shards.
+
+    Parameters
+    ----------
+    root : str or Location
+        The dataset: a folder or an fsspec URL (``s3://bucket/data``).
+    cache : str or Location
+        Where to write the cache: a new or empty folder, an earlier cache of
+        this dataset (brought up to date, keeping intact current shards), or
+        the folder of a build that was interrupted (resumed).
+    shard_size : int
+        Samples per shard (each shard is one task and one memory-sized unit:
+        ``shard_size * H * W * 6`` bytes, 100 MB for 256 samples of 256x256).
+    engine : Engine, optional
+        Where the scan (one task per patient) and the shards (one task per
+        shard) run; this process by default.  See :mod:`dicontour.engine`.
+    progress : bool
+        Progress bars on stderr.
+
+    Returns
+    -------
+    BuildReport
+
+    Raises
+    ------
+    CacheError
+        ``cache`` holds something else, or the dataset has no labelled slice.
+    LayoutError
+        ``root`` is not a dataset.
+    DicomError, ContourError
+        A file became unreadable between the scan and its decoding.
+
+    Notes
+    -----
+    The dataset must not change during a build.  Its files are listed before
+    the scan, so a change made during the build shows as a stale cache later.
+
+    Examples
+    --------
+    >>> report = build_cache("final_data", "cache", shard_size=64)   # doctest: +SKIP
+    >>> report.samples, report.shards, report.built                  # doctest: +SKIP
+    (96, 2, 2)
+    """
+    where, store = location(root), location(cache)
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be at least 1, got {shard_size!r}")
+    engine = engine or LocalEngine(workers=1)
+    _check_destination(store)
+    clock = time.perf_counter()
+    files = list_files(where)
+    dataset = fingerprint(files)
+    listed = time.perf_counter()
+    index = scan(where, progress=progress, mapper=engine.map)
+    scanned = time.perf_counter()
+    if not len(index):
+        raise CacheError(
+            f"{where.redacted()}: no labelled slice to cache "
+            f"({index.summary['dicoms']} DICOMs, {len(index.problems)} problems)"
+        )
+    plan = plan_shards(index.samples, shard_size)
+    planned = _top_manifest(where, index, shard_size, dataset, plan)
+    problems = dict(index.summary["severity"])
+
+    if _complete(store, planned):
+        return BuildReport(
+            store.redacted(),
+            len(index),
+            len(plan),
+            0,
+            len(plan),
+            True,
+            {
+                "list": listed - clock,
+                "scan": scanned - listed,
+                "build": 0.0,
+                "total": scanned - clock,
+            },
+            problems,
+        )
+
+    # Unseal first: from here until the new manifest lands, the cache reads as unfinished.
+    for name in (MANIFEST, HAS, FINGERPRINT):
+        _store.remove(store, name)
+    tasks = [
+        ShardTask(
+            where,
+            store,
+            entry["name"],
+            shape,
+            tuple(index.samples[k] for k in positions),
+            {
+                "format": FORMAT + "-shard",
+                "format_version": FORMAT_VERSION,
+                "dicontour_version": _version(),
+                "shape": list(shape),
+                "count": len(positions),
+                "samples": [_sample_entry(index.samples[k], files) for k in positions],
+            },
+        )
+        for entry, (shape, positions) in zip(planned["shards"], plan, strict=True)
+    ]
+    results: dict[str, ShardResult] = {}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(index), desc="cache", unit="sample", leave=False)
+    try:
+        for _, result in engine.run(build_shard, tasks):
+            results[result.name] = result
+            if bar is not None:
+                bar.update(result.count)
+    finally:
+        if bar is not None:
+            bar.close()
+    built = time.perf_counter()
+
+    names = {entry["name"] for entry in planned["shards"]}
+    for name in _store.children(store, SHARDS):
+        if name not in names:
+            _store.remove(store, f"{SHARDS}/{name}")
+    _store.remove_temporaries(store, "")
+    has = np.array(
+        [[r.i_contour is not None, r.o_contour is not None] for r in index.samples], bool
+    )[np.concatenate([positions for _, positions in plan])]
+    has_entry = _store.save_array(store, HAS, has, _scratch_for(store))
+    fingerprint_bytes = _store.dumps(dataset.to_dict())
+    _store.write_bytes(store, FINGERPRINT, fingerprint_bytes)
+    manifest = dict(planned)
+    manifest["shards"] = [
+        {**entry, "manifest_sha256": results[entry["name"]].manifest_sha256}
+        for entry in planned["shards"]
+    ]
+    manifest["has"] = has_entry
+    manifest["fingerprint"] = {"sha256": hashlib.sha256(fingerprint_bytes).hexdigest()}
+    _store.write_bytes(store, MANIFEST, _store.dumps(manifest))
+    reused = sum(r.reused for r in results.values())
+    return BuildReport(
+        store.redacted(),
+        len(index),
+        len(plan),
+        len(plan) - reused,
+        reused,
+        False,
+        {
+            "list": listed - clock,
+            "scan": scanned - listed,
+            "build": built - scanned,
+            "total": time.perf_counter() - clock,
+        },
+        problems,
+    )
+
+
+def _scratch_for(store: Location) -> str:
+    return "" if store.is_local else tempfile.gettempdir()

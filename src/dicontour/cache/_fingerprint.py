@@ -1,0 +1,148 @@
+"""What a cache was built from: a fingerprint of the dataset's files, cheap to recompute.
+
+No pixel is read.  The fingerprint hashes one line per file of the layout
+(``link.csv`` and everything under ``dicoms/`` and ``contourfiles/``)::
+
+    <relative path> <size> <version tag>
+
+where the version tag is what the store already keeps for each file: the
+modification time in nanoseconds on a local disk, the ETag on S3, the MD5 or
+generation on GCS.  One directory walk (local) or one recursive listing (an
+object store returns 1,000 keys per request) gives it, so checking a cache
+against 1,000,000 slices costs about 2,000 list requests, not 2,000,000 reads.
+Files are hashed in groups (``link.csv``, ``dicoms/<patient_id>``,
+``contourfiles/<original_id>``) so that a stale cache can say which patients
+changed.  A file added, removed, resized or rewritten changes the fingerprint;
+a file that is only read does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from ..storage import Location
+
+#: The parts of a dataset root that the fingerprint covers.
+LAYOUT = ("link.csv", "dicoms", "contourfiles")
+# Tags in order of preference: content hashes first, then times.
+_TAG_KEYS = (
+    "ETag",
+    "etag",
+    "md5Hash",
+    "md5",
+    "crc32c",
+    "generation",
+    "mtime",
+    "LastModified",
+    "last_modified",
+    "updated",
+    "created",
+)
+
+
+def _tag(info: dict[str, Any]) -> str:
+    for key in _TAG_KEYS:
+        value = info.get(key)
+        if value not in (None, ""):
+            return str(value).strip('"')
+    return "-"
+
+
+def list_files(root: Location) -> dict[str, str]:
+    """``{relative path: "<size> <tag>"}`` for every file of the layout under ``root``."""
+    found: dict[str, str] = {}
+    if root.is_local:
+        for top in LAYOUT:
+            path = root.path(top)
+            if os.path.isfile(path):
+                stat = os.stat(path)
+                found[top] = f"{stat.st_size} {stat.st_mtime_ns}"
+                continue
+            for folder, dirs, names in os.walk(path):
+                dirs.sort()
+                relative = os.path.relpath(folder, root.base).replace(os.sep, "/")
+                for name in names:
+                    stat = os.stat(os.path.join(folder, name))
+                    found[f"{relative}/{name}"] = f"{stat.st_size} {stat.st_mtime_ns}"
+        return found
+    fs, base = root.fs, root.base.rstrip("/")
+    for top in LAYOUT:
+        path = root.path(top)
+        fs.invalidate_cache(path)
+        try:
+            # find() on a file key would also match longer keys with the same prefix
+            entries = {path: fs.info(path)} if top == "link.csv" else fs.find(path, detail=True)
+        except FileNotFoundError:
+            continue
+        for name, info in entries.items():
+            if info.get("type") == "directory":
+                continue
+            relative = name.rstrip("/")[len(base) + 1 :] if name.startswith(base) else name
+            found[relative] = f"{info.get('size', '-')} {_tag(info)}"
+    return found
+
+
+def _group(relative: str) -> str:
+    parts = relative.split("/")
+    return "/".join(parts[:2]) if parts[0] in ("dicoms", "contourfiles") else relative
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """A dataset's files, hashed per group.
+
+    Attributes
+    ----------
+    groups : dict of str to str
+        ``link.csv``, ``dicoms/<patient_id>``, ``contourfiles/<original_id>``
+        (and any other file of the layout) -> sha256 of its files' lines.
+    files : int
+        Number of files hashed.
+    """
+
+    groups: dict[str, str]
+    files: int
+
+    @property
+    def sha256(self) -> str:
+        """One hash over all groups."""
+        digest = hashlib.sha256()
+        for group in sorted(self.groups):
+            digest.update(f"{group}\t{self.groups[group]}\n".encode())
+        return digest.hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"files": self.files, "groups": dict(sorted(self.groups.items()))}
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> Fingerprint:
+        return cls(dict(document["groups"]), int(document["files"]))
+
+    def differences(self, now: Fingerprint) -> str:
+        """Which groups changed from ``self`` (then) to ``now``, in words."""
+        added = sorted(set(now.groups) - set(self.groups))
+        removed = sorted(set(self.groups) - set(now.groups))
+        changed = sorted(
+            g for g in set(self.groups) & set(now.groups) if self.groups[g] != now.groups[g]
+        )
+        parts = []
+        for label, names in (("changed", changed), ("added", added), ("removed", removed)):
+            if names:
+                shown = ", ".join(names[:5]) + (
+                    f" and {len(names) - 5} more" if len(names) > 5 else ""
+                )
+                parts.append(f"{label}: {shown}")
+        parts.append(f"{self.files} files at build time, {now.files} now")
+        return "; ".join(parts)
+
+
+def fingerprint(files: dict[str, str]) -> Fingerprint:
+    """Hash the listing of :func:`list_files` per group."""
+    grouped: dict[str, hashlib._Hash] = {}
+    for relative in sorted(files):
+        digest = grouped.setdefault(_group(relative), hashlib.sha256())
+        digest.update(f"{relative}\t{files[relative]}\n".encode())
+    return Fingerprint({g: d.hexdigest() for g, d in grouped.items()}, len(files))

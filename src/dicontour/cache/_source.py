@@ -1,0 +1,326 @@
+"""Open a cache for reading: :func:`open_cache` and :class:`CacheSource`.
+
+``CacheSource`` implements the loader's
+:class:`~dicontour.loader.source.SampleSource`.  It pickles to a few small
+arrays and the cache's URL; each process opens the shards itself, lazily:
+
+* a local cache through ``np.load(mmap_mode="r")``: a sample is one slice
+  of a memory map, copied out (the page cache does the rest);
+* a remote cache (``s3://...``) with two ranged reads per sample, one into
+  ``images.npy`` and one into ``masks.npy``, at offsets computed from the
+  ``.npy`` header, which is read once per shard and process.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+import numpy as np
+
+from ..errors import CacheError
+from ..loader.source import Target
+from ..storage import Location, location
+from . import _store
+from ._build import FINGERPRINT, FORMAT, FORMAT_VERSION, HAS, MANIFEST, _version, shard_folder
+from ._fingerprint import Fingerprint, fingerprint, list_files
+
+_TARGETS = ("i", "o", "both")
+_HEADER_BYTES = 512
+
+
+def _npy_layout(where: Location, relative: str) -> tuple[int, tuple[int, ...], np.dtype]:
+    """(data offset, shape, dtype) from the header of a remote ``.npy`` file."""
+    head = where.fs.cat_file(where.path(relative), start=0, end=_HEADER_BYTES)
+    handle = io.BytesIO(head)
+    try:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+    except ValueError as exc:
+        raise CacheError(f"{where.redacted()}/{relative}: not a .npy file ({exc})") from exc
+    if fortran:
+        raise CacheError(f"{where.redacted()}/{relative}: Fortran order is not a cache array")
+    return handle.tell(), tuple(shape), np.dtype(dtype)
+
+
+class CacheSource:
+    """The samples of a cache, for :class:`~dicontour.loader.BatchLoader` (a ``SampleSource``).
+
+    Made by :func:`open_cache`.  Sample k is the k-th sample of the cache (the
+    scan's order, grouped by image shape).
+
+    Examples
+    --------
+    >>> source = open_cache("cache")                           # doctest: +SKIP
+    >>> image, mask = source.read(0, "i")                      # doctest: +SKIP
+    >>> image.dtype, mask.shape                                # doctest: +SKIP
+    (dtype('float32'), (256, 256))
+    """
+
+    def __init__(self, cache: str | Location, manifest: dict[str, Any], has: np.ndarray) -> None:
+        self.url = location(cache).url
+        shards = manifest["shards"]
+        counts = np.array([entry["count"] for entry in shards], dtype=np.int64)
+        self._names = tuple(entry["name"] for entry in shards)
+        self._starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self._shard_shapes = np.array([entry["shape"] for entry in shards], dtype=np.int64)
+        self._has = np.asarray(has, dtype=bool)
+        self._reset()
+        if self._has.shape != (int(self._starts[-1]), 2):
+            raise CacheError(
+                f"{self.location.redacted()}: has.npy is {self._has.shape}, "
+                f"the manifest counts {int(self._starts[-1])} samples"
+            )
+
+    def _reset(self) -> None:
+        # Per-process state: open memory maps, remote .npy layouts, shard manifests.
+        self._pid = os.getpid()
+        self._location = location(self.url)
+        self._open: dict[int, Any] = {}
+        self._manifests: dict[int, dict[str, Any]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        keep = ("url", "_names", "_starts", "_shard_shapes", "_has")
+        return {name: self.__dict__[name] for name in keep}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    @property
+    def location(self) -> Location:
+        """Where the cache is; rebuilt after a fork, so a child never uses the parent's fs."""
+        if self._pid != os.getpid():
+            self._reset()
+        return self._location
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __repr__(self) -> str:
+        return (
+            f"CacheSource({self.location.redacted()!r}, samples={len(self)}, "
+            f"shards={len(self._names)})"
+        )
+
+    def shapes(self) -> np.ndarray:
+        """int64 array (N, 2): (H, W) of each sample's image."""
+        return np.repeat(self._shard_shapes, np.diff(self._starts), axis=0)
+
+    def has(self, target: Target) -> np.ndarray:
+        """bool array (N,): whether each sample has the mask(s) ``target`` needs."""
+        if target == "i":
+            return self._has[:, 0].copy()
+        if target == "o":
+            return self._has[:, 1].copy()
+        if target == "both":
+            return self._has.all(axis=1)
+        raise ValueError(f"target must be one of {_TARGETS}; got {target!r}")
+
+    def _where(self, k: int) -> tuple[int, int]:
+        if not 0 <= k < len(self):
+            raise IndexError(f"sample {k} is out of range for a cache of {len(self)} samples")
+        shard = int(np.searchsorted(self._starts, k, side="right")) - 1
+        return shard, k - int(self._starts[shard])
+
+    def _shard_manifest(self, shard: int) -> dict[str, Any]:
+        if shard not in self._manifests:
+            folder = shard_folder(self._names[shard])
+            self._manifests[shard] = _store.read_json(self.location, f"{folder}/{MANIFEST}")
+        return self._manifests[shard]
+
+    def describe(self, k: int) -> str:
+        """``patient P slice n (dicoms/P/n.dcm), shard S position j of CACHE``."""
+        shard, j = self._where(k)
+        where = f"shard {self._names[shard]} position {j} of {self.location.redacted()}"
+        try:
+            sample = self._shard_manifest(shard)["samples"][j]
+            who = f"patient {sample['patient_id']} slice {sample['slice']} ({sample['dicom']})"
+            return f"{who}, {where}"
+        except (CacheError, KeyError, IndexError, TypeError):
+            return where
+
+    def _arrays(self, shard: int) -> Any:
+        opened = self._open.get(shard)
+        if opened is not None:
+            return opened
+        where, folder = self.location, shard_folder(self._names[shard])
+        count = int(self._starts[shard + 1] - self._starts[shard])
+        rows, columns = (int(v) for v in self._shard_shapes[shard])
+        expected = {
+            "images.npy": ((count, rows, columns), np.dtype(np.float32)),
+            "masks.npy": ((count, 2, rows, columns), np.dtype(bool)),
+        }
+        found = {}
+        for name, (shape, dtype) in expected.items():
+            relative = f"{folder}/{name}"
+            try:
+                if where.is_local:
+                    array = np.load(where.path(relative), mmap_mode="r", allow_pickle=False)
+                    found[name] = array
+                    layout = (array.shape, array.dtype)
+                else:
+                    offset, got_shape, got_dtype = _npy_layout(where, relative)
+                    found[name] = (where.path(relative), offset)
+                    layout = (got_shape, got_dtype)
+            except FileNotFoundError as exc:
+                raise CacheError(f"{where.redacted()}/{relative}: missing") from exc
+            except (OSError, ValueError) as exc:
+                raise CacheError(f"{where.redacted()}/{relative}: unreadable ({exc})") from exc
+            if layout != (shape, dtype):
+                raise CacheError(
+                    f"{where.redacted()}/{relative}: holds {layout[1]} {layout[0]}, "
+                    f"the manifest says {dtype} {shape}"
+                )
+        opened = (found["images.npy"], found["masks.npy"], rows * columns)
+        self._open[shard] = opened
+        return opened
+
+    def read(self, k: int, target: Target) -> tuple[np.ndarray, np.ndarray]:
+        """Sample k's image and its ``target`` mask(s), from the cache.
+
+        Returns
+        -------
+        image : float32 ndarray of shape (H, W)
+        mask : bool ndarray of shape (H, W), or (2, H, W) [i, o] for ``"both"``
+
+        Raises
+        ------
+        ValueError
+            The sample has no such mask, or ``target`` is unknown.
+        CacheError
+            A shard file is missing or does not match the manifest.
+        """
+        if target not in _TARGETS:
+            raise ValueError(f"target must be one of {_TARGETS}; got {target!r}")
+        shard, j = self._where(k)
+        needed = self._has[k] if target == "both" else self._has[k, int(target == "o")]
+        if not np.all(needed):
+            raise ValueError(f"sample {k} ({self.describe(k)}) has no {target}-mask")
+        where = self.location  # first: after a fork this drops the parent's handles
+        images, masks, pixels = self._arrays(shard)
+        rows, columns = (int(v) for v in self._shard_shapes[shard])
+        if where.is_local:
+            image = np.array(images[j])
+            mask = np.array(masks[j] if target == "both" else masks[j, int(target == "o")])
+            return image, mask
+        fs = where.fs
+        path, offset = images
+        start = offset + j * pixels * 4
+        image = np.frombuffer(fs.cat_file(path, start=start, end=start + pixels * 4), np.float32)
+        path, offset = masks
+        first, planes = (0, 2) if target == "both" else (int(target == "o"), 1)
+        start = offset + (j * 2 + first) * pixels
+        raw = fs.cat_file(path, start=start, end=start + planes * pixels)
+        mask = np.frombuffer(raw, bool).reshape(
+            (planes, rows, columns) if planes == 2 else (rows, columns)
+        )
+        return image.reshape(rows, columns).copy(), mask.copy()
+
+
+def _check_format(where: Location, manifest: Any) -> dict[str, Any]:
+    name = f"{where.redacted()}/{MANIFEST}"
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CacheError(f"{name}: not a dicontour cache manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise CacheError(
+            f"{name}: cache format {manifest.get('format_version')}, this dicontour reads "
+            f"format {FORMAT_VERSION}; rebuild it with `dicontour cache build`"
+        )
+    if manifest.get("dicontour_version") != _version():
+        raise CacheError(
+            f"{where.redacted()}: stale: built by dicontour {manifest.get('dicontour_version')}, "
+            f"this is dicontour {_version()}, whose decoding may differ; rebuild it with "
+            f"`dicontour cache build ROOT {where.redacted()}` (it rewrites every shard)"
+        )
+    return manifest
+
+
+def read_manifest(cache: str | Location) -> dict[str, Any]:
+    """The top-level manifest of a complete cache, checked for format and version.
+
+    Raises
+    ------
+    CacheError
+        No cache there, an unfinished build, another format or dicontour version.
+    """
+    where = location(cache)
+    if not _store.exists(where, MANIFEST):
+        if _store.children(where, "shards"):
+            raise CacheError(
+                f"{where.redacted()}: unfinished cache (a build was interrupted or is running); "
+                "run `dicontour cache build` again to finish it"
+            )
+        raise CacheError(f"{where.redacted()}: no cache here (no {MANIFEST})")
+    return _check_format(where, _store.read_json(where, MANIFEST))
+
+
+def check_fresh(cache: str | Location, root: str | Location) -> None:
+    """Refuse a cache whose dataset changed since the build.
+
+    Recomputes the fingerprint of ``root``'s files (sizes and versions from a
+    listing; no file is read) and compares it with the one recorded.
+
+    Raises
+    ------
+    CacheError
+        Stale: the message names the patients' folders that changed.
+    """
+    where, data = location(cache), location(root)
+    manifest = read_manifest(where)
+    now = fingerprint(list_files(data))
+    if now.sha256 == manifest["dataset"]["sha256"]:
+        return
+    try:
+        then = Fingerprint.from_dict(_store.read_json(where, FINGERPRINT))
+        detail = then.differences(now)
+    except (CacheError, KeyError, TypeError, ValueError):
+        detail = f"{manifest['dataset'].get('files')} files at build time, {now.files} now"
+    raise CacheError(
+        f"{where.redacted()}: stale: the dataset {data.redacted()} changed since the cache was "
+        f"built ({detail}); rebuild it with `dicontour cache build` (unchanged shards are kept)"
+    )
+
+
+def open_cache(cache: str | Location, *, root: str | Location | None = None) -> CacheSource:
+    """Open a complete cache for reading.
+
+    Parameters
+    ----------
+    cache : str or Location
+        The cache folder or URL.
+    root : str or Location, optional
+        The dataset it was built from.  When given, the cache is refused if
+        the dataset's files changed since the build (see :func:`check_fresh`);
+        without it the dataset is not consulted (training from a copied cache
+        on a machine without the dataset).
+
+    Returns
+    -------
+    CacheSource
+
+    Raises
+    ------
+    CacheError
+        Missing, unfinished, another format or dicontour version, or stale.
+
+    Examples
+    --------
+    >>> source = open_cache("cache", root="final_data")    # doctest: +SKIP
+    >>> len(source), source.has("o").sum()                 # doctest: +SKIP
+    (96, 46)
+    """
+    where = location(cache)
+    manifest = read_manifest(where)
+    if root is not None:
+        check_fresh(where, root)
+    try:
+        raw = where.fs.cat_file(where.path(HAS))
+        has = np.load(io.BytesIO(raw), allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise CacheError(f"{where.redacted()}/{HAS}: unreadable ({exc})") from exc
+    return CacheSource(where, manifest, has)

@@ -1,0 +1,49 @@
+"""``--engine/--workers/--scheduler``: the engine options shared by scan and cache commands."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ..engine import DaskEngine, EngineError, LocalEngine, open_engine
+
+
+def add_engine_options(parser: argparse.ArgumentParser, *, default_workers: str) -> None:
+    """Add the engine options; ``default_workers`` is said in the help text."""
+    group = parser.add_argument_group("engine")
+    group.add_argument(
+        "--engine",
+        choices=["local", "dask"],
+        default="local",
+        help="local: this machine's processes (default); dask: a dask.distributed cluster",
+    )
+    group.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help=f"worker processes of the local engine or local Dask cluster ({default_workers})",
+    )
+    group.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="a running Dask scheduler, e.g. tcp://host:8786 (implies --engine dask)",
+    )
+
+
+@contextmanager
+def engine_from_args(
+    args: argparse.Namespace, *, workers: int | None = None
+) -> Iterator[LocalEngine | DaskEngine]:
+    """The engine the options ask for (``workers`` when --workers is absent), closed after use."""
+    chosen = args.workers if args.workers is not None else workers
+    if args.scheduler is not None:
+        chosen = args.workers
+    try:
+        engine = open_engine(args.engine, workers=chosen, scheduler=args.scheduler)
+    except ValueError as exc:
+        raise EngineError(str(exc)) from exc
+    try:
+        yield engine
+    finally:
+        engine.close()

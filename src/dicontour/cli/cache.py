@@ -1,0 +1,102 @@
+"""``dicontour cache build ROOT CACHE`` and ``dicontour cache verify CACHE``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ._engine import add_engine_options, engine_from_args
+from ._format import print_json, show_progress
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "cache", help="build or verify a preprocessed cache (decode once, train fast)"
+    )
+    inner = parser.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+
+    build = inner.add_parser(
+        "build",
+        help="decode every sample once into .npy shards",
+        description="Decode every labelled slice of ROOT once into shards of .npy arrays in "
+        "CACHE. Run again to resume an interrupted build or update a stale cache: intact "
+        "shards whose files did not change are kept.",
+    )
+    build.add_argument("root", help="dataset root: a folder or an fsspec URL (s3://...)")
+    build.add_argument("cache", help="cache folder or fsspec URL (new, empty, or an earlier cache)")
+    build.add_argument(
+        "--shard-size", type=int, default=256, metavar="N", help="samples per shard (256)"
+    )
+    add_engine_options(build, default_workers="default: one per CPU")
+    build.add_argument("--json", action="store_true", help="print the build report as JSON")
+    build.add_argument("--quiet", action="store_true", help="no progress bars")
+    build.set_defaults(run=run_build)
+
+    verify = inner.add_parser(
+        "verify",
+        help="check every checksum of a cache",
+        description="Read every file of CACHE and check it against the manifests; with "
+        "--root, also check that the dataset did not change since the build.",
+    )
+    verify.add_argument("cache", help="cache folder or fsspec URL")
+    verify.add_argument("--root", help="the dataset the cache was built from: check freshness")
+    add_engine_options(verify, default_workers="default: 1")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.set_defaults(run=run_verify)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from ..cache import build_cache
+
+    if args.shard_size < 1:
+        print(
+            f"dicontour: error: --shard-size must be at least 1, got {args.shard_size}",
+            file=sys.stderr,
+        )
+        return 2
+    with engine_from_args(args, workers=os.cpu_count() or 1) as engine:
+        report = build_cache(
+            args.root,
+            args.cache,
+            shard_size=args.shard_size,
+            engine=engine,
+            progress=show_progress(args),
+        )
+    if args.json:
+        print_json(report.to_dict())
+        return 0
+    seconds = report.seconds
+    if report.up_to_date:
+        print(f"{report.cache}: up to date ({report.samples} samples in {report.shards} shards)")
+        return 0
+    rate = report.samples / seconds["total"] if seconds["total"] else 0.0
+    print(
+        f"{report.cache}: {report.samples} samples in {report.shards} shards "
+        f"({report.built} built, {report.reused} kept) in {seconds['total']:.1f} s "
+        f"(list {seconds['list']:.1f} s, scan {seconds['scan']:.1f} s, "
+        f"shards {seconds['build']:.1f} s; {rate:,.0f} samples/s)"
+    )
+    errors = report.problems.get("error", 0)
+    if errors:
+        print(f"the scan found {errors} error(s); see `dicontour scan {args.root}`")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from ..cache import verify_cache
+
+    with engine_from_args(args, workers=1) as engine:
+        report = verify_cache(args.cache, root=args.root, engine=engine, strict=False)
+    if args.json:
+        print_json(report.to_dict())
+        return 0 if report.ok else 1
+    freshness = {None: "", True: ", dataset unchanged", False: ", STALE"}[report.fresh]
+    print(
+        f"{report.cache}: {report.samples} samples in {report.shards} shards, "
+        f"{report.bytes / 1e6:,.1f} MB checked in {report.seconds:.1f} s{freshness}: "
+        + ("OK" if report.ok else f"{len(report.failures)} problem(s)")
+    )
+    for failure in report.failures:
+        print(f"  {failure}")
+    return 0 if report.ok else 1

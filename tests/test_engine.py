@@ -1,0 +1,112 @@
+"""Engines: order, errors, dead workers, and the scan running on them (local pool here)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+import dicontour
+from dicontour.engine import DaskEngine, EngineError, LocalEngine, open_engine
+from dicontour.errors import DicomError
+from dicontour.phantom import write_phantom
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """One pool of 2 spawned workers for the module (starting one costs about a second)."""
+    with LocalEngine(workers=2) as engine:
+        yield engine
+
+
+def test_in_process_engine_keeps_order() -> None:
+    engine = LocalEngine(workers=1)
+    assert list(engine.map(abs, [-3, 1, -2])) == [3, 1, 2]
+    assert list(engine.run(abs, [-3, 1])) == [(0, 3), (1, 1)]
+
+
+def test_pool_map_is_in_order_and_run_gives_every_position_once(pool: LocalEngine) -> None:
+    items = list(range(-20, 20))
+    assert list(pool.map(abs, items)) == [abs(v) for v in items]
+    ran = list(pool.run(abs, items))
+    assert sorted(position for position, _ in ran) == list(range(40))
+    assert all(result == abs(items[position]) for position, result in ran)
+
+
+def test_pool_runs_in_other_processes(pool: LocalEngine) -> None:
+    pids = {pid for _, pid in pool.run(_pid_of, range(8))}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+
+
+def _pid_of(_: object) -> int:
+    return os.getpid()
+
+
+def test_a_task_error_arrives_with_its_type_and_file(pool: LocalEngine) -> None:
+    with pytest.raises(DicomError, match=r"nowhere\.dcm: file does not exist") as caught:
+        list(pool.map(dicontour.read_dicom, ["/nowhere.dcm"]))
+    assert caught.value.code == "missing-dicom"
+
+
+def test_an_unpicklable_error_becomes_an_engine_error(pool: LocalEngine) -> None:
+    with pytest.raises(EngineError, match=r"task 1 failed: Unpicklable: second"):
+        list(pool.map(_raise_unpicklable, ["first", "second"]))
+
+
+class Unpicklable(Exception):
+    def __init__(self, text: str, extra: object) -> None:
+        super().__init__(text)
+
+
+def _raise_unpicklable(text: str) -> str:
+    if text == "second":
+        raise Unpicklable(text, None)
+    return text
+
+
+def test_a_dead_worker_stops_the_run_with_a_clear_error() -> None:
+    with (
+        LocalEngine(workers=2) as engine,
+        pytest.raises(EngineError, match="worker process of the local engine died"),
+    ):
+        list(engine.map(os._exit, [3, 3]))
+
+
+def test_scan_on_the_pool_equals_the_serial_scan(pool: LocalEngine, tmp_path: Path) -> None:
+    write_phantom(tmp_path / "data", patients=4, slices=6, shape=(32, 32), faults=True)
+    serial = dicontour.scan(tmp_path / "data")
+    parallel = dicontour.scan(tmp_path / "data", mapper=pool.map)
+    assert parallel.to_dict() == serial.to_dict()
+    assert len(parallel) > 0 and parallel.errors()
+
+
+def test_open_engine_checks_its_options() -> None:
+    assert isinstance(open_engine("local", workers=1), LocalEngine)
+    with pytest.raises(ValueError, match="needs the dask engine"):
+        open_engine("local", scheduler="tcp://127.0.0.1:8786")
+    with pytest.raises(ValueError, match="workers applies to the local cluster only"):
+        DaskEngine("tcp://127.0.0.1:8786", workers=2)
+    with pytest.raises(ValueError, match="engine must be"):
+        open_engine("spark")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least 1"):
+        LocalEngine(workers=0)
+
+
+def test_missing_dask_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import now fails
+    with pytest.raises(EngineError, match=r"pip install 'dicontour\[dask\]'"):
+        open_engine("dask", workers=1)
+
+
+def test_cli_scan_on_the_local_engine(tmp_path: Path, capsys) -> None:
+    from dicontour.cli import main
+
+    write_phantom(tmp_path / "data", patients=2, slices=6, shape=(32, 32), faults=False)
+    assert main(["scan", str(tmp_path / "data"), "--json"]) == 0
+    serial = capsys.readouterr().out
+    assert main(["scan", str(tmp_path / "data"), "--json", "--workers", "2"]) == 0
+    assert capsys.readouterr().out == serial
