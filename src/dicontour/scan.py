@@ -153,8 +153,23 @@ def _contour_files(
                     )
                 )
                 continue
-            found[kind][int(match.group(1))] = path
+            number = int(match.group(1))
+            if number in found[kind]:  # e.g. IM-0001-0007 and IM-0002-0007: keep the first
+                problems.append(_duplicate(path, found[kind][number], number, patient.patient_id))
+                continue
+            found[kind][number] = path
     return found
+
+
+def _duplicate(path: str, kept: str, number: int, patient_id: str) -> Problem:
+    """A second file for the same slice: reported, never silently dropped."""
+    return problem(
+        "stray-file",
+        path,
+        f"slice {number} is already given by {kept}; this file is ignored",
+        patient_id=patient_id,
+        slice=number,
+    )
 
 
 def _check_bounds(points: np.ndarray, shape: tuple[int, int]) -> str | None:
@@ -194,6 +209,9 @@ def scan_patient(root: str | Location, patient: Patient) -> PatientScan:
                     "stray-file", f"{dicom_folder}/{name}", "not <n>.dcm; ignored", patient_id=pid
                 )
             )
+        elif int(match.group(1)) in slices:  # 7.dcm and 07.dcm: keep the first
+            number = int(match.group(1))
+            problems.append(_duplicate(f"{dicom_folder}/{name}", slices[number], number, pid))
         else:
             slices[int(match.group(1))] = f"{dicom_folder}/{name}"
     result.dicoms = len(slices)
