@@ -9,6 +9,7 @@ adds its parser and sets ``run(args) -> int``.  :func:`main` turns any
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -37,7 +38,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.run(args))
+        code = int(args.run(args))
+        sys.stdout.flush()  # a reader that went away (`| head`) shows up here
+        return code
+    except BrokenPipeError:
+        # No traceback for `dicontour scan --json ROOT | head`; point stdout at
+        # devnull so the interpreter's last flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # what shells report for a process ended by SIGPIPE
     except LayoutError as exc:
         if args.debug:
             raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..errors import LayoutError
 from ..scan import scan
 from .scan import report
 
@@ -27,7 +28,10 @@ def run(args: argparse.Namespace) -> int:
     if os.path.isfile(os.path.join(args.dir, "link.csv")):
         print(f"using the example dataset already in {args.dir}")
     else:
-        info = write_phantom(args.dir, seed=args.seed)
+        try:
+            info = write_phantom(args.dir, seed=args.seed)
+        except ValueError as exc:  # DIR is a file or a folder with other content
+            raise LayoutError(f"cannot write the example dataset: {exc}") from exc
         print(
             f"wrote {info.dicoms} DICOMs, {info.i_contours} i-contours and "
             f"{info.o_contours} o-contours for {len(info.patients)} patients to {args.dir}, "

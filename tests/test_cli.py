@@ -1,0 +1,161 @@
+"""The ``dicontour`` command line: the scan table, --json, exit codes, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import I_SQUARE, O_SQUARE, contour_name, write_dicom
+
+from dicontour import LayoutError
+from dicontour.cli import main
+
+
+def _clean_tree(root: Path) -> Path:
+    """Two patients, no problem at all."""
+    (root / "link.csv").parent.mkdir(parents=True, exist_ok=True)
+    (root / "link.csv").write_text("patient_id,original_id\nA,OA\nB,OB\n")
+    for pid, oid in (("A", "OA"), ("B", "OB")):
+        (root / "dicoms" / pid).mkdir(parents=True)
+        for n in (1, 2, 3):
+            write_dicom(
+                root / f"dicoms/{pid}/{n}.dcm", np.zeros((32, 32), np.int16), InstanceNumber=n
+            )
+        for kind, text in (("i", I_SQUARE), ("o", O_SQUARE)):
+            path = root / "contourfiles" / oid / contour_name(kind, 2)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    return root
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_scan_prints_the_per_patient_table_and_the_problems(fault_tree, capsys):
+    code, out, err = _run(capsys, "scan", str(fault_tree.root))
+    assert code == 0  # the scan completed, problems or not
+    assert err == ""  # no progress bar when stderr is not a terminal
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("patient"))
+    assert header.split() == ["patient", "DICOMs", "labelled", "i-pairs", "o-pairs", "problems"]
+    rows = {
+        line.split()[0]: line.split()
+        for line in lines
+        if line.split()[:1] in (["P1"], ["P2"], ["P5"], ["total"])
+    }
+    assert rows["P1"][1:5] == ["17", "5", "3", "4"]
+    assert rows["P2"][1:5] == ["2", "0", "0", "0"]
+    assert rows["P5"][1:5] == ["3", "3", "3", "0"]
+    assert rows["total"][1:6] == ["22", "8", "6", "4", str(len(fault_tree.problems))]
+    assert "shape-mismatch 1" in " ".join(rows["P5"])
+    assert f"{fault_tree.unlabelled} unlabelled slices" in out
+    for code_, path in fault_tree.problems:
+        assert any(code_ in line and path in line for line in lines), (code_, path)
+
+
+def test_scan_json_is_one_document_with_relative_paths(fault_tree, capsys):
+    code, out, err = _run(capsys, "scan", "--json", str(fault_tree.root))
+    assert code == 0 and err == ""
+    document = json.loads(out)
+    assert set(document) >= {"samples", "problems", "summary"}
+    found = {(p["code"], p["path"]) for p in document["problems"]}
+    assert found == fault_tree.problems
+    samples = {
+        (s["patient_id"], s["slice"]): (s["i_contour"] is not None, s["o_contour"] is not None)
+        for s in document["samples"]
+    }
+    assert samples == fault_tree.samples
+    for sample in document["samples"]:
+        for key in ("dicom", "i_contour", "o_contour"):
+            value = sample[key]
+            assert value is None or (not os.path.isabs(value) and "\\" not in value)
+    assert all(not os.path.isabs(p["path"]) for p in document["problems"])
+    assert document["summary"]["dicoms"] == fault_tree.dicoms
+    assert document["summary"]["unlabelled_slices"] == fault_tree.unlabelled
+
+
+def test_strict_exit_codes(fault_tree, tmp_path, capsys):
+    assert _run(capsys, "scan", "--strict", "--quiet", str(fault_tree.root))[0] == 1
+    clean = _clean_tree(tmp_path / "clean")
+    code, out, _ = _run(capsys, "scan", "--strict", str(clean))
+    assert code == 0
+    assert "0 error, 0 warning, 0 info" in out
+    assert _run(capsys, "scan", "--strict", "--json", str(clean))[0] == 0
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_unusable_root_exits_2_with_one_line(tmp_path, capsys, json_flag):
+    code, out, err = _run(capsys, "scan", *json_flag, str(tmp_path / "nowhere"))
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("dicontour: error: ")
+    assert "nowhere" in err and "does not exist" in err
+
+
+def test_malformed_link_csv_exits_2(tmp_path, capsys):
+    (tmp_path / "link.csv").write_text("patient_id,original_id\nonly-one-cell\n")
+    code, _, err = _run(capsys, "scan", str(tmp_path))
+    assert code == 2
+    assert "link.csv line 2" in err and err.count("\n") == 1
+
+
+def test_debug_shows_the_exception(tmp_path):
+    with pytest.raises(LayoutError):
+        main(["--debug", "scan", str(tmp_path / "nowhere")])
+
+
+def test_python_dash_m_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "dicontour", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert "scan" in result.stdout and "demo" in result.stdout
+
+
+@pytest.mark.timeout(60)
+def test_closed_pipe_is_not_a_traceback(fault_tree):
+    # `dicontour scan --json ROOT | head -1`: the reader leaves before the end.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dicontour", "scan", "--json", str(fault_tree.root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()
+    _, err = process.communicate(timeout=50)
+    assert b"Traceback" not in err, err.decode()
+    assert process.returncode == 141
+
+
+def test_demo_writes_and_scans_the_phantom(tmp_path, capsys):
+    pytest.importorskip("dicontour.phantom", reason="dicontour.phantom not written yet")
+    target = tmp_path / "demo"
+    code, out, _ = _run(capsys, "demo", str(target))
+    assert code == 0
+    assert (target / "link.csv").is_file()
+    assert any((target / "dicoms").glob("*/*.dcm"))
+    assert "wrote" in out and "deliberate faults" in out
+    assert "patient" in out and "total" in out and "problems:" in out
+    # A second run reuses the dataset.
+    code, out, _ = _run(capsys, "demo", str(target))
+    assert code == 0 and "already" in out
+
+
+def test_demo_refuses_a_folder_with_other_content(tmp_path, capsys):
+    pytest.importorskip("dicontour.phantom", reason="dicontour.phantom not written yet")
+    (tmp_path / "mine.txt").write_text("keep me")
+    code, _, err = _run(capsys, "demo", str(tmp_path))
+    assert code == 2
+    assert err.count("\n") == 1 and "not empty" in err
+    assert (tmp_path / "mine.txt").read_text() == "keep me"

@@ -1,0 +1,131 @@
+"""dicontour.index: records, loading samples, (image, mask) pairs, the JSON form."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pydicom
+import pytest
+
+from dicontour import ContourError, DicomError, Sample, SampleRecord, scan
+
+# Masks of the fault tree's contours, written out by hand (half-open rule:
+# low edges in, high edges out).
+I_MASK = np.zeros((32, 32), bool)
+I_MASK[8:20, 8:20] = True
+O_MASK = np.zeros((32, 32), bool)
+O_MASK[4:26, 4:26] = True
+O_ELSEWHERE_MASK = np.zeros((32, 32), bool)
+O_ELSEWHERE_MASK[22:28, 22:28] = True
+
+
+@pytest.fixture(scope="module")
+def index(fault_tree):
+    return scan(fault_tree.root)
+
+
+def _position(index, patient_id: str, slice_: int) -> int:
+    return next(k for k, r in enumerate(index) if (r.patient_id, r.slice) == (patient_id, slice_))
+
+
+def test_len_getitem_iter(index, fault_tree):
+    assert len(index) == len(fault_tree.samples)
+    assert list(index) == [index[k] for k in range(len(index))]
+    assert all(isinstance(r, SampleRecord) for r in index)
+
+
+def test_load_reads_image_and_masks(index, fault_tree):
+    for k, record in enumerate(index):
+        sample = index.load(k)
+        assert isinstance(sample, Sample)
+        assert (sample.patient_id, sample.slice) == (record.patient_id, record.slice)
+        assert sample.image.dtype == np.float32
+        expected = pydicom.dcmread(fault_tree.root / record.dicom).pixel_array
+        np.testing.assert_array_equal(sample.image, expected.astype(np.float32))
+        for mask, path in ((sample.i_mask, record.i_contour), (sample.o_mask, record.o_contour)):
+            if path is None:
+                assert mask is None
+            else:
+                assert mask.dtype == bool and mask.shape == record.shape
+    both = index.load(_position(index, "P1", 1))
+    np.testing.assert_array_equal(both.i_mask, I_MASK)
+    np.testing.assert_array_equal(both.o_mask, O_MASK)
+    assert both.i_mask.sum() == 144 and both.o_mask.sum() == 484
+    elsewhere = index.load(_position(index, "P1", 7))
+    np.testing.assert_array_equal(elsewhere.o_mask, O_ELSEWHERE_MASK)
+    small = index.load(_position(index, "P5", 3))
+    assert small.image.shape == small.i_mask.shape == (24, 24)
+    np.testing.assert_array_equal(small.i_mask, I_MASK[:24, :24])
+
+
+def test_sample_mask_by_target(index):
+    sample = index.load(_position(index, "P1", 2))  # o-contour only
+    np.testing.assert_array_equal(sample.mask("o"), O_MASK)
+    with pytest.raises(ValueError, match="no i-contour"):
+        sample.mask("i")
+
+
+def test_select_and_has(index, fault_tree):
+    wanted = {
+        "i": {key for key, (i, _) in fault_tree.samples.items() if i},
+        "o": {key for key, (_, o) in fault_tree.samples.items() if o},
+        "both": {key for key, (i, o) in fault_tree.samples.items() if i and o},
+    }
+    for target, keys in wanted.items():
+        assert {(index[k].patient_id, index[k].slice) for k in index.select(target)} == keys
+    with pytest.raises(ValueError, match="target"):
+        index[0].has("x")
+
+
+@pytest.mark.parametrize("target", ["i", "o"])
+def test_pairs_yield_only_samples_with_that_contour(index, fault_tree, target):
+    pairs = list(index.pairs(target=target))
+    column = 0 if target == "i" else 1
+    assert len(pairs) == sum(flags[column] for flags in fault_tree.samples.values())
+    for image, mask in pairs:
+        assert image.dtype == np.float32 and mask.dtype == bool
+        assert image.shape == mask.shape
+        assert mask.any()
+    if target == "i":  # every i-contour in the tree is I_SQUARE
+        assert all(mask.sum() == 144 for _, mask in pairs)
+
+
+def test_errors_lists_the_error_problems(index):
+    assert index.errors() == [p for p in index.problems if p.severity == "error"]
+    assert len(index.errors()) > 0
+
+
+def test_repr_counts(index):
+    text = repr(index)
+    assert f"samples={len(index)}" in text
+    assert f"problems={len(index.problems)}" in text
+    assert f"errors={len(index.errors())}" in text
+
+
+def test_to_dict_is_json_with_relative_paths(index, fault_tree):
+    document = json.loads(json.dumps(index.to_dict()))
+    assert set(document) >= {"samples", "problems", "summary"}
+    assert len(document["samples"]) == len(index)
+    first = document["samples"][0]
+    assert set(first) >= {"patient_id", "original_id", "slice", "dicom", "i_contour", "o_contour"}
+    for sample in document["samples"]:
+        for key in ("dicom", "i_contour", "o_contour"):
+            assert sample[key] is None or (fault_tree.root / sample[key]).is_file()
+    assert {(p["code"], p["path"]) for p in document["problems"]} == fault_tree.problems
+    assert all({"code", "severity", "path", "message"} <= set(p) for p in document["problems"])
+
+
+def test_load_reports_files_changed_since_the_scan(tmp_path, fault_tree):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(fault_tree.root, root, symlinks=True)
+    index = scan(root)
+    k = _position(index, "P1", 1)
+    (root / index[k].i_contour).write_text("garbage\n")
+    with pytest.raises(ContourError, match="line 1"):
+        index.load(k)
+    (root / index[k].dicom).write_text("not a DICOM any more")
+    with pytest.raises(DicomError, match="not a DICOM"):
+        index.load(k)
