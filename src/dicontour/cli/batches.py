@@ -1,0 +1,185 @@
+"""``dicontour batches ROOT``: iterate like a training loop and report the loader's speed.
+
+Per epoch: batches, samples, samples/s, the time the loop spent waiting for
+data (and its share of the epoch), and the samples skipped because a file
+could not be read.  ``--step-ms`` pretends each training step takes that
+long, to show how much loading overlaps with compute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ._format import print_json, show_progress, table
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "batches", help="iterate training batches like a training loop and report their speed"
+    )
+    parser.add_argument("root", help="dataset root: a folder or an fsspec URL (s3://...)")
+    parser.add_argument("--batch-size", type=_count(1), default=8, help="samples per batch (8)")
+    parser.add_argument("--epochs", type=_count(1), default=2, help="epochs to run (2)")
+    parser.add_argument("--workers", type=_count(0), default=2, help="worker processes (2)")
+    parser.add_argument("--prefetch", type=_count(1), default=4, help="batch slots (4)")
+    parser.add_argument("--target", choices=["i", "o", "both"], default="i", help="mask (i)")
+    parser.add_argument("--seed", type=_count(0), default=0, help="order seed (0)")
+    parser.add_argument("--normalize", choices=["zscore", "percentile"], default=None)
+    parser.add_argument(
+        "--size", type=_count(1), nargs=2, metavar=("H", "W"), help="centre-crop or pad to H x W"
+    )
+    parser.add_argument(
+        "--step-ms",
+        type=float,
+        default=0.0,
+        help="pretend each training step computes for this long (0)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar while scanning")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..loader import BatchLoader
+    from ..scan import scan
+
+    index = scan(args.root, progress=show_progress(args))
+    started = time.perf_counter()
+    with BatchLoader(
+        index,
+        args.batch_size,
+        target=args.target,
+        seed=args.seed,
+        workers=args.workers,
+        prefetch=args.prefetch,
+        normalize=args.normalize,
+        size=tuple(args.size) if args.size else None,
+    ) as loader:
+        epochs = [_epoch(loader, args.step_ms / 1000.0) for _ in range(args.epochs)]
+        first_batch = epochs[0].pop("first_batch_at") - started
+        for epoch in epochs[1:]:
+            epoch.pop("first_batch_at")
+        document = {
+            "root": index.location.redacted(),
+            "settings": {
+                "batch_size": loader.batch_size,
+                "workers": loader.workers,
+                "prefetch": loader.prefetch,
+                "target": loader.target,
+                "seed": loader.seed,
+                "batches_per_epoch": len(loader),
+                "samples_per_epoch": loader.samples_per_epoch,
+                "shape": list(loader.shape),
+                "step_ms": args.step_ms,
+            },
+            "first_batch_seconds": round(first_batch, 4),
+            "epochs": epochs,
+            "restarts": loader.restarts,
+            "problems": [p.to_dict() for p in loader.problems],
+        }
+    if args.json:
+        print_json(document)
+    else:
+        print(report(document))
+    return 0
+
+
+def _epoch(loader: Any, step: float) -> dict[str, Any]:
+    """Run one epoch the way a training loop would, timing the waits for data."""
+    epoch = loader.epoch
+    batches = samples = 0
+    waited = 0.0
+    first_batch_at = None
+    start = time.perf_counter()
+    batches_iter = iter(loader)
+    while True:
+        asked = time.perf_counter()
+        try:
+            images, _masks = next(batches_iter)
+        except StopIteration:
+            waited += time.perf_counter() - asked
+            break
+        got = time.perf_counter()
+        waited += got - asked
+        if first_batch_at is None:
+            first_batch_at = got
+        batches += 1
+        samples += len(images)
+        if step:
+            time.sleep(step)
+    seconds = time.perf_counter() - start
+    return {
+        "epoch": epoch,
+        "batches": batches,
+        "samples": samples,
+        "seconds": round(seconds, 4),
+        "samples_per_second": round(samples / seconds, 1) if seconds else None,
+        "wait_seconds": round(waited, 4),
+        "wait_share": round(waited / seconds, 4) if seconds else None,
+        "skipped": len(loader.skipped),
+        "first_batch_at": first_batch_at if first_batch_at is not None else start,
+    }
+
+
+def report(document: dict[str, Any]) -> str:
+    """The human-readable report: settings, one row per epoch, problems."""
+    settings = document["settings"]
+    rows = [
+        [
+            e["epoch"],
+            e["batches"],
+            e["samples"],
+            f"{e['seconds']:.2f}",
+            f"{e['samples_per_second'] or 0:,.0f}",
+            f"{e['wait_seconds']:.2f}",
+            f"{100 * (e['wait_share'] or 0):.0f}%",
+            e["skipped"],
+        ]
+        for e in document["epochs"]
+    ]
+    lines = [
+        f"dataset {document['root']}: {settings['samples_per_epoch']} samples "
+        f"({settings['target']}-contour), {settings['batches_per_epoch']} batches of "
+        f"{settings['batch_size']}, {settings['workers']} workers, prefetch "
+        f"{settings['prefetch']}, images {settings['shape'][0]}x{settings['shape'][1]}",
+        f"first batch after {document['first_batch_seconds']:.2f} s (scan excluded, "
+        "worker start-up included)",
+        table(
+            [
+                "epoch",
+                "batches",
+                "samples",
+                "seconds",
+                "samples/s",
+                "waited s",
+                "waited",
+                "skipped",
+            ],
+            rows,
+        ),
+    ]
+    if document["restarts"]:
+        lines.append(f"{document['restarts']} worker(s) died and were replaced")
+    if document["problems"]:
+        lines += ["", "problems:"]
+        lines += [
+            f"  {p['severity']:<7} {p['code']:<24} {p['path']}: {p['message']}"
+            for p in document["problems"]
+        ]
+    return "\n".join(lines)
