@@ -5,6 +5,7 @@ The data flow, and where each step lives::
     read          dicom.py, contour.py, raster.py   one file / one polygon -> arrays
     scan / index  scan.py, index.py, problems.py    a folder -> Index of samples + problems
     example data  phantom.py                        a synthetic dataset in the same layout
+    cache         cache/, engine.py                 decode once into .npy shards, on Dask
 
 Examples
 --------
@@ -15,6 +16,7 @@ Examples
 ((256, 256), dtype('bool'))
 """
 
+from .cache import CacheSource, build_cache, open_cache, verify_cache
 from .contour import parse_contour, read_contour
 from .dicom import DicomHeader, DicomImage, read_dicom, read_dicom_header
 from .errors import (
@@ -37,6 +39,7 @@ __all__ = [
     "CODES",
     "BatchLoader",
     "CacheError",
+    "CacheSource",
     "ContourError",
     "DicomError",
     "DicomHeader",
@@ -50,10 +53,13 @@ __all__ = [
     "Sample",
     "SampleRecord",
     "SampleSource",
+    "build_cache",
+    "open_cache",
     "parse_contour",
     "polygon_to_mask",
     "read_contour",
     "read_dicom",
     "read_dicom_header",
     "scan",
+    "verify_cache",
 ]

@@ -232,6 +232,25 @@ class BatchLoader:
         self.problems: list[Problem] = []
         self.skipped: list[int] = []
 
+    @classmethod
+    def from_cache(
+        cls, cache: Any, batch_size: int = 8, *, root: Any = None, **options: Any
+    ) -> BatchLoader:
+        """A loader over a preprocessed cache (a folder or URL made by ``dicontour cache build``).
+
+        ``root``, the dataset the cache was built from, makes a stale cache
+        refuse to open (:func:`dicontour.cache.open_cache`); every other option
+        is the constructor's, with the same guarantees (``rank``/``world_size``
+        included).
+
+        Examples
+        --------
+        >>> loader = BatchLoader.from_cache("cache", batch_size=8, workers=2)  # doctest: +SKIP
+        """
+        from ..cache import open_cache  # the cache imports the loader's protocol
+
+        return cls(open_cache(cache, root=root), batch_size, **options)
+
     def _common_shape(self) -> tuple[int, int]:
         shapes = np.asarray(self.source.shapes(), dtype=np.int64)[self._eligible]
         differ = np.flatnonzero((shapes != shapes[0]).any(axis=1))

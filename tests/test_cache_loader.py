@@ -1,0 +1,138 @@
+"""Training from the cache: BatchLoader.from_cache keeps the loader's guarantees."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dicontour.cache import build_cache, open_cache
+from dicontour.errors import CacheError
+from dicontour.loader import BatchLoader
+from dicontour.phantom import write_phantom
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(dataset, cache): 3 patients x 12 slices of 32x32, all labelled, 18 with o."""
+    base = tmp_path_factory.mktemp("loader")
+    write_phantom(
+        base / "data", patients=3, slices=12, shape=(32, 32), labelled_every=1, faults=False
+    )
+    build_cache(base / "data", base / "cache", shard_size=5)
+    return base / "data", base / "cache"
+
+
+def fingerprints(images: np.ndarray) -> list[bytes]:
+    return [image.tobytes() for image in images]
+
+
+def shm_entries() -> set[str]:
+    """This process's loader segments in /dev/shm (other processes share the machine)."""
+    mine = f"dicontour_{os.getpid()}_"
+    names = os.listdir("/dev/shm") if os.path.isdir("/dev/shm") else []
+    return {name for name in names if name.startswith(mine)}
+
+
+def test_every_sample_once_per_epoch_with_workers_and_no_leaks(built) -> None:
+    data, cache = built
+    source = open_cache(cache)
+    expected = {source.read(k, "i")[0].tobytes(): k for k in range(len(source))}
+    assert not shm_entries()
+    with BatchLoader.from_cache(cache, batch_size=8, root=data, workers=2, seed=3) as loader:
+        assert len(loader) == 5  # 36 samples, batch 8, last batch short
+        epochs = []
+        for _ in range(2):
+            seen = []
+            for images, masks in loader:
+                assert images.dtype == np.float32 and masks.dtype == bool
+                assert images.shape[1:] == masks.shape[1:] == (32, 32)
+                for image, mask in zip(images, masks, strict=True):
+                    k = expected[image.tobytes()]
+                    np.testing.assert_array_equal(mask, source.read(k, "i")[1])
+                    seen.append(k)
+            assert sorted(seen) == list(range(36))
+            epochs.append(seen)
+        pids = loader.worker_pids
+        assert len(pids) == 2
+    assert epochs[0] != epochs[1]  # a new order every epoch
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not shm_entries()
+
+
+def test_order_is_a_function_of_seed_and_epoch(built) -> None:
+    _, cache = built
+
+    def two_epochs(seed: int) -> list[list[list[bytes]]]:
+        with BatchLoader.from_cache(cache, batch_size=4, workers=0, seed=seed) as loader:
+            return [[fingerprints(images) for images, _ in loader] for _ in range(2)]
+
+    first = two_epochs(7)
+    assert first == two_epochs(7)
+    assert first[0] != first[1]
+    assert two_epochs(8)[0] != first[0]
+
+
+def test_both_masks_come_as_two_channels(built) -> None:
+    _, cache = built
+    with BatchLoader.from_cache(cache, batch_size=6, target="both", workers=0) as loader:
+        batches = list(loader)
+    assert sum(len(images) for images, _ in batches) == 18  # only slices with both contours
+    assert batches[0][1].shape == (6, 2, 32, 32)
+
+
+@pytest.mark.parametrize("world_size", [2, 3, 5])
+def test_ranks_get_disjoint_parts_and_equal_batch_counts(built, world_size: int) -> None:
+    _, cache = built
+    source = open_cache(cache)
+    index_of = {source.read(k, "i")[0].tobytes(): k for k in range(len(source))}
+    parts, counts = [], []
+    for rank in range(world_size):
+        with BatchLoader.from_cache(
+            cache,
+            batch_size=4,
+            workers=0,
+            seed=1,
+            rank=rank,
+            world_size=world_size,
+            drop_last=True,
+        ) as loader:
+            batches = list(loader)
+            counts.append(len(batches))
+            assert len(batches) == len(loader)
+            parts.append([index_of[i.tobytes()] for images, _ in batches for i in images])
+    assert len(set(counts)) == 1  # the same number of batches on every rank
+    flat = [k for part in parts for k in part]
+    assert len(flat) == len(set(flat))  # disjoint
+    # drop_last drops at most world_size - 1 samples to even the ranks, then short batches
+    assert len(flat) == world_size * counts[0] * 4
+
+
+def test_uneven_ranks_without_drop_last_still_cover_everything(built) -> None:
+    _, cache = built
+    seen, counts = set(), set()
+    for rank in range(5):  # 36 samples over 5 ranks: padded to 40
+        with BatchLoader.from_cache(
+            cache, batch_size=3, workers=0, rank=rank, world_size=5
+        ) as loader:
+            batches = list(loader)
+            counts.add(len(batches))
+            seen |= {i.tobytes() for images, _ in batches for i in images}
+    assert counts == {3}  # ceil(8 / 3) batches everywhere
+    assert len(seen) == 36
+
+
+def test_a_stale_cache_is_refused_by_the_loader(built, tmp_path: Path) -> None:
+    data, cache = built
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    (copy / "dicoms" / "PHA00001" / "1.dcm").unlink()
+    with pytest.raises(CacheError, match=r"stale: .*changed: dicoms/PHA00001"):
+        BatchLoader.from_cache(cache, root=copy, workers=0)
