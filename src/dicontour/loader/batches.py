@@ -502,6 +502,6 @@ class BatchLoader:
         code = failure.code
         if code not in CODES:
             code = "unparseable-contour" if failure.kind == "ContourError" else "unreadable-dicom"
-        self.problems.append(
-            problem(code, failure.path, f"{failure.reason} (skipped by the loader)")
-        )
+        where = f"line {failure.line}: " if failure.line is not None else ""
+        message = f"{where}{failure.reason} (skipped by the loader)"
+        self.problems.append(problem(code, failure.path, message))

@@ -39,8 +39,9 @@ log = logging.getLogger("dicontour.loader")
 MAX_ATTEMPTS = 3
 #: Workers that die before saying they are ready, in a row, before giving up.
 MAX_FAILED_STARTS = 3
-#: Seconds ``close`` waits for workers to exit on their own before killing them.
-GRACE = 2.0
+#: Seconds ``close`` waits for workers to exit on their own before terminating them.
+#: A worker checks the stop flag between samples, so this is plenty unless one hangs.
+GRACE = 0.5
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -281,7 +282,9 @@ class ProcessPool:
                     worker.conn.send(None)
             deadline = time.monotonic() + GRACE
             for worker in self._workers:
-                worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
+                # A worker still importing has nothing to finish: no need to wait.
+                if worker.ready:
+                    worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
             for worker in self._workers:
                 if worker.process.is_alive():
                     worker.process.terminate()
