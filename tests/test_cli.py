@@ -159,3 +159,13 @@ def test_demo_refuses_a_folder_with_other_content(tmp_path, capsys):
     assert code == 2
     assert err.count("\n") == 1 and "not empty" in err
     assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_progress_bar_only_on_a_terminal_and_not_with_quiet(fault_tree, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    code, out, err = _run(capsys, "scan", str(fault_tree.root))
+    assert code == 0 and "scan" in err  # tqdm's bar, described "scan"
+    assert "patient" in out
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    code, _, err = _run(capsys, "scan", "--quiet", str(fault_tree.root))
+    assert code == 0 and err == ""

@@ -159,11 +159,23 @@ def _must_not_parse(*args, **kwargs):
     raise AssertionError("the fast path parsed the file again")
 
 
-def test_fast_path_on_real_phantom_style_file(tmp_path, make_dicom):
-    pixels = np.arange(256 * 256, dtype=np.uint16).reshape(256, 256)
-    path = make_dicom(tmp_path / "u16.dcm", pixels)
+@pytest.mark.parametrize(
+    ("dtype", "shape", "syntax"),
+    [
+        (np.uint16, (256, 256), pydicom.uid.ExplicitVRLittleEndian),
+        (np.int16, (7, 5), ImplicitVRLittleEndian),
+        (np.uint8, (3, 3), pydicom.uid.ExplicitVRLittleEndian),  # odd length: padded
+        (np.int32, (4, 6), pydicom.uid.ExplicitVRLittleEndian),
+    ],
+)
+def test_fast_path_layouts(tmp_path, make_dicom, dtype, shape, syntax):
+    count = shape[0] * shape[1]
+    pixels = (np.arange(count) * 37 % 251 - (100 if np.dtype(dtype).kind == "i" else 0)).astype(
+        dtype
+    )
+    path = make_dicom(tmp_path / "a.dcm", pixels.reshape(shape), syntax=syntax)
     header = read_dicom_header(path)
-    assert header.raw is not None and header.raw.dtype == "<u2"
+    assert header.raw is not None and header.raw.dtype == np.dtype(dtype).newbyteorder("<").str
     np.testing.assert_array_equal(
         read_dicom_pixels(path, header), pydicom.dcmread(path).pixel_array.astype(np.float32)
     )

@@ -371,3 +371,14 @@ def test_clean_phantom_has_no_problems(tmp_path):
     assert index.problems == ()
     assert len(index.select("i")) == info.i_contours
     assert len(index.select("o")) == info.o_contours
+
+
+def test_folders_of_a_duplicate_row_are_not_called_unnamed(tmp_path):
+    root = _tree(tmp_path, {"i1": I_SQUARE})
+    (root / "link.csv").write_text("patient_id,original_id\nP,O\nQ,O\n")
+    (root / "dicoms/Q").mkdir()
+    write_dicom(root / "dicoms/Q/1.dcm", np.zeros(SHAPE, np.int16))
+    index = scan(root)
+    assert _found(index) == [("duplicate-link", "link.csv")]
+    assert "Q,O" in index.problems[0].message
+    assert [r.patient_id for r in index] == ["P"]

@@ -376,7 +376,7 @@ def _layout_problems(
                     "duplicate-link",
                     "link.csv",
                     f"{patient.patient_id},{patient.original_id} repeats an id of an earlier row; "
-                    "the earlier row is used",
+                    "the earlier row is used, this row's folders are not",
                     patient_id=patient.patient_id,
                 )
             )
@@ -409,7 +409,8 @@ def _layout_problems(
                 )
             )
         usable.append(patient)
-    for name in sorted(dicom_dirs - seen_pid):
+    # A folder named only by a duplicate row is reported as duplicate-link, not here.
+    for name in sorted(dicom_dirs - {patient.patient_id for patient in patients}):
         problems.append(
             problem(
                 "not-in-link-csv",
@@ -417,7 +418,7 @@ def _layout_problems(
                 "no link.csv row names this patient; its slices are not used",
             )
         )
-    for name in sorted(contour_dirs - seen_oid):
+    for name in sorted(contour_dirs - {patient.original_id for patient in patients}):
         problems.append(
             problem(
                 "not-in-link-csv",
