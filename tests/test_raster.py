@@ -102,6 +102,7 @@ def test_self_intersecting_polygon_uses_even_odd():
         (np.zeros(6), (4, 4), r"shape \(N, 2\)"),
         ([[0, 0], [1, math.nan], [2, 2]], (4, 4), "NaN"),
         ([[0, 0], [1, math.inf], [2, 2]], (4, 4), "infinity"),
+        ([[0, 0], [1e200, 1], [2, 2]], (4, 4), "beyond"),
         (np.zeros((MAX_POINTS + 1, 2)), (4, 4), "MAX_POINTS"),
         ([[0, 0], [1, 0], [1, 1]], (4,), r"\(H, W\)"),
         ([[0, 0], [1, 0], [1, 1]], (4, 4, 4), r"\(H, W\)"),
@@ -325,3 +326,11 @@ def test_area_within_half_the_perimeter(n, seed, exact):
     assume(abs(turns.sum() - 2 * np.pi) < 1e-6)
     mask = polygon_to_mask(polygon, (48, 48))
     assert abs(int(mask.sum()) - shoelace(polygon)) <= perimeter(polygon) / 2 + 1
+
+
+def test_huge_coordinates_do_not_overflow():
+    # offset * dx stays finite below MAX_COORDINATE: row r is crossed at x = 1.5 r.
+    points = [(0, 0), (1.5e149, 1e149), (0, 1e149)]
+    mask = polygon_to_mask(points, (6, 10))
+    assert [int(row.sum()) for row in mask] == [0, 2, 3, 5, 6, 8]
+    np.testing.assert_array_equal(mask, reference_mask(points, (6, 10)))

@@ -25,6 +25,10 @@ from .dicom import MAX_PIXELS
 
 Convention = Literal["center", "challenge"]
 
+#: Largest coordinate magnitude accepted: products of coordinate differences
+#: then stay finite, so every crossing is computed without overflow.
+MAX_COORDINATE = 1e150
+
 
 def _check(points: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, int, int]:
     points = np.asarray(points, dtype=np.float64)
@@ -32,8 +36,8 @@ def _check(points: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, int,
         raise ValueError(f"points must have shape (N, 2) as (x, y); got shape {points.shape}")
     if len(points) > MAX_POINTS:
         raise ValueError(f"points has {len(points)} vertices, more than MAX_POINTS={MAX_POINTS}")
-    if not np.isfinite(points).all():
-        raise ValueError("points contains NaN or infinity")
+    if not (np.abs(points) < MAX_COORDINATE).all():  # also false for NaN
+        raise ValueError(f"points contains NaN, infinity or a coordinate beyond {MAX_COORDINATE:g}")
     try:
         height, width = (int(n) for n in shape)
     except (TypeError, ValueError) as exc:
@@ -73,8 +77,9 @@ def polygon_to_mask(
     Raises
     ------
     ValueError
-        Malformed points or shape, more than ``MAX_POINTS`` vertices, a mask
-        over ``MAX_PIXELS``.
+        Malformed points or shape, more than ``MAX_POINTS`` vertices, a
+        coordinate that is not finite or beyond ``MAX_COORDINATE``, a mask over
+        ``MAX_PIXELS``.
 
     Notes
     -----
