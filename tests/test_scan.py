@@ -382,3 +382,36 @@ def test_folders_of_a_duplicate_row_are_not_called_unnamed(tmp_path):
     assert _found(index) == [("duplicate-link", "link.csv")]
     assert "Q,O" in index.problems[0].message
     assert [r.patient_id for r in index] == ["P"]
+
+
+# ------------------------------------------------------- codes and locations
+
+
+def test_codes_are_stable_kebab_case_with_a_fixed_severity():
+    from dicontour.problems import problem
+
+    for code, (severity, meaning) in CODES.items():
+        assert code == code.lower() and " " not in code and "_" not in code
+        assert severity in ("error", "warning", "info") and meaning
+        assert problem(code, "x", "y").severity == severity
+    with pytest.raises(ValueError, match="unknown problem code"):
+        problem("no-such-code", "x", "y")
+
+
+def test_location_of_paths_and_urls(tmp_path):
+    from dicontour.storage import Location, location
+
+    local = location(tmp_path)
+    assert local.is_local and local.url == str(tmp_path)
+    assert local.path("dicoms/P/1.dcm") == f"{tmp_path}/dicoms/P/1.dcm"
+    assert location(local) is local
+    relative = location(".")
+    assert os.path.isabs(relative.url)
+    secret = Location("s3://user:password@bucket/data")
+    assert secret.redacted() == "s3://bucket/data"
+    assert Location("s3://bucket/a@b").redacted() == "s3://bucket/a@b"
+    copy = pickle.loads(pickle.dumps(local))
+    assert copy == local and copy.is_local
+    (tmp_path / "f.txt").write_bytes(b"abc")
+    with copy.open("f.txt") as handle:
+        assert handle.read() == b"abc"
