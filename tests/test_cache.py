@@ -133,7 +133,7 @@ def test_cache_source_reads_what_the_index_loads(dataset: Path, reference: Path)
     for k in (0, 4, 5, 35):
         sample = index.load(k)
         image, mask = source.read(k, "i")
-        assert image.dtype == np.float32 and image.flags.writeable
+        assert image.dtype == np.float32 and not image.flags.writeable  # a view of the map
         np.testing.assert_array_equal(image, sample.image)
         np.testing.assert_array_equal(mask, sample.i_mask)
     both = next(k for k in range(36) if source.has("o")[k])
@@ -141,6 +141,8 @@ def test_cache_source_reads_what_the_index_loads(dataset: Path, reference: Path)
     assert masks.shape == (2, 32, 32)
     np.testing.assert_array_equal(masks[1], index.load(both).o_mask)
     assert "PHA00001" in source.describe(0) and "shard 000000" in source.describe(0)
+    with pytest.raises(ValueError, match="read-only"):
+        source.read(0, "i")[0][0, 0] = 1.0  # the cache cannot be changed through a read
 
 
 def test_read_refuses_an_absent_mask_and_bad_positions(reference: Path) -> None:

@@ -187,6 +187,8 @@ class CacheSource:
         -------
         image : float32 ndarray of shape (H, W)
         mask : bool ndarray of shape (H, W), or (2, H, W) [i, o] for ``"both"``
+            From a local cache, read-only views of the memory-mapped shard
+            (copy them to modify); from a remote one, fresh arrays.
 
         Raises
         ------
@@ -205,8 +207,11 @@ class CacheSource:
         images, masks, pixels = self._arrays(shard)
         rows, columns = (int(v) for v in self._shard_shapes[shard])
         if where.is_local:
-            image = np.array(images[j])
-            mask = np.array(masks[j] if target == "both" else masks[j, int(target == "o")])
+            # Read-only views of the memory maps: the loader's worker copies them
+            # straight into its shared-memory slot, and a copy here would cost a
+            # fresh allocation and its page faults per sample (3x the copy itself).
+            image = np.asarray(images[j])
+            mask = np.asarray(masks[j] if target == "both" else masks[j, int(target == "o")])
             return image, mask
         fs = where.fs
         path, offset = images
