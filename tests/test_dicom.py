@@ -350,6 +350,51 @@ def test_unusable_headers(tmp_path, make_dicom, function, attrs, reason):
     assert reason in error.reason
 
 
+@pytest.mark.parametrize("function", [read_dicom, read_dicom_header])
+@pytest.mark.parametrize(
+    ("tag", "vr"),
+    [(b"\x28\x00\x00\x01", b"US"), (b"\x20\x00\x13\x00", b"IS"), (b"\x28\x00\x30\x00", b"DS")],
+    ids=["BitsAllocated", "InstanceNumber", "PixelSpacing"],
+)
+def test_damaged_element_encoding(tmp_path, make_dicom, function, tag, vr):
+    # pydicom parses elements lazily: an unknown VR only raises when the element is used.
+    path = make_dicom(tmp_path / "a.dcm", PIXELS)
+    data = path.read_bytes()
+    assert data.count(tag + vr) == 1
+    path.write_bytes(data.replace(tag + vr, tag + b"\x55\x82"))
+    error = _error(function, path)
+    assert error.code == "unreadable-dicom"
+
+
+@pytest.mark.parametrize("function", [read_dicom, read_dicom_header])
+@pytest.mark.parametrize(
+    ("attrs", "reason"),
+    [
+        ({"BitsAllocated": 12}, "BitsAllocated=12"),
+        ({"BitsStored": 17}, "BitsStored=17"),
+        ({"PixelRepresentation": 2}, "PixelRepresentation=2"),
+    ],
+)
+def test_invalid_pixel_format_caught_by_the_header_read(
+    tmp_path, make_dicom, function, attrs, reason
+):
+    path = make_dicom(tmp_path / "a.dcm", PIXELS, **attrs)
+    error = _error(function, path)
+    assert error.code == "unreadable-dicom"
+    assert reason in error.reason
+
+
+@pytest.mark.parametrize("function", [read_dicom, read_dicom_header])
+def test_unknown_transfer_syntax_caught_by_the_header_read(tmp_path, make_dicom, function):
+    path = make_dicom(tmp_path / "a.dcm", PIXELS)
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = "1.2.3.4.5.6"  # parsed as explicit VR, decodable by no one
+    ds.save_as(path)
+    error = _error(function, path)
+    assert error.code == "unreadable-dicom"
+    assert "1.2.3.4.5.6" in error.reason
+
+
 def test_undecodable_compressed_data(tmp_path):
     data = bytearray(pydicom_data("MR2_J2KR.dcm").read_bytes())
     # Zero the JPEG 2000 image header (SIZ segment, after the SOC marker FF4F).

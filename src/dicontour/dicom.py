@@ -19,7 +19,8 @@ from typing import BinaryIO
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.pixels import get_decoder
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from .errors import DicomError
 
@@ -161,6 +162,29 @@ def _header(ds: pydicom.Dataset, where: str, *, max_pixels: int) -> DicomHeader:
         raise DicomError(where, f"multi-frame images are not supported (NumberOfFrames={frames})")
     if samples != 1:
         raise DicomError(where, f"only grey-scale images are supported (SamplesPerPixel={samples})")
+    # Checked here so that a scan's header read catches what decoding would trip on.
+    try:
+        bits = int(ds.BitsAllocated)
+        stored = int(ds.get("BitsStored", bits))
+        signed = int(ds.get("PixelRepresentation", 0))
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise DicomError(where, f"missing or invalid BitsAllocated/BitsStored ({exc})") from exc
+    if bits not in (1, 8, 16, 32, 64) or not 1 <= stored <= bits or signed not in (0, 1):
+        raise DicomError(
+            where,
+            f"invalid pixel format: BitsAllocated={bits}, BitsStored={stored}, "
+            f"PixelRepresentation={signed}",
+        )
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if not syntax:
+        raise DicomError(where, "no Transfer Syntax UID (0002,0010): the pixels cannot be decoded")
+    try:
+        decoder = get_decoder(UID(str(syntax)))
+    except NotImplementedError as exc:
+        raise DicomError(where, f"no decoder exists for transfer syntax {syntax!s}") from exc
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies)
+        raise DicomError(where, f"cannot decode {UID(str(syntax)).name}: {missing}")
     spacing = ds.get("PixelSpacing")
     try:
         pixel_spacing = (float(spacing[0]), float(spacing[1])) if spacing else None
@@ -182,6 +206,16 @@ def _header(ds: pydicom.Dataset, where: str, *, max_pixels: int) -> DicomHeader:
         intercept=_number(ds, "RescaleIntercept", 0.0, where),
         transfer_syntax=str(ds.file_meta.get("TransferSyntaxUID", "")),
     )
+
+
+def _checked_header(ds: pydicom.Dataset, where: str, *, max_pixels: int) -> DicomHeader:
+    """:func:`_header`, with pydicom's errors on damaged elements turned into DicomError."""
+    try:
+        return _header(ds, where, max_pixels=max_pixels)
+    except DicomError:
+        raise
+    except Exception as exc:  # elements are parsed on first access: a damaged VR raises here
+        raise DicomError(where, f"cannot parse DICOM header ({type(exc).__name__}: {exc})") from exc
 
 
 def _raw_layout(
@@ -269,7 +303,7 @@ def read_dicom_header(
     """
     where = _name(source, name)
     ds = _dcmread(source, where, defer_size=_DEFER_BYTES)
-    header = _header(ds, where, max_pixels=max_pixels)
+    header = _checked_header(ds, where, max_pixels=max_pixels)
     try:
         raw = _raw_layout(ds, header, source, where)
     except OSError as exc:
@@ -311,7 +345,7 @@ def read_dicom(
     """
     where = _name(source, name)
     ds = _dcmread(source, where)
-    header = _header(ds, where, max_pixels=max_pixels)
+    header = _checked_header(ds, where, max_pixels=max_pixels)
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # decoders raise many types; keep the cause chained
