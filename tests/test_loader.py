@@ -184,14 +184,30 @@ def test_load_state_dict_reports_mismatches_side_by_side(data: Traced) -> None:
     assert (loader.epoch, loader.state_dict()["batch"]) == (5, 0)
 
 
-def test_iterating_again_supersedes_an_open_iteration(data: Traced) -> None:
-    with BatchLoader(data.index, batch_size=8, workers=0) as loader:
+@pytest.mark.parametrize("workers", [0, 1])
+def test_iterating_again_supersedes_an_open_iteration(data: Traced, workers: int) -> None:
+    with BatchLoader(data.index, batch_size=8, workers=workers) as loader:
         stale = iter(loader)
-        next(stale)
+        for _ in range(3):  # every batch of epoch 0, but the loop has not ended
+            next(stale)
         fresh = [k for images, _ in loader for k in data.ids(images)]
         assert fresh == data.expected("i", 0, 1)  # the open epoch 0 counted as ended
+        assert next(stale, None) is None
+        stale = iter(loader)
+        next(stale)  # batch 0 of epoch 2
+        assert [k for images, _ in loader for k in data.ids(images)] == data.expected("i", 0, 3)
         with pytest.raises(LoaderError, match="superseded"):
             next(stale)
+        assert [k for images, _ in loader for k in data.ids(images)] == data.expected("i", 0, 4)
+
+
+def test_loading_a_state_discards_work_started_for_the_next_epoch(data: Traced) -> None:
+    with BatchLoader(data.index, batch_size=4, workers=1) as loader:
+        assert [k for images, _ in loader for k in data.ids(images)] == data.expected("i", 0, 0)
+        # Epoch 1 is already loading in the background; jump elsewhere instead.
+        loader.load_state_dict({**loader.state_dict(), "epoch": 5, "batch": 1})
+        assert [k for images, _ in loader for k in data.ids(images)] == data.expected("i", 0, 5)[4:]
+        assert [k for images, _ in loader for k in data.ids(images)] == data.expected("i", 0, 6)
 
 
 # ------------------------------------------------------------------ targets and options

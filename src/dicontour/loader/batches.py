@@ -18,6 +18,7 @@ import logging
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -39,6 +40,20 @@ log = logging.getLogger("dicontour.loader")
 OnError = Literal["skip", "raise"]
 START_METHODS = ("spawn", "forkserver")
 _TARGETS = ("i", "o", "both")
+
+
+@dataclass
+class _Ahead:
+    """The next epoch's batches already sent while the current one finished."""
+
+    token: int
+    epoch: int
+    order: np.ndarray
+    sent: int = 0
+    ready: dict[int, Result] = field(default_factory=dict)
+
+    def batch(self, number: int, size: int) -> np.ndarray:
+        return self.order[number * size : (number + 1) * size]
 
 
 def _positive_int(name: str, value: object, minimum: int = 1) -> int:
@@ -225,6 +240,7 @@ class BatchLoader:
         self._position = 0
         self._token = 0
         self._active: int | None = None
+        self._ahead: _Ahead | None = None
         self._pool: ProcessPool | InlinePool | None = None
         self._finalizer: weakref.finalize | None = None
         self._closed = False
@@ -346,6 +362,7 @@ class BatchLoader:
         """
         epoch, batch = check_state(state, self.state_dict(), self._batches)
         self._active = None  # a running iteration may not go on from the old position
+        self._ahead = None  # batches started for the old position are wasted
         self._epoch, self._position = epoch, batch
 
     # -- lifetime ----------------------------------------------------------
@@ -391,9 +408,15 @@ class BatchLoader:
         if self._active is not None:
             # An iteration still open (kept alive elsewhere) is abandoned.
             self._end_epoch(self._active)
-        self._token += 1
-        self._active = self._token
-        return self._run(self._token)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and (ahead.epoch, 0) == (self._epoch, self._position):
+            token = ahead.token  # the previous epoch already started this one
+        else:
+            ahead = None
+            self._token += 1
+            token = self._token
+        self._active = token
+        return self._run(token, ahead)
 
     def _end_epoch(self, token: int) -> None:
         if self._active == token:
@@ -401,17 +424,22 @@ class BatchLoader:
             self._epoch += 1
             self._position = 0
 
-    def _run(self, token: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _run(self, token: int, ahead: _Ahead | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         epoch, start = self._epoch, self._position
+        # Once every batch of this epoch is on its way, free slots start the next
+        # epoch under a token of its own, so that the workers never idle at an
+        # epoch boundary.  The next `for` adopts that work if it starts there.
+        upcoming: _Ahead | None = None
         try:
             pool = self._ensure_pool()
             pool.set_token(token)
             order = self.order(epoch)
             self.skipped = []
-            busy = pool.busy_slots()
-            free = [slot for slot in range(self.prefetch) if slot not in busy]
-            ready: dict[int, Result] = {}
-            next_send = next_yield = start
+            ready: dict[int, Result] = dict(ahead.ready) if ahead else {}
+            held = pool.busy_slots() | {result.slot for result in ready.values()}
+            free = [slot for slot in range(self.prefetch) if slot not in held]
+            next_send = ahead.sent if ahead else start
+            next_yield = start
             deadline: float | None = None
             restarts = pool.restarts
             while next_yield < self._batches:
@@ -420,6 +448,13 @@ class BatchLoader:
                     samples = order[next_send * self.batch_size : (next_send + 1) * self.batch_size]
                     pool.submit(Task(token, next_send, free.pop(), samples))
                     next_send += 1
+                if free and self.workers and upcoming is None:
+                    self._token += 1
+                    upcoming = _Ahead(self._token, epoch + 1, self.order(epoch + 1))
+                while free and upcoming is not None and upcoming.sent < self._batches:
+                    samples = upcoming.batch(upcoming.sent, self.batch_size)
+                    pool.submit(Task(upcoming.token, upcoming.sent, free.pop(), samples))
+                    upcoming.sent += 1
                 result = ready.pop(next_yield, None)
                 if result is None:
                     if deadline is None or pool.restarts != restarts:
@@ -428,6 +463,8 @@ class BatchLoader:
                     for received in pool.receive(deadline, waiting):
                         if received.token == token:
                             ready[received.batch] = received
+                        elif upcoming is not None and received.token == upcoming.token:
+                            upcoming.ready[received.batch] = received
                         else:
                             free.append(received.slot)  # a task of an abandoned iteration
                     continue
@@ -441,6 +478,8 @@ class BatchLoader:
                 self._position = next_yield
                 yield images, masks
         finally:
+            if self._active == token and not self._closed:
+                self._ahead = upcoming
             self._end_epoch(token)
 
     def _check(self, token: int) -> None:
