@@ -319,8 +319,10 @@ def test_no_link_csv(tmp_path):
         ("patient_id,original_id\nP,O\nQ\n", r"line 3: expected 'patient_id,original_id'"),
         ("patient_id,original_id\nP,\n", r"line 2: expected"),
         ("patient_id,original_id\n../P,O\n", "plain folder names"),
+        ("patient_id,original_id\nP,O\x00\n", "plain folder names"),
+        ('patient_id,original_id\nP,"' + "O" * 200_000 + '"\n', "not a valid CSV"),
     ],
-    ids=["empty", "bad-header", "one-cell", "empty-cell", "path-in-id"],
+    ids=["empty", "bad-header", "one-cell", "empty-cell", "path-in-id", "nul-in-id", "huge-field"],
 )
 def test_malformed_link_csv(tmp_path, text, match):
     (tmp_path / "link.csv").write_text(text)
@@ -335,6 +337,13 @@ def test_link_csv_tolerates_bom_crlf_blank_rows_and_spaces(tmp_path):
     (root / "link.csv").write_bytes(
         "\ufeffpatient_id , original_id\r\n\r\n P , O \r\n,\r\n".encode()
     )
+    index = scan(root)
+    assert _codes(index) == [] and len(index) == 1
+
+
+def test_link_csv_with_old_mac_line_ends(tmp_path):
+    root = _tree(tmp_path, {"i1": I_SQUARE})
+    (root / "link.csv").write_bytes(b"patient_id,original_id\rP,O\r")
     index = scan(root)
     assert _codes(index) == [] and len(index) == 1
 

@@ -84,7 +84,10 @@ def read_link_csv(root: str | Location) -> list[Patient]:
         text = fs.cat_file(link).decode("utf-8-sig")
     except (UnicodeDecodeError, OSError) as exc:
         raise LayoutError(f"link.csv: cannot read as UTF-8 text ({exc})") from exc
-    rows = list(csv.reader(io.StringIO(text)))
+    try:  # newline="": the csv module itself splits \n, \r\n and \r
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise LayoutError(f"link.csv: not a valid CSV file ({exc})") from exc
     header = [cell.strip().lower() for cell in rows[0]] if rows else []
     if header[:2] != ["patient_id", "original_id"]:
         raise LayoutError(f"link.csv: first line must be 'patient_id,original_id', got {header}")
@@ -97,7 +100,7 @@ def read_link_csv(root: str | Location) -> list[Patient]:
             raise LayoutError(
                 f"link.csv line {number}: expected 'patient_id,original_id', got {row}"
             )
-        if any("/" in cell or cell in (".", "..") for cell in cells[:2]):
+        if any("/" in cell or "\0" in cell or cell in (".", "..") for cell in cells[:2]):
             raise LayoutError(f"link.csv line {number}: ids must be plain folder names, got {row}")
         patients.append(Patient(cells[0], cells[1]))
     return patients
