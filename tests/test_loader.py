@@ -9,9 +9,12 @@ expected order is computed here with numpy from the documented rule
 
 from __future__ import annotations
 
+import importlib
 import json
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -464,3 +467,21 @@ def test_centre_slices_by_hand() -> None:
 def test_check_state_rejects_non_dicts() -> None:
     with pytest.raises(LoaderError, match="must be a dict"):
         check_state([1], {"version": 1}, batches=3)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ optional PyTorch glue
+
+
+def test_without_torch_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
+    monkeypatch.delitem(sys.modules, "dicontour.torch", raising=False)
+    with pytest.raises(ImportError, match=r"pip install 'dicontour\[torch\]'"):
+        importlib.import_module("dicontour.torch")
+
+
+def test_module_is_not_imported_by_the_core(tmp_path: Path) -> None:
+    code = "import dicontour, sys; print('torch' in sys.modules, 'dicontour.torch' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.split() == ["False", "False"]
