@@ -129,6 +129,7 @@ def test_drop_last_gives_only_full_batches(data: Traced) -> None:
         assert [k for b in batches for k in b] == data.expected("i", 0, epoch)[:16]
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 def test_real_data_one_epoch(tmp_path: Path) -> None:
     if not REAL.exists():
         pytest.skip("real Sunnybrook data not found at ../shared/data/final_data")

@@ -99,6 +99,9 @@ class ProcessPool:
         self.workers = workers
         self.restarts = 0
         self._context = multiprocessing.get_context(start_method)
+        # A process forked from the loader's (by os.fork or a fork-based pool)
+        # inherits this object; only the creator may stop workers or unlink.
+        self._owner = os.getpid()
         self._closed = False
         self._failed_starts = 0
         self._workers: list[_Worker] = []
@@ -147,6 +150,13 @@ class ProcessPool:
         )
         try:
             process.start()
+        except Exception as exc:
+            ours.close()
+            raise LoaderError(
+                f"cannot start loader worker {number}: {type(exc).__name__}: {exc}. "
+                f"The source ({type(self.source).__name__}) must be picklable; "
+                "workers=0 loads in this process instead"
+            ) from exc
         except BaseException:
             ours.close()
             raise
@@ -271,7 +281,7 @@ class ProcessPool:
 
     def close(self) -> None:
         """Stop the workers (politely, then by force) and unlink the segment; idempotent."""
-        if self._closed:
+        if self._closed or os.getpid() != self._owner:
             return
         self._closed = True
         try:
