@@ -328,8 +328,10 @@ def test_close_is_idempotent_and_final(data: Traced, clean: None) -> None:
     loader = BatchLoader(data.index, batch_size=4, workers=1)
     batches = iter(loader)
     next(batches)
+    pids = loader.worker_pids
     loader.close()
     loader.close()
+    assert loader.worker_pids == [] and not any(alive(pid) for pid in pids)
     with pytest.raises(LoaderError, match="closed"):
         next(batches)
     with pytest.raises(LoaderError, match="closed"):

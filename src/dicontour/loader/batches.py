@@ -10,6 +10,11 @@ delivers batches strictly in order, copying each out of its slot into fresh
 arrays that belong to the caller, and frees the slot for the next task.  At
 most ``prefetch`` batches are in flight or waiting, so memory is
 ``prefetch x batch bytes`` plus the compact source, whatever the dataset size.
+
+Each iteration has a token.  Tasks carry it; results of an abandoned
+iteration (a ``break``, a superseded iterator, ``load_state_dict``) are
+recognised by it and only give their slot back.  Workers skip tasks older than
+the token the loader publishes in the segment's control block.
 """
 
 from __future__ import annotations
@@ -141,6 +146,12 @@ class BatchLoader:
     the next epoch.  To resume a crashed job mid-epoch, save
     :meth:`state_dict` with your checkpoint and pass it to
     :meth:`load_state_dict`.
+
+    Workers start at the first iteration and stay until :meth:`close` (or the
+    end of a ``with`` block, garbage collection, interpreter exit).  Once all
+    of an epoch's batches are on their way, the workers start on the next
+    epoch's.  Use a loader from one thread.  Design notes and measurements:
+    ``docs/loader.md``.
 
     Examples
     --------

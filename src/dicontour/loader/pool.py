@@ -129,7 +129,9 @@ class ProcessPool:
 
     @property
     def pids(self) -> list[int]:
-        """Process ids of the current workers."""
+        """Process ids of the current workers (none once closed)."""
+        if self._closed:
+            return []
         return [w.process.pid for w in self._workers if w.process.pid is not None]
 
     def set_token(self, token: int) -> None:
@@ -162,7 +164,7 @@ class ProcessPool:
             raise
         finally:
             theirs.close()
-        return _Worker(number, process, ours)
+        return _Worker(number, process, ours, pid=process.pid)
 
     def submit(self, task: Task) -> None:
         """Send ``task`` to the least busy worker (ready workers first)."""
@@ -219,7 +221,7 @@ class ProcessPool:
                     self._failed_starts = 0
                     results.append(message)
                 elif message[0] == "ready":
-                    worker.ready, worker.pid = True, message[1]
+                    worker.ready = True
                 elif message[0] == "fatal":
                     raise LoaderError(
                         f"worker {worker.number} could not start:\n{message[1]}".rstrip()
@@ -231,8 +233,13 @@ class ProcessPool:
     def _replace(self, worker: _Worker) -> list[Result]:
         """Start a new worker in place of a dead one and hand it the unfinished tasks."""
         worker.process.join(timeout=1.0)
+        if worker.process.is_alive():  # its pipe broke but it lingers: make sure
+            worker.process.kill()
+            worker.process.join(timeout=1.0)
         how = describe_exit(worker.process.exitcode)
         worker.conn.close()
+        with contextlib.suppress(ValueError):
+            worker.process.close()  # frees its sentinel now, not at garbage collection
         if not worker.ready:
             self._failed_starts += 1
             if self._failed_starts >= MAX_FAILED_STARTS:
@@ -243,7 +250,7 @@ class ProcessPool:
         log.warning(
             "loader worker %d (pid %s) died (%s); starting a replacement and redoing %d batch(es)",
             worker.number,
-            worker.process.pid,
+            worker.pid,
             how,
             len(worker.tasks),
         )
