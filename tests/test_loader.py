@@ -408,6 +408,86 @@ def test_index_source_is_compact_arrays(data: Traced) -> None:
     np.testing.assert_array_equal(copy.read(0, "i")[0], data.samples[0].image)
 
 
+class Numbered:
+    """An in-memory source: sample k is a 3 x 2 image filled with k; some lack an o-contour."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def shapes(self) -> np.ndarray:
+        return np.tile([3, 2], (self.n, 1))
+
+    def has(self, target: str) -> np.ndarray:
+        return np.arange(self.n) % 3 != 0 if target != "i" else np.ones(self.n, bool)
+
+    def read(self, k: int, target: str) -> tuple[np.ndarray, np.ndarray]:
+        mask = np.eye(3, 2, dtype=bool)
+        return np.full((3, 2), k, np.float32), np.stack([mask, mask]) if target == "both" else mask
+
+    def describe(self, k: int) -> str:
+        return f"sample {k}"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    batch_size=st.integers(1, 12),
+    prefetch=st.integers(1, 5),
+    seed=st.integers(0, 2**16),
+    drop_last=st.booleans(),
+    world_size=st.integers(1, 3),
+    target=st.sampled_from(["i", "o"]),
+)
+def test_any_configuration_delivers_each_rank_share_once_in_order(
+    n: int,
+    batch_size: int,
+    prefetch: int,
+    seed: int,
+    drop_last: bool,
+    world_size: int,
+    target: str,
+) -> None:
+    source = Numbered(n)
+    eligible = [k for k in range(n) if source.has(target)[k]]
+    expected_share = len(eligible) // world_size if drop_last else -(-len(eligible) // world_size)
+    order = np.random.default_rng([seed, 1]).permutation(len(eligible))
+    padded = np.resize(order, -(-len(eligible) // world_size) * world_size)
+    for rank in range(world_size):
+        options = {"rank": rank, "world_size": world_size, "drop_last": drop_last}
+        try:
+            loader = BatchLoader(
+                source,
+                batch_size,
+                target=target,
+                seed=seed,
+                prefetch=prefetch,
+                workers=0,
+                **options,  # type: ignore[arg-type]
+            )
+        except LoaderError:
+            assert len(eligible) == 0 or (drop_last and expected_share < batch_size)
+            continue
+        assert loader.samples_per_epoch == expected_share
+        with loader:
+            list(loader)  # epoch 0; check epoch 1
+            batches = [images[:, 0, 0].astype(int).tolist() for images, _ in loader]
+        assert len(batches) == len(loader)
+        assert (
+            all(len(b) == batch_size for b in batches[:-1]) and 0 < len(batches[-1]) <= batch_size
+        )
+        delivered = [k for b in batches for k in b]
+        share = (
+            padded[: expected_share * world_size][rank::world_size]
+            if not drop_last
+            else (order[: expected_share * world_size][rank::world_size])
+        )
+        want = [eligible[p] for p in share]
+        assert delivered == want[: len(loader) * batch_size]
+
+
 # ------------------------------------------------------------------ pure helpers
 
 
