@@ -426,3 +426,21 @@ def test_cli_build_then_up_to_date(dataset: Path, reference: Path, tmp_path: Pat
     assert "up to date" in capsys.readouterr().out
     assert main([*args, "--engine", "local", "--scheduler", "tcp://127.0.0.1:1"]) == 1
     assert "needs the dask engine" in capsys.readouterr().err
+
+
+def test_a_worker_with_another_version_refuses_the_task(dataset: Path, tmp_path: Path) -> None:
+    from dicontour.cache._build import ShardTask, build_shard
+    from dicontour.storage import location
+
+    record = dicontour.scan(dataset)[0]
+    task = ShardTask(
+        location(dataset),
+        location(tmp_path / "cache"),
+        "000000",
+        (32, 32),
+        (record,),
+        {"dicontour_version": "0.0.1"},
+    )
+    with pytest.raises(CacheError, match=r"planned with 0\.0\.1: install the same version"):
+        build_shard(task)
+    assert not (tmp_path / "cache").exists()

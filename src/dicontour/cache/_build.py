@@ -128,6 +128,12 @@ def build_shard(task: ShardTask) -> ShardResult:
     DicomError, ContourError
         A file that became unreadable since the scan (the message names it).
     """
+    if task.head["dicontour_version"] != _version():
+        # A worker with another version could decode differently under the same label.
+        raise CacheError(
+            f"this worker runs dicontour {_version()}, the build was planned with "
+            f"{task.head['dicontour_version']}: install the same version on every worker"
+        )
     kept = _kept(task)
     if kept is not None:
         return kept
@@ -386,7 +392,9 @@ def build_cache(
     # Unseal first: from here until the new manifest lands, the cache reads as unfinished.
     for name in (MANIFEST, HAS, FINGERPRINT):
         _store.remove(store, name)
-    tasks = [
+    # A generator: the engine pulls tasks as it has room, so the sample entries of
+    # only a few shards exist at a time, however many shards there are.
+    tasks = (
         ShardTask(
             where,
             store,
@@ -403,7 +411,7 @@ def build_cache(
             },
         )
         for entry, (shape, positions) in zip(planned["shards"], plan, strict=True)
-    ]
+    )
     results: dict[str, ShardResult] = {}
     bar = None
     if progress:
