@@ -32,6 +32,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import signal
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -149,6 +150,12 @@ class _Base:
         raise NotImplementedError  # pragma: no cover - overridden
 
 
+def _ignore_interrupts() -> None:
+    # Ctrl-C reaches the whole process group: the parent stops the run and shuts the
+    # pool down; workers finish their task quietly instead of dying with a traceback each.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class LocalEngine(_Base):
     """Run tasks in this process (``workers=1``) or in a pool of fresh processes.
 
@@ -186,7 +193,9 @@ class LocalEngine(_Base):
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_ignore_interrupts,
             )
         return self._pool
 

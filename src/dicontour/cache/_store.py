@@ -74,7 +74,10 @@ def _name(where: Location, relative: str) -> str:
 
 
 def exists(where: Location, relative: str) -> bool:
-    return bool(where.fs.exists(where.path(relative)))
+    path = where.path(relative)
+    if not where.is_local:
+        where.fs.invalidate_cache(path)  # another process may have written it since a listing
+    return bool(where.fs.exists(path))
 
 
 def _temporary(path: str) -> str:
@@ -214,8 +217,9 @@ def children(where: Location, relative: str) -> list[str]:
         entries = where.fs.ls(path, detail=False)
     except FileNotFoundError:
         return []
-    names = [str(entry).rstrip("/").rsplit("/", 1)[-1] for entry in entries]
-    return sorted(name for name in names if name and str(path).rstrip("/") != name)
+    folder = str(path).rstrip("/")
+    names = [str(e).rstrip("/") for e in entries if str(e).rstrip("/") != folder]
+    return sorted(name.rsplit("/", 1)[-1] for name in names)
 
 
 def remove_temporaries(where: Location, relative: str) -> int:
