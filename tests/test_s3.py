@@ -219,3 +219,27 @@ def test_cli_in_a_fresh_process_with_fsspec_config_from_the_environment(s3) -> N
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["ok"] is True
     assert SECRET not in done.stdout + done.stderr
+
+
+def _read_in_child(source, k: int, queue) -> None:
+    try:
+        queue.put(source.read(k, "i")[0].tobytes())
+    except BaseException as exc:  # report, never hang the parent
+        queue.put(repr(exc))
+
+
+def test_a_forked_child_rebuilds_its_filesystem(s3, s3_cache: str) -> None:
+    import multiprocessing
+
+    source = open_cache(s3_cache)
+    k = int(np.flatnonzero(source.has("i"))[0])
+    expected = source.read(k, "i")[0].tobytes()  # the parent's s3fs and event loop are live
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_read_in_child, args=(source, k, queue))
+    child.start()
+    try:
+        assert queue.get(timeout=30) == expected
+    finally:
+        child.join(timeout=30)
+    assert child.exitcode == 0
