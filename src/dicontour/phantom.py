@@ -21,15 +21,22 @@ so the same arguments always give byte-identical files.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.charset import convert_encodings
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset, validate_file_meta
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 __all__ = [
@@ -54,6 +61,19 @@ _NOISE_SD = 30.0
 
 _PIXEL_SPACING = 1.40625  # mm, a 180 mm field of view at 128 pixels
 _SLICE_THICKNESS = 8.0  # mm
+
+_META_LENGTH = 0x00020000  # (0002,0000) File Meta Information Group Length
+_MEDIA_INSTANCE_UID = Tag(0x00020003)
+_PIXEL_DATA = Tag(0x7FE00010)
+#: The elements that change from slice to slice.
+_PER_SLICE = (
+    "SOPInstanceUID",
+    "TriggerTime",
+    "InstanceNumber",
+    "ImagePositionPatient",
+    "SliceLocation",
+    "PixelData",
+)
 
 
 @dataclass(frozen=True)
@@ -85,18 +105,29 @@ class PhantomInfo:
 
 
 @lru_cache(maxsize=8)
-def _grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Column (x) and row (y) coordinates of the pixel centres, read-only."""
-    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
-    cols.flags.writeable = False
-    rows.flags.writeable = False
-    return cols, rows
+def _body(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Noise-free background and body, and the coil shading; read-only, cached per shape."""
+    height, width = shape
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    shading = 1.0 + 0.08 * (xs / width - 0.5) - 0.06 * (ys / height - 0.5)
+    bx, by = xs - width / 2.0, ys - height / 2.0
+    rho = np.hypot(bx, by)
+    inside = rho > 0
+    c = np.divide(bx, rho, out=np.ones_like(rho), where=inside)
+    s = np.divide(by, rho, out=np.zeros_like(rho), where=inside)
+    edge = _ellipse_radius(c, s, 0.42 * width, 0.34 * height, 0.0)
+    signal = _BACKGROUND + shading * (_BODY - _BACKGROUND) * _coverage(edge - rho)
+    signal = signal.astype(np.float32)
+    signal.flags.writeable = False
+    shading.flags.writeable = False
+    return signal, shading
 
 
-def _ellipse_radius(theta: np.ndarray, a: float, b: float, tilt: float) -> np.ndarray:
-    """Distance from the centre to a tilted ellipse's edge in direction ``theta``."""
-    t = theta - tilt
-    return a * b / np.sqrt((b * np.cos(t)) ** 2 + (a * np.sin(t)) ** 2)
+def _ellipse_radius(c: np.ndarray, s: np.ndarray, a: float, b: float, tilt: float) -> np.ndarray:
+    """Distance from the centre to a tilted ellipse's edge in the direction (cos, sin) = (c, s)."""
+    ct = c * math.cos(tilt) + s * math.sin(tilt)
+    st = s * math.cos(tilt) - c * math.sin(tilt)
+    return a * b / np.sqrt((b * ct) ** 2 + (a * st) ** 2)
 
 
 def _coverage(distance_inside: np.ndarray) -> np.ndarray:
@@ -104,11 +135,15 @@ def _coverage(distance_inside: np.ndarray) -> np.ndarray:
     return np.clip(distance_inside + 0.5, 0.0, 1.0)
 
 
-def _polygon(cx: float, cy: float, radius, count: int, start: float) -> np.ndarray:
+Radius = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _polygon(cx: float, cy: float, radius: Radius, count: int, start: float) -> np.ndarray:
     """A star-shaped polygon, vertices rounded to 0.5 pixel, no repeated vertices."""
     theta = start + np.linspace(0.0, 2.0 * math.pi, count, endpoint=False)
-    r = radius(theta)
-    xy = np.column_stack([cx + r * np.cos(theta), cy + r * np.sin(theta)])
+    c, s = np.cos(theta), np.sin(theta)
+    r = radius(c, s)
+    xy = np.column_stack([cx + r * c, cy + r * s])
     xy = np.round(xy * 2.0) / 2.0
     keep = np.any(xy != np.roll(xy, 1, axis=0), axis=1)
     return xy[keep] if keep.any() else xy[:1]
@@ -124,15 +159,15 @@ def phantom_slice(
     smallest at 0.5 (end systole), and shrinks towards the apex as ``level``
     goes from 0 (base) to 1; the wall thickens as the pool contracts.  Stored
     intensities are about 20 (background), 200 (body), 250 (myocardium and
-    papillary muscles) and 700 (blood), plus Gaussian noise of sd 30, so the
-    background holds some negative values.
+    papillary muscles) and 700 (blood), with a gentle shading across the body,
+    plus Gaussian noise of sd 30, so the background holds some negative values.
 
     Parameters
     ----------
     shape : (int, int)
         Image (rows, columns); both at least 32.
     rng : numpy.random.Generator
-        Source of the noise, the small jitter of the anatomy and the contour
+        Source of the noise, the small jitter of the heart and the contour
         irregularity.
     phase : float
         Cardiac phase; only its fractional part matters.
@@ -163,62 +198,61 @@ def phantom_slice(
     # 1 at end diastole, 0 at end systole, smooth in between.
     filling = 0.5 + 0.5 * math.cos(2.0 * math.pi * float(phase))
 
-    # Anatomy, with a little jitter (breathing, heart motion).
-    jitter = rng.normal(0.0, 0.6, size=4)
-    body_cx, body_cy = width / 2.0 + jitter[0], height / 2.0 + jitter[1]
-    body_a, body_b = 0.42 * width, 0.34 * height
-    cx, cy = 0.55 * width + jitter[2], 0.45 * height + jitter[3]
+    # The heart, with a little jitter (breathing, heart motion).
+    jitter = rng.normal(0.0, 0.6, size=2)
+    cx, cy = 0.55 * width + jitter[0], 0.45 * height + jitter[1]
     a_in = size * (0.075 + 0.045 * filling) * (1.0 - 0.35 * level)
     b_in = 0.85 * a_in
     tilt = 0.3 + 0.05 * math.sin(2.0 * math.pi * float(phase))
     wall = size * (0.045 + 0.02 * (1.0 - filling))
-
-    # Irregular edges: a few low harmonics on top of the ellipse.
-    harmonics = np.arange(2, 5)
+    # Irregular edges: harmonics 2..4 on top of the ellipse, as complex weights.
     amp_in = rng.uniform(0.0, 0.03, size=3)
-    off_in = rng.uniform(0.0, 2.0 * math.pi, size=3)
-    amp_out = rng.uniform(0.0, 0.12, size=1)[0]
-    off_out = rng.uniform(0.0, 2.0 * math.pi, size=1)[0]
+    weights = amp_in * np.exp(1j * rng.uniform(0.0, 2.0 * math.pi, size=3))
+    amp_out = float(rng.uniform(0.0, 0.12))
+    off_out = float(rng.uniform(0.0, 2.0 * math.pi))
 
-    def r_in(theta: np.ndarray) -> np.ndarray:
-        wobble = np.cos(np.multiply.outer(theta, harmonics) + off_in) @ amp_in
-        return _ellipse_radius(theta, a_in, b_in, tilt) * (1.0 + wobble)
+    def r_in(c: np.ndarray, s: np.ndarray) -> np.ndarray:
+        z = c + 1j * s
+        z2 = z * z
+        wobble = (z2 * (weights[0] + z * (weights[1] + z * weights[2]))).real
+        return _ellipse_radius(c, s, a_in, b_in, tilt) * (1.0 + wobble)
 
-    def r_out(theta: np.ndarray) -> np.ndarray:
-        return r_in(theta) + wall * (1.0 + amp_out * np.cos(theta + off_out))
+    def thickness(c: np.ndarray, s: np.ndarray) -> np.ndarray:
+        return wall * (1.0 + amp_out * (c * math.cos(off_out) - s * math.sin(off_out)))
+
+    def r_out(c: np.ndarray, s: np.ndarray) -> np.ndarray:
+        return r_in(c, s) + thickness(c, s)
 
     # Papillary muscles: dark blobs in the pool, near its edge.
     n_muscles = int(rng.integers(2, 4))
     angles = np.array([3.6, 4.9, 2.6])[:n_muscles] + rng.normal(0.0, 0.15, size=n_muscles)
-    centre_r = r_in(angles) * rng.uniform(0.68, 0.78, size=n_muscles)
+    centre_r = r_in(np.cos(angles), np.sin(angles)) * rng.uniform(0.68, 0.78, size=n_muscles)
     muscle_r = a_in * rng.uniform(0.13, 0.19, size=n_muscles)
+    noise = rng.standard_normal((height, width), dtype=np.float32)
 
-    # The image, with anti-aliased edges.
-    xs, ys = _grid((height, width))
+    # The heart is drawn only in its bounding box, with anti-aliased edges.
+    base, shading = _body((height, width))
+    reach = a_in * (1.0 + amp_in.sum()) + wall * (1.0 + amp_out) + 2.0
+    r0, r1 = max(0, math.floor(cy - reach)), min(height, math.ceil(cy + reach) + 1)
+    c0, c1 = max(0, math.floor(cx - reach)), min(width, math.ceil(cx + reach) + 1)
+    ys, xs = np.mgrid[r0:r1, c0:c1].astype(np.float64)
     dx, dy = xs - cx, ys - cy
     rho = np.hypot(dx, dy)
-    theta = np.arctan2(dy, dx)
-    bx, by = xs - body_cx, ys - body_cy
-    body_rho = np.hypot(bx, by)
-    body_edge = _ellipse_radius(np.arctan2(by, bx), body_a, body_b, 0.0)
-    inner_edge = r_in(theta)
-    w_body = _coverage(body_edge - body_rho)
-    w_outer = _coverage(r_out(theta) - rho)
+    inside = rho > 0
+    c = np.divide(dx, rho, out=np.ones_like(rho), where=inside)
+    s = np.divide(dy, rho, out=np.zeros_like(rho), where=inside)
+    inner_edge = r_in(c, s)
     w_inner = _coverage(inner_edge - rho)
+    w_outer = _coverage(inner_edge + thickness(c, s) - rho)
     w_muscle = np.zeros_like(rho)
     for angle, cr, mr in zip(angles, centre_r, muscle_r, strict=True):
         mx, my = cx + cr * math.cos(angle), cy + cr * math.sin(angle)
         w_muscle = np.maximum(w_muscle, _coverage(mr - np.hypot(xs - mx, ys - my)))
-    w_muscle *= w_inner
-    # A gentle coil-sensitivity shading across the body.
-    shading = 1.0 + 0.08 * (xs / width - 0.5) - 0.06 * (ys / height - 0.5)
-    signal = _BACKGROUND + shading * (
-        (_BODY - _BACKGROUND) * w_body
-        + (_MYOCARDIUM - _BODY) * w_outer
-        + (_BLOOD - _MYOCARDIUM) * (w_inner - w_muscle)
-    )
-    noisy = signal + rng.normal(0.0, _NOISE_SD, size=signal.shape)
-    image = np.clip(np.rint(noisy), -32768, 32767).astype(np.int16)
+    heart = (_MYOCARDIUM - _BODY) * w_outer + (_BLOOD - _MYOCARDIUM) * w_inner * (1.0 - w_muscle)
+
+    signal = base + np.float32(_NOISE_SD) * noise
+    signal[r0:r1, c0:c1] += shading[r0:r1, c0:c1] * heart
+    image = np.clip(np.rint(signal), -32768, 32767).astype(np.int16)
 
     # Contours traced on the same edges.
     n_in = int(rng.integers(60, 121))
@@ -231,6 +265,11 @@ def phantom_slice(
 
 def _format_polygon(points: np.ndarray) -> str:
     return "".join(f"{x:.2f} {y:.2f}\n" for x, y in points.tolist())
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write ASCII text with ``\\n`` line ends on every platform."""
+    path.write_bytes(text.encode("ascii"))
 
 
 def _contour_name(kind: str, n: int) -> str:
@@ -289,6 +328,92 @@ def _template(shape: tuple[int, int], patient_id: str, seed: int, rescaled: bool
     ds.PixelData = b"\x00\x00" * (shape[0] * shape[1])
     ds["PixelData"].VR = "OW"
     return ds
+
+
+class _SliceWriter:
+    """Encode one patient's slices quickly from a template dataset.
+
+    pydicom encodes every element of the template once (the file meta made
+    complete by :func:`pydicom.dataset.validate_file_meta`, as
+    ``dcmwrite(..., enforce_file_format=True)`` does).  Per slice only the
+    elements named in ``variable`` are encoded and spliced in, with the
+    meta's MediaStorageSOPInstanceUID and group length.  Encoded values that
+    repeat (instance numbers, trigger times, positions) are kept in ``cache``,
+    which may be shared between writers.  The result is the byte stream
+    ``dcmwrite`` produces for the template with those values, several times
+    faster.
+    """
+
+    def __init__(
+        self, template: Dataset, variable: tuple[str, ...], cache: dict[str, bytes] | None = None
+    ) -> None:
+        if template["PixelData"].VR != "OW":
+            raise ValueError("the template's PixelData must be OW")
+        self._vrs = {keyword: template[keyword].VR for keyword in variable}
+        self._cache = {} if cache is None else cache
+        meta = copy.deepcopy(template.file_meta)
+        validate_file_meta(meta, enforce_standard=True)
+        self._preamble = (template.preamble or b"\x00" * 128) + b"DICM"
+        self._encodings = convert_encodings(template.get("SpecificCharacterSet"))
+        self._meta = self._split(meta, {_MEDIA_INSTANCE_UID}, skip={_META_LENGTH})
+        self._data = self._split(template, {Tag(keyword) for keyword in variable})
+
+    def _encode(self, elem: DataElement) -> bytes:
+        fp = DicomBytesIO()
+        fp.is_little_endian = True
+        fp.is_implicit_VR = False
+        write_data_element(fp, elem, self._encodings)
+        return fp.getvalue()
+
+    def _split(
+        self, ds: Dataset, variable: set[BaseTag], skip: frozenset[int] | set[int] = frozenset()
+    ) -> list[bytes | BaseTag]:
+        """The encoded dataset as runs of fixed bytes with the variable tags between."""
+        parts: list[bytes | BaseTag] = []
+        run: list[bytes] = []
+        for elem in ds:
+            if elem.tag in skip:
+                continue
+            if elem.tag in variable:
+                parts += [b"".join(run), elem.tag]
+                run = []
+            else:
+                run.append(self._encode(elem))
+        parts.append(b"".join(run))
+        return parts
+
+    def _element(self, tag: BaseTag, vr: str, value: object, *, cache: bool) -> bytes:
+        if tag == _PIXEL_DATA:
+            assert isinstance(value, bytes)
+            # Explicit VR little endian, long form: tag, VR, 2 reserved bytes, 4-byte length.
+            return struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, len(value)) + value
+        key = f"{tag:08X} {vr} {value!r}"
+        encoded = self._cache.get(key)
+        if encoded is None:
+            encoded = self._encode(DataElement(tag, vr, value))
+            if cache:
+                self._cache[key] = encoded
+        return encoded
+
+    def encode(self, values: dict[str, object]) -> bytes:
+        """The whole file for the template with the variable elements set to ``values``.
+
+        ``values`` maps each variable keyword to its new value, in a form
+        pydicom accepts for that element; ``SOPInstanceUID`` is also written to
+        the file meta.
+        """
+        encoded = {}
+        for keyword, value in values.items():
+            tag = Tag(keyword)
+            encoded[tag] = self._element(
+                tag, self._vrs[keyword], value, cache=keyword != "SOPInstanceUID"
+            )
+        uid = self._element(_MEDIA_INSTANCE_UID, "UI", values["SOPInstanceUID"], cache=False)
+        meta = b"".join(part if isinstance(part, bytes) else uid for part in self._meta)
+        # (0002,0000) UL, explicit VR little endian short form.
+        length = struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(meta))
+        data = b"".join(part if isinstance(part, bytes) else encoded[part] for part in self._data)
+        return self._preamble + length + meta + data
 
 
 def _check_arguments(
@@ -424,13 +549,16 @@ def write_phantom(
 
     locations = max(1, math.ceil(slices / CARDIAC_PHASES))
     i_count = o_count = dicom_count = 0
+    cache: dict[str, bytes] = {}
     for index, (patient_id, original_id) in enumerate(ids):
         dicom_dir = base / "dicoms" / patient_id
         contour_dir = base / "contourfiles" / original_id
         dicom_dir.mkdir(parents=True)
         (contour_dir / "i-contours").mkdir(parents=True)
         (contour_dir / "o-contours").mkdir()
-        ds = _template(shape, patient_id, seed, patient_id == RESCALED_PATIENT)
+        writer = _SliceWriter(
+            _template(shape, patient_id, seed, patient_id == RESCALED_PATIENT), _PER_SLICE, cache
+        )
         for n in range(1, slices + 1):
             phase_index, location = (n - 1) % CARDIAC_PHASES, (n - 1) // CARDIAC_PHASES
             rng = np.random.default_rng([seed, index, n])
@@ -440,21 +568,22 @@ def write_phantom(
                 phase=phase_index / CARDIAC_PHASES,
                 level=location / max(1, locations - 1),
             )
-            uid = _uid(seed, patient_id, n)
-            ds.file_meta.MediaStorageSOPInstanceUID = uid
-            ds.SOPInstanceUID = uid
-            ds.InstanceNumber = n
-            ds.TriggerTime = phase_index * 40.0
-            ds.SliceLocation = location * _SLICE_THICKNESS
-            ds.ImagePositionPatient = [0.0, 0.0, location * _SLICE_THICKNESS]
-            ds.PixelData = image.astype("<i2", copy=False).tobytes()
-            path = dicom_dir / f"{n}.dcm"
-            pydicom.dcmwrite(path, ds, enforce_file_format=True)
-            dicom_count += 1
+            z = location * _SLICE_THICKNESS
+            values = {
+                "SOPInstanceUID": _uid(seed, patient_id, n),
+                "TriggerTime": phase_index * 40.0,
+                "InstanceNumber": n,
+                "ImagePositionPatient": [0.0, 0.0, z],
+                "SliceLocation": z,
+                "PixelData": image.astype("<i2", copy=False).tobytes(),
+            }
+            data = writer.encode(values)
             readable = (index, n) != truncated
-            if (index, n) == truncated:
-                data = path.read_bytes()
-                path.write_bytes(data[: len(data) - image.nbytes // 2])
+            if not readable:
+                # Cut in the middle of the pixel data, the file's last element.
+                data = data[: len(data) - image.nbytes // 2]
+            (dicom_dir / f"{n}.dcm").write_bytes(data)
+            dicom_count += 1
 
             if n % labelled_every:
                 continue
@@ -464,17 +593,17 @@ def write_phantom(
                 i_text = "".join([*lines[:3], "12.5 abc\n", *lines[3:]])
             elif readable:
                 i_count += 1
-            (contour_dir / _contour_name("i", n)).write_text(i_text)
+            _write_text(contour_dir / _contour_name("i", n), i_text)
             if n in outlined:
                 o_text = _format_polygon(outer)
                 if (index, n) == emptied:
                     o_text = ""
                 elif readable:
                     o_count += 1
-                (contour_dir / _contour_name("o", n)).write_text(o_text)
+                _write_text(contour_dir / _contour_name("o", n), o_text)
 
     rows = [*ids, ghost_row] if faults else ids
-    with open(base / "link.csv", "w", newline="") as handle:
+    with open(base / "link.csv", "w", encoding="ascii", newline="") as handle:
         handle.write("patient_id,original_id\n")
         handle.writelines(f"{p},{o}\n" for p, o in rows)
 
@@ -487,12 +616,13 @@ def write_phantom(
             shape, rng=np.random.default_rng([seed, 0, slices + 5]), phase=0.0
         )
         missing = f"contourfiles/{first_oid}/{_contour_name('i', slices + 5)}"
-        (base / missing).write_text(_format_polygon(extra))
+        _write_text(base / missing, _format_polygon(extra))
         orphan_file = f"contourfiles/{orphan}/{_contour_name('i', 1)}"
         (base / orphan_file).parent.mkdir(parents=True)
-        (base / orphan_file).write_text(_format_polygon(extra))
-        (base / "dicoms" / first_pid / "notes.txt").write_text(
-            "Synthetic phantom: this file is not part of the layout.\n"
+        _write_text(base / orphan_file, _format_polygon(extra))
+        _write_text(
+            base / "dicoms" / first_pid / "notes.txt",
+            "Synthetic phantom: this file is not part of the layout.\n",
         )
         fault_list = [
             ("unreadable-dicom", f"dicoms/{ids[truncated[0]][0]}/{truncated[1]}.dcm"),
