@@ -32,7 +32,14 @@ def _found(index) -> list[tuple[str, str]]:
 
 def test_every_problem_code_is_triggered(fault_tree, fault_index):
     codes = {p.code for p in fault_index.problems}
-    expected = set(CODES)
+    # Codes that need many slices per patient or the pixels (dicontour check) are
+    # triggered on built cases in tests/test_qa_checks.py instead.
+    expected = set(CODES) - {
+        "contours-misaligned",
+        "implausible-area",
+        "contour-on-background",
+        "duplicate-contour",
+    }
     if not any(code == "missing-contour" for code, _ in fault_tree.problems):
         expected.discard("missing-contour")  # no symlinks on this system to fake it
     assert codes == expected

@@ -46,6 +46,17 @@ CODES: dict[str, tuple[Severity, str]] = {
     # consistency
     "i-outside-o": ("warning", "part of the i-contour's mask lies outside the o-contour's"),
     "shape-mismatch": ("warning", "image shapes differ within one patient"),
+    "contours-misaligned": (
+        "warning",
+        "most of a patient's slices with both contours have i-outside-o (one line per patient)",
+    ),
+    "implausible-area": (
+        "warning",
+        "a contour's area is far outside the range of the patient's other contours of its kind",
+    ),
+    # pixel checks (dicontour check, dicontour preview; not in the header-only scan)
+    "contour-on-background": ("warning", "most of a contour's mask lies on dark background"),
+    "duplicate-contour": ("warning", "a contour file with the same points as another one"),
 }
 
 

@@ -30,7 +30,8 @@ from .dicom import DicomHeader, read_dicom_header
 from .errors import ContourError, DicomError, LayoutError
 from .index import Index, SampleRecord
 from .problems import Problem, problem
-from .raster import polygon_to_mask
+from .qa.checks import I_OUTSIDE_O_TOLERANCE as I_OUTSIDE_O_TOLERANCE  # re-exported
+from .qa.checks import check_patient
 from .storage import Location, location
 
 _DICOM_NAME = re.compile(r"^(\d+)\.dcm$")
@@ -41,8 +42,6 @@ _CONTOUR_NAME = {
 _CONTOUR_DIRS = {"i": "i-contours", "o": "o-contours"}
 #: How far (pixels) a contour may reach beyond the pixel centres 0..W-1, 0..H-1.
 OUT_OF_BOUNDS_MARGIN = 1.0
-#: Fraction of the i-mask allowed outside the o-mask before ``i-outside-o``.
-I_OUTSIDE_O_TOLERANCE = 0.02
 
 
 @dataclass(frozen=True)
@@ -200,6 +199,7 @@ def scan_patient(root: str | Location, patient: Patient) -> PatientScan:
     """
     where = location(root)
     result = PatientScan(patient.patient_id)
+    polygons: dict[int, dict[str, np.ndarray]] = {}
     problems = result.problems
     pid = patient.patient_id
     dicom_folder = f"dicoms/{pid}"
@@ -297,8 +297,9 @@ def scan_patient(root: str | Location, patient: Patient) -> PatientScan:
             header,
         )
         result.records.append(record)
-        problems.extend(_slice_checks(record, points))
-    problems.extend(_patient_checks(result.records))
+        polygons[number] = points
+    # Consistency checks (qa/checks.py): slice by slice and across the patient.
+    problems.extend(check_patient(result.records, polygons))
     return result
 
 
@@ -320,48 +321,6 @@ def _read_points(where: Location, relative: str) -> np.ndarray:
             return read_contour(handle, name=relative)
     except OSError as exc:
         raise ContourError(relative, f"cannot open ({exc})") from exc
-
-
-def _slice_checks(record: SampleRecord, points: dict[str, np.ndarray]) -> list[Problem]:
-    """Consistency of one slice's contours with each other."""
-    found = []
-    if "i" in points and "o" in points:
-        inner = polygon_to_mask(points["i"], record.shape)
-        outer = polygon_to_mask(points["o"], record.shape)
-        area = int(inner.sum())
-        fraction = float((inner & ~outer).sum()) / area if area else 0.0
-        if fraction > I_OUTSIDE_O_TOLERANCE:
-            found.append(
-                problem(
-                    "i-outside-o",
-                    record.i_contour or "",
-                    f"{fraction:.0%} of the i-contour's mask lies outside the o-contour "
-                    f"({record.o_contour})",
-                    patient_id=record.patient_id,
-                    slice=record.slice,
-                )
-            )
-    return found
-
-
-def _patient_checks(records: list[SampleRecord]) -> list[Problem]:
-    """Consistency across one patient's slices."""
-    shapes = Counter(record.shape for record in records)
-    if len(shapes) <= 1:
-        return []
-    usual = shapes.most_common(1)[0][0]
-    return [
-        problem(
-            "shape-mismatch",
-            record.dicom,
-            f"image is {record.shape[0]}x{record.shape[1]}, the patient's other slices are "
-            f"{usual[0]}x{usual[1]}",
-            patient_id=record.patient_id,
-            slice=record.slice,
-        )
-        for record in records
-        if record.shape != usual
-    ]
 
 
 def _layout_problems(

@@ -1,0 +1,440 @@
+"""Consistency checks: contours against each other, the patient's others, and the image.
+
+Two families, by what they need:
+
+* Geometry checks run inside :func:`dicontour.scan` (header-only, no pixels):
+  :func:`check_patient` rasterises each slice's polygons once and reports
+  ``i-outside-o`` (per slice), ``contours-misaligned`` (one line per patient),
+  ``implausible-area`` (per contour, relative to the patient's others) and
+  ``shape-mismatch``.
+* Pixel checks need the images, so they are not part of the scan:
+  :func:`check_index` reads every labelled slice and reports
+  ``contour-on-background``, and ``duplicate-contour`` for contour files whose
+  points repeat another file's.  ``dicontour check ROOT`` and
+  ``dicontour preview`` run them.
+
+Every threshold is relative to the patient or to the image; no patient is
+special-cased.  This module imports only numpy and dicontour's core modules,
+because the scan imports it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..contour import read_contour
+from ..errors import ContourError, DicomError
+from ..index import Index, Sample, SampleRecord
+from ..problems import CODES, Problem, problem
+from ..raster import polygon_to_mask
+from .threshold import otsu_threshold
+
+#: Fraction of the i-mask allowed outside the o-mask before ``i-outside-o``.
+I_OUTSIDE_O_TOLERANCE = 0.02
+#: A patient is ``contours-misaligned`` when at least this share of its slices
+#: with both contours (and at least :data:`MISALIGNED_MIN_SLICES`) has ``i-outside-o``.
+MISALIGNED_SHARE = 0.5
+MISALIGNED_MIN_SLICES = 2
+#: ``implausible-area``: an area over this factor times the largest, or under the
+#: smallest divided by it, of the patient's other contours of the same kind.
+AREA_FACTOR = 3.0
+#: Fewer other contours of the same kind than this and the area is not judged:
+#: a range from a handful of slices does not cover base-to-apex variation.
+AREA_MIN_OTHERS = 5
+#: ``contour-on-background``: more than this share of the mask on dark background.
+BACKGROUND_SHARE = 0.5
+
+Kind = str  # "i" or "o"
+
+
+@dataclass(frozen=True)
+class SliceGeometry:
+    """What the geometry checks measure on one slice's contours.
+
+    Attributes
+    ----------
+    record : SampleRecord
+    areas : dict of {"i", "o"} to int
+        Pixels inside each valid contour (the mask of :func:`polygon_to_mask`).
+    centres : dict of {"i", "o"} to (float, float)
+        (row, col) centre of each non-empty mask.
+    i_outside : float or None
+        Fraction of the i-mask outside the o-mask, where both contours exist.
+    """
+
+    record: SampleRecord
+    areas: dict[Kind, int]
+    centres: dict[Kind, tuple[float, float]]
+    i_outside: float | None
+
+    def path(self, kind: Kind) -> str:
+        """Relative path of the slice's i- or o-contour file."""
+        found = self.record.i_contour if kind == "i" else self.record.o_contour
+        return found or self.record.dicom
+
+
+def measure_slice(record: SampleRecord, points: dict[Kind, np.ndarray]) -> SliceGeometry:
+    """Rasterise one slice's polygons and measure areas, centres and overlap.
+
+    Parameters
+    ----------
+    record : SampleRecord
+        The slice (its shape is the mask shape).
+    points : dict of {"i", "o"} to float ndarray of shape (N, 2)
+        The valid polygons as (x, y) = (column, row), as read by
+        :func:`dicontour.read_contour`.
+
+    Returns
+    -------
+    SliceGeometry
+
+    Examples
+    --------
+    >>> # doctest: +SKIP
+    >>> measure_slice(record, {"i": inner, "o": outer}).i_outside
+    0.0
+    """
+    masks = {kind: polygon_to_mask(polygon, record.shape) for kind, polygon in points.items()}
+    areas = {kind: int(mask.sum()) for kind, mask in masks.items()}
+    centres = {}
+    for kind, mask in masks.items():
+        if areas[kind]:
+            rows, cols = np.nonzero(mask)
+            centres[kind] = (float(rows.mean()), float(cols.mean()))
+    i_outside = None
+    if "i" in masks and "o" in masks:
+        inside = areas["i"]
+        i_outside = float((masks["i"] & ~masks["o"]).sum()) / inside if inside else 0.0
+    return SliceGeometry(record, areas, centres, i_outside)
+
+
+def i_outside_o(geometry: Iterable[SliceGeometry]) -> list[Problem]:
+    """``i-outside-o`` for each slice whose i-mask pokes out of its o-mask.
+
+    The message gives the fraction of the i-mask outside, beyond
+    :data:`I_OUTSIDE_O_TOLERANCE` (2%, a pixel's width of disagreement along
+    a contour drawn twice).
+    """
+    found = []
+    for slice_ in geometry:
+        if slice_.i_outside is None or slice_.i_outside <= I_OUTSIDE_O_TOLERANCE:
+            continue
+        record = slice_.record
+        found.append(
+            problem(
+                "i-outside-o",
+                record.i_contour or record.dicom,
+                f"{slice_.i_outside:.0%} of the i-contour's mask lies outside the o-contour "
+                f"({record.o_contour})",
+                patient_id=record.patient_id,
+                slice=record.slice,
+            )
+        )
+    return found
+
+
+def _distance(a: tuple[float, float], b: tuple[float, float]) -> float:
+    return float(np.hypot(a[0] - b[0], a[1] - b[1]))
+
+
+def misaligned_contours(geometry: Sequence[SliceGeometry]) -> list[Problem]:
+    """One ``contours-misaligned`` line for a patient whose i- and o-contours disagree.
+
+    Raised when at least :data:`MISALIGNED_SHARE` of the patient's slices with
+    both contours (and at least :data:`MISALIGNED_MIN_SLICES`) have
+    ``i-outside-o``: then the disagreement is systematic (o-contours from
+    another series, a shifted export), not one slip of the pen.  The message
+    gives the share, the median and largest fraction outside and the median
+    distance between the i- and o-contour centres.
+    """
+    both = [g for g in geometry if g.i_outside is not None]
+    bad = [g for g in both if g.i_outside is not None and g.i_outside > I_OUTSIDE_O_TOLERANCE]
+    if len(bad) < MISALIGNED_MIN_SLICES or len(bad) < MISALIGNED_SHARE * len(both):
+        return []
+    record = bad[0].record
+    fractions = [g.i_outside or 0.0 for g in bad]
+    offsets = [
+        _distance(g.centres["i"], g.centres["o"]) for g in both if {"i", "o"} <= set(g.centres)
+    ]
+    spacing = record.header.pixel_spacing
+    offset = float(np.median(offsets)) if offsets else float("nan")
+    in_mm = f" ({offset * float(np.mean(spacing)):.1f} mm)" if spacing and offsets else ""
+    return [
+        problem(
+            "contours-misaligned",
+            f"contourfiles/{record.original_id}",
+            f"the i- and o-contours do not line up: {len(bad)} of {len(both)} slices with both "
+            f"contours have i-outside-o (median {np.median(fractions):.0%} of the i-mask outside, "
+            f"up to {max(fractions):.0%}); the contour centres are a median {offset:.1f} px"
+            f"{in_mm} apart",
+            patient_id=record.patient_id,
+        )
+    ]
+
+
+def implausible_areas(geometry: Sequence[SliceGeometry]) -> list[Problem]:
+    """``implausible-area`` for a contour far outside the range of the patient's others.
+
+    A contour of kind i (or o) is implausible when its area is more than
+    :data:`AREA_FACTOR` times the largest, or less than the smallest divided
+    by it, of the patient's other contours of the same kind.  The patient's
+    other slices span base to apex and diastole to systole, so their range is
+    the natural yardstick; a factor of 3 beyond it catches contours in the
+    wrong units, from another image size, or collapsed to a sliver.  Needs at
+    least :data:`AREA_MIN_OTHERS` (5) other contours of the kind.
+    """
+    found = []
+    for kind in ("i", "o"):
+        have = [g for g in geometry if kind in g.areas]
+        if len(have) - 1 < AREA_MIN_OTHERS:
+            continue
+        areas = np.array([g.areas[kind] for g in have], dtype=np.int64)
+        for n, slice_ in enumerate(have):
+            others = np.delete(areas, n)
+            area, low, high = int(areas[n]), int(others.min()), int(others.max())
+            if area > AREA_FACTOR * high:
+                why = f"over {AREA_FACTOR:g}x the largest ({high} px)"
+            elif area * AREA_FACTOR < low:
+                why = f"under 1/{AREA_FACTOR:g} of the smallest ({low} px)"
+            else:
+                continue
+            record = slice_.record
+            found.append(
+                problem(
+                    "implausible-area",
+                    slice_.path(kind),
+                    f"{kind}-contour area {area} px is {why} of the patient's "
+                    f"{len(others)} other {kind}-contours",
+                    patient_id=record.patient_id,
+                    slice=record.slice,
+                )
+            )
+    return found
+
+
+def shape_mismatch(records: Sequence[SampleRecord]) -> list[Problem]:
+    """``shape-mismatch`` for slices whose image shape differs from the patient's usual one."""
+    shapes = Counter(record.shape for record in records)
+    if len(shapes) <= 1:
+        return []
+    usual = shapes.most_common(1)[0][0]
+    return [
+        problem(
+            "shape-mismatch",
+            record.dicom,
+            f"image is {record.shape[0]}x{record.shape[1]}, the patient's other slices are "
+            f"{usual[0]}x{usual[1]}",
+            patient_id=record.patient_id,
+            slice=record.slice,
+        )
+        for record in records
+        if record.shape != usual
+    ]
+
+
+def check_patient(
+    records: Sequence[SampleRecord], polygons: dict[int, dict[Kind, np.ndarray]]
+) -> list[Problem]:
+    """All geometry checks of one patient; what :func:`dicontour.scan` runs.
+
+    Parameters
+    ----------
+    records : sequence of SampleRecord
+        The patient's labelled slices.
+    polygons : dict of int to dict of {"i", "o"} to ndarray
+        For each slice number, its valid polygons as (x, y) points.
+
+    Returns
+    -------
+    list of Problem
+        ``i-outside-o``, ``contours-misaligned``, ``implausible-area`` and
+        ``shape-mismatch`` findings.
+    """
+    geometry = [measure_slice(record, polygons.get(record.slice, {})) for record in records]
+    return [
+        *i_outside_o(geometry),
+        *misaligned_contours(geometry),
+        *implausible_areas(geometry),
+        *shape_mismatch(records),
+    ]
+
+
+# --- pixel checks: not in the scan -------------------------------------------------------
+
+
+def background_mask(image: np.ndarray) -> np.ndarray:
+    """The image's dark background (air, lung): Otsu's threshold on log intensities.
+
+    MR intensities are roughly log-normal across tissues while air is a
+    narrow noise floor near zero, so a threshold on ``log1p(max(v, 0))``
+    separates air from every tissue, including a dark myocardium, where a
+    threshold on raw values would split bright blood from the rest.
+
+    Parameters
+    ----------
+    image : float ndarray of shape (H, W)
+
+    Returns
+    -------
+    bool ndarray of shape (H, W)
+        True on background.
+
+    Examples
+    --------
+    >>> image = np.full((4, 4), 300.0); image[:, :2] = 3.0
+    >>> background_mask(image).sum()
+    8
+    """
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim != 2:
+        raise ValueError(f"image must be 2-D (H, W); got ndim={image.ndim}")
+    logs = np.log1p(np.maximum(image, 0.0))
+    return logs <= otsu_threshold(logs)
+
+
+def contour_on_background(record: SampleRecord, sample: Sample) -> list[Problem]:
+    """``contour-on-background`` for a contour whose mask lies mostly on dark background.
+
+    More than :data:`BACKGROUND_SHARE` of the mask on :func:`background_mask`
+    means the contour does not belong to this image (another slice, a
+    flipped or shifted export): the heart is never in air.
+    """
+    found = []
+    dark = background_mask(sample.image)
+    for kind, mask in (("i", sample.i_mask), ("o", sample.o_mask)):
+        if mask is None or not mask.any():
+            continue
+        share = float(dark[mask].mean())
+        if share > BACKGROUND_SHARE:
+            found.append(
+                problem(
+                    "contour-on-background",
+                    (record.i_contour if kind == "i" else record.o_contour) or record.dicom,
+                    f"{share:.0%} of the {kind}-contour's mask lies on the image's dark "
+                    f"background (air or lung); it does not fit {record.dicom}",
+                    patient_id=record.patient_id,
+                    slice=record.slice,
+                )
+            )
+    return found
+
+
+def duplicate_contours(index: Index) -> list[Problem]:
+    """``duplicate-contour`` for contour files whose points equal another file's.
+
+    Two hand-drawn contours never coincide point for point, so a repeat is a
+    copy: the same annotation filed under two slices or two patients.  Both
+    files are reported (which one is the original cannot be told), each
+    naming the other(s).  Reads the contour files again, not the images;
+    files that became unreadable since the scan are skipped.
+    """
+    groups: dict[str, list[tuple[SampleRecord, str]]] = defaultdict(list)
+    for record in index:
+        for path in filter(None, (record.i_contour, record.o_contour)):
+            try:
+                points = _read_points(index, path)
+            except ContourError:
+                continue  # vanished since the scan: check_index reports it when loading
+            digest = hashlib.sha1(np.ascontiguousarray(points, dtype="<f8").tobytes()).hexdigest()
+            groups[digest].append((record, path))
+    found = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        for record, path in members:
+            others = [f"{p} (patient {r.patient_id} slice {r.slice})" for r, p in members]
+            others.remove(f"{path} (patient {record.patient_id} slice {record.slice})")
+            found.append(
+                problem(
+                    "duplicate-contour",
+                    path,
+                    "same points as " + "; ".join(others[:3]) + ("; ..." * (len(others) > 3)),
+                    patient_id=record.patient_id,
+                    slice=record.slice,
+                )
+            )
+    return found
+
+
+def _read_points(index: Index, relative: str) -> np.ndarray:
+    where = index.location
+    if where.is_local:
+        return read_contour(where.path(relative), name=relative)
+    try:
+        with where.open(relative) as handle:
+            return read_contour(handle, name=relative)
+    except OSError as exc:
+        raise ContourError(relative, f"cannot open ({exc})") from exc
+
+
+def check_index(index: Index, *, progress: bool = False) -> list[Problem]:
+    """The pixel checks of every labelled slice, and the duplicate-contour check.
+
+    Parameters
+    ----------
+    index : Index
+        A scan's result; its images are read.
+    progress : bool
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    list of Problem
+        ``contour-on-background`` and ``duplicate-contour`` findings; a slice
+        whose files became unreadable since the scan is reported with the
+        error's own code.
+
+    Examples
+    --------
+    >>> index = dicontour.scan("final_data")                   # doctest: +SKIP
+    >>> [p.code for p in check_index(index)][:1]               # doctest: +SKIP
+    ['duplicate-contour']
+    """
+    found: list[Problem] = []
+    positions: Iterable[int] = range(len(index))
+    if progress:
+        from tqdm import tqdm
+
+        positions = tqdm(positions, total=len(index), desc="check", unit="slice", leave=False)
+    for k in positions:
+        record = index[k]
+        try:
+            sample = index.load(k)
+        except (DicomError, ContourError) as exc:
+            fallback = "unreadable-dicom" if isinstance(exc, DicomError) else "unparseable-contour"
+            found.append(
+                problem(
+                    exc.code if exc.code in CODES else fallback,
+                    exc.path,
+                    f"{exc.reason} (changed since the scan)",
+                    patient_id=record.patient_id,
+                    slice=record.slice,
+                )
+            )
+            continue
+        found.extend(contour_on_background(record, sample))
+    found.extend(duplicate_contours(index))
+    return found
+
+
+def with_problems(index: Index, extra: Iterable[Problem]) -> Index:
+    """A copy of ``index`` with ``extra`` problems added and the summary's counts updated."""
+    problems = sorted([*index.problems, *extra], key=lambda p: (p.path, p.code))
+    summary = dict(index.summary)
+    summary["problems"] = dict(sorted(Counter(p.code for p in problems).items()))
+    summary["severity"] = {
+        s: sum(p.severity == s for p in problems) for s in ("error", "warning", "info")
+    }
+    per_patient = {}
+    for pid, stats in summary.get("per_patient", {}).items():
+        per_patient[pid] = {
+            **stats,
+            "problems": dict(Counter(p.code for p in problems if p.patient_id == pid)),
+        }
+    summary["per_patient"] = per_patient
+    return Index(index.location, index.samples, problems, summary)
