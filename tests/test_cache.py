@@ -387,7 +387,9 @@ def kill_build_after(dataset: Path, cache: Path, finished: int, delay: float) ->
     return len(list(cache.glob("shards/*/manifest.json")))
 
 
-@pytest.mark.parametrize(("finished", "delay"), [(1, 0.05), (3, 0.013), (7, 0.02)])
+# delay: seconds before each array write, so kills land between and during shard writes,
+# with a margin of 3 x delay after the last awaited shard for the kill to arrive in time.
+@pytest.mark.parametrize(("finished", "delay"), [(1, 0.05), (3, 0.013), (7, 0.06)])
 def test_kill_9_then_resume_is_byte_identical(
     dataset: Path, reference: Path, tmp_path: Path, finished: int, delay: float
 ) -> None:

@@ -135,7 +135,9 @@ def test_a_worker_killed_mid_build_is_survived(
     finally:
         killer.join(timeout=40)
     assert killed, "no worker was killed"
-    assert report.built == 12
+    # A shard the dead worker had sealed before its result reached the client is run again
+    # elsewhere and kept after its checksums are checked: built + kept covers every shard.
+    assert report.built + report.reused == report.shards == 12
     verify_cache(cache, root=dataset)
     assert tree_bytes(cache) == tree_bytes(local_build)
     # The nanny replaced the dead worker: the cluster is whole again for the next test.
