@@ -31,6 +31,7 @@ from .errors import (
 from .index import Index, Sample, SampleRecord
 from .loader import BatchLoader, IndexSource, SampleSource
 from .problems import CODES, Problem
+from .qa import check_index, dice, iou, segment_blood_pool, write_preview
 from .raster import polygon_to_mask
 from .scan import scan
 
@@ -55,6 +56,9 @@ __all__ = [
     "SampleRecord",
     "SampleSource",
     "build_cache",
+    "check_index",
+    "dice",
+    "iou",
     "open_cache",
     "parse_contour",
     "polygon_to_mask",
@@ -62,5 +66,7 @@ __all__ = [
     "read_dicom",
     "read_dicom_header",
     "scan",
+    "segment_blood_pool",
     "verify_cache",
+    "write_preview",
 ]

@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import DicontourError, LayoutError
-from . import batches, cache, demo, scan
+from . import batches, cache, check, demo, intensity, preview, scan, segment
 
 #: Modules that each add one subcommand.
-COMMANDS = [scan, demo, cache, batches]
+COMMANDS = [scan, demo, cache, batches, check, preview, intensity, segment]
 
 
 def build_parser() -> argparse.ArgumentParser:

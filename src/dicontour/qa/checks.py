@@ -95,9 +95,15 @@ def measure_slice(record: SampleRecord, points: dict[Kind, np.ndarray]) -> Slice
 
     Examples
     --------
-    >>> # doctest: +SKIP
-    >>> measure_slice(record, {"i": inner, "o": outer}).i_outside
-    0.0
+    >>> from dicontour.index import SampleRecord
+    >>> from dicontour.dicom import DicomHeader
+    >>> header = DicomHeader(8, 8, None, 1, None, 1.0, 0.0, "")
+    >>> record = SampleRecord("P1", "O1", 1, "dicoms/P1/1.dcm", "i.txt", "o.txt", header)
+    >>> inner = np.array([(2, 2), (2, 4), (6, 4), (6, 2)])   # 4 x 2 = 8 pixels
+    >>> outer = np.array([(0, 0), (0, 8), (4, 8), (4, 0)])   # cols 0..3: half of inner
+    >>> g = measure_slice(record, {"i": inner, "o": outer})
+    >>> g.areas["i"], g.i_outside
+    (8, 0.5)
     """
     masks = {kind: polygon_to_mask(polygon, record.shape) for kind, polygon in points.items()}
     areas = {kind: int(mask.sum()) for kind, mask in masks.items()}
@@ -287,7 +293,7 @@ def background_mask(image: np.ndarray) -> np.ndarray:
     Examples
     --------
     >>> image = np.full((4, 4), 300.0); image[:, :2] = 3.0
-    >>> background_mask(image).sum()
+    >>> int(background_mask(image).sum())
     8
     """
     image = np.asarray(image, dtype=np.float64)

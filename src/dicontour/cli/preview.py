@@ -1,0 +1,64 @@
+"""``dicontour preview ROOT OUT``: per-slice PNGs, contact sheets and OUT/index.html."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._format import show_progress
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "preview",
+        help="draw every labelled slice with its contours; contact sheets and an HTML index",
+    )
+    parser.add_argument("root", help="dataset root: a folder or an fsspec URL (s3://...)")
+    parser.add_argument("out", type=Path, help="output folder (index.html goes here)")
+    parser.add_argument(
+        "--patient",
+        action="append",
+        metavar="ID",
+        help="only this patient (repeat for several)",
+    )
+    parser.add_argument(
+        "--limit", type=_positive, metavar="N", help="at most N labelled slices per patient"
+    )
+    parser.add_argument(
+        "--no-checks",
+        action="store_true",
+        help="skip the pixel checks (contour-on-background, duplicate-contour)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..qa.preview import write_preview
+    from ..scan import scan
+
+    index = scan(args.root, progress=show_progress(args))
+    result = write_preview(
+        index,
+        args.out,
+        patients=args.patient,
+        limit=args.limit,
+        checks=not args.no_checks,
+        progress=show_progress(args),
+    )
+    slices = sum(1 for path in result.images if path.name != "sheet.png")
+    print(
+        f"wrote {result.html}: {slices} slices of {len(result.patients)} patients, "
+        f"{len(result.problems)} problems shown"
+    )
+    return 0

@@ -1,0 +1,34 @@
+"""Import the optional dependencies of the QA tools, naming the extra that provides them."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+
+def require(module: str, *, extra: str = "qa") -> ModuleType:
+    """Import ``module``, or raise ImportError naming ``pip install 'dicontour[extra]'``.
+
+    Examples
+    --------
+    >>> require("numpy").__name__
+    'numpy'
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(
+            f"{module} is needed for this QA tool; "
+            f"install it with: pip install 'dicontour[{extra}]'"
+        ) from exc
+
+
+def new_figure(width: float, height: float):  # -> matplotlib.figure.Figure
+    """A matplotlib Figure not registered with pyplot: no backend switch, no global state.
+
+    ``figure.savefig(path)`` renders it with Agg for PNG.
+    """
+    require("matplotlib")
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height))

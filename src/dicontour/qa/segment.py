@@ -1,0 +1,501 @@
+"""Heuristic (non-learned) segmentation of the LV blood pool inside the o-contour.
+
+Every method is a plain function ``method(image, o_mask, **params) -> mask``:
+
+* ``image``: float ndarray of shape (H, W), the slice's intensities;
+* ``o_mask``: bool ndarray of shape (H, W), inside the o-contour (the outer
+  boundary of the myocardium);
+* the result: bool ndarray of shape (H, W), the predicted blood pool (what the
+  i-contour outlines, papillary muscles and trabeculations included), always
+  inside ``o_mask``.
+
+Methods are registered by name in :data:`METHODS` with their default
+parameters and the grid that :mod:`dicontour.qa.study` searches by
+leave-one-patient-out:
+
+``otsu``
+    Otsu's threshold inside the o-mask, the largest bright component, holes
+    filled.  The baseline.
+``gmm``
+    A two-class Gaussian mixture fitted by EM to the intensities inside the
+    o-mask; pixels whose posterior of the bright class exceeds ``posterior``;
+    largest component, holes filled.
+``grow``
+    Region growing from the blood pool's centre: from a seed near the centre
+    of the o-mask, neighbours are added while brighter than a threshold set at
+    ``alpha`` of the way from the dark class mean to the bright one, never
+    closer than ``margin`` pixels to the o-contour (the myocardium has a
+    thickness); then a morphological closing of ``radius`` pixels and hole
+    filling take in the papillary muscles.
+``hull``
+    The same threshold and margin, the largest bright component, holes
+    filled, then its convex hull clipped to the o-mask: the endocardial
+    border of a short-axis slice is close to convex, and the hull takes in
+    the dark papillary muscles and trabeculations that the i-contour
+    includes.  The best method on the real data; the default.
+
+Coordinates are (row, col) throughout.  scipy.ndimage is imported inside the
+functions (the ``qa`` extra).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..raster import polygon_to_mask
+from ._optional import require
+from .threshold import class_means, otsu_threshold
+
+Method = Callable[..., np.ndarray]
+
+
+def _ndimage():  # -> module scipy.ndimage
+    return require("scipy.ndimage")
+
+
+def _check(image: np.ndarray, o_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    image = np.asarray(image)
+    o_mask = np.asarray(o_mask)
+    if image.ndim != 2:
+        raise ValueError(f"image must be 2-D (H, W); got ndim={image.ndim}")
+    if o_mask.shape != image.shape:
+        raise ValueError(
+            f"o_mask shape {o_mask.shape} differs from image shape {image.shape} (both (H, W))"
+        )
+    return image.astype(np.float64, copy=False), o_mask.astype(bool, copy=False)
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 4-connected component of ``mask`` (all False if ``mask`` is empty).
+
+    Examples
+    --------
+    >>> mask = np.array([[1, 1, 0, 1], [1, 0, 0, 0]], bool)
+    >>> largest_component(mask).astype(int)
+    array([[1, 1, 0, 0],
+           [1, 0, 0, 0]])
+    """
+    labels, count = _ndimage().label(mask)
+    if count == 0:
+        return np.zeros_like(mask, dtype=bool)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(np.argmax(sizes))
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with every enclosed hole filled."""
+    return _ndimage().binary_fill_holes(mask)
+
+
+def convex_hull_mask(mask: np.ndarray) -> np.ndarray:
+    """The pixels whose centres lie in the convex hull of the pixel squares of ``mask``.
+
+    The hull is that of the corners of the pixels (so it contains ``mask``),
+    computed by Andrew's monotone chain over the two extreme pixels of each
+    row, and rasterised with :func:`dicontour.polygon_to_mask`.
+
+    Parameters
+    ----------
+    mask : bool ndarray of shape (H, W)
+
+    Returns
+    -------
+    bool ndarray of shape (H, W)
+        Contains ``mask``; empty if ``mask`` is.
+
+    Examples
+    --------
+    >>> mask = np.zeros((5, 5), bool); mask[1, 1] = mask[3, 3] = mask[1, 3] = True
+    >>> convex_hull_mask(mask).astype(int)
+    array([[0, 0, 0, 0, 0],
+           [0, 1, 1, 1, 0],
+           [0, 0, 1, 1, 0],
+           [0, 0, 0, 1, 0],
+           [0, 0, 0, 0, 0]])
+    """
+    mask = np.asarray(mask, dtype=bool)
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return np.zeros_like(mask)
+    first = mask[rows].argmax(axis=1)
+    last = mask.shape[1] - 1 - mask[rows, ::-1].argmax(axis=1)
+    # Corners (x, y) of the extreme pixels of each row: x = col -+ 0.5, y = row -+ 0.5.
+    xs = np.concatenate([first - 0.5, first - 0.5, last + 0.5, last + 0.5])
+    ys = np.concatenate([rows - 0.5, rows + 0.5, rows - 0.5, rows + 0.5])
+    hull = _monotone_chain(np.column_stack([xs, ys]))
+    # Shrink the corner hull by a hair so that centres of pixels outside the mask
+    # that only touch a hull edge stay out; the mask's own centres are 0.5 inside.
+    centre = hull.mean(axis=0)
+    hull = centre + (hull - centre) * (1.0 - 1e-9)
+    return polygon_to_mask(hull, mask.shape) | mask
+
+
+def _monotone_chain(points: np.ndarray) -> np.ndarray:
+    """Convex hull vertices (counter-clockwise in x-right, y-up terms) of 2-D points."""
+    points = np.unique(points, axis=0)  # sorted by x, then y
+    if len(points) < 3:
+        return points
+
+    def half(sequence: np.ndarray) -> list[np.ndarray]:
+        chain: list[np.ndarray] = []
+        for p in sequence:
+            while len(chain) >= 2:
+                (ax, ay), (bx, by) = chain[-2], chain[-1]
+                if (bx - ax) * (p[1] - ay) - (by - ay) * (p[0] - ax) > 0:
+                    break
+                chain.pop()
+            chain.append(p)
+        return chain
+
+    lower, upper = half(points), half(points[::-1])
+    return np.array(lower[:-1] + upper[:-1])
+
+
+def _bright_threshold(values: np.ndarray, alpha: float) -> float:
+    """``alpha`` of the way from the dark class mean to the bright one (Otsu's split)."""
+    low, high = class_means(values, otsu_threshold(values))
+    return low + alpha * (high - low)
+
+
+def _core(o_mask: np.ndarray, margin: float) -> np.ndarray:
+    """Pixels more than ``margin`` pixels (Euclidean) inside the o-mask; the o-mask if none."""
+    if margin <= 0:
+        return o_mask
+    core = _ndimage().distance_transform_edt(np.pad(o_mask, 1))[1:-1, 1:-1] > margin
+    return core if core.any() else o_mask
+
+
+def otsu(image: np.ndarray, o_mask: np.ndarray) -> np.ndarray:
+    """Otsu's threshold inside the o-mask, largest bright component, holes filled.
+
+    Parameters
+    ----------
+    image : float ndarray of shape (H, W)
+    o_mask : bool ndarray of shape (H, W)
+
+    Returns
+    -------
+    bool ndarray of shape (H, W)
+        Inside ``o_mask``; empty when ``o_mask`` is.
+
+    Examples
+    --------
+    >>> image = np.zeros((7, 7)); image[2:5, 2:5] = 10.0; image[3, 3] = 0.0
+    >>> int(otsu(image, np.ones((7, 7), bool)).sum())   # the ring of 8 and its hole
+    9
+    """
+    image, o_mask = _check(image, o_mask)
+    if not o_mask.any():
+        return np.zeros_like(o_mask)
+    bright = o_mask & (image > otsu_threshold(image[o_mask]))
+    return fill_holes(largest_component(bright)) & o_mask
+
+
+def _two_gaussians(values: np.ndarray, iterations: int = 100) -> tuple[np.ndarray, ...]:
+    """EM for a two-class 1-D Gaussian mixture, started from Otsu's split.
+
+    Returns weights, means and standard deviations, dark class first.
+    """
+    threshold = otsu_threshold(values)
+    dark = values <= threshold
+    if dark.all() or not dark.any():
+        return np.array([1.0, 0.0]), np.array([values.mean()] * 2), np.array([1.0, 1.0])
+    weight = np.array([dark.mean(), 1.0 - dark.mean()])
+    mean = np.array([values[dark].mean(), values[~dark].mean()])
+    floor = max(1e-6, 1e-3 * float(np.ptp(values)))  # keeps a class from collapsing
+    sd = np.maximum([values[dark].std(), values[~dark].std()], floor)
+    for _ in range(iterations):
+        density = weight / sd * np.exp(-0.5 * ((values[:, None] - mean) / sd) ** 2)
+        total = density.sum(axis=1, keepdims=True)
+        total[total == 0] = 1.0
+        resp = density / total
+        n = resp.sum(axis=0)
+        if (n <= 0).any():
+            break
+        new_mean = (resp * values[:, None]).sum(axis=0) / n
+        sd = np.maximum(np.sqrt((resp * (values[:, None] - new_mean) ** 2).sum(axis=0) / n), floor)
+        weight = n / len(values)
+        converged = np.allclose(new_mean, mean, rtol=0, atol=1e-6 * (1.0 + np.abs(mean).max()))
+        mean = new_mean
+        if converged:
+            break
+    order = np.argsort(mean)
+    return weight[order], mean[order], sd[order]
+
+
+def gmm(image: np.ndarray, o_mask: np.ndarray, *, posterior: float = 0.001) -> np.ndarray:
+    """Two-class Gaussian mixture inside the o-mask; bright-class posterior over ``posterior``.
+
+    Pixels brighter than the bright class mean always count as bright and
+    pixels darker than the dark class mean never do (a wide dark class would
+    otherwise claim the brightest pixels).  Largest component, holes filled.
+
+    Parameters
+    ----------
+    image : float ndarray of shape (H, W)
+    o_mask : bool ndarray of shape (H, W)
+    posterior : float
+        In (0, 1); lower takes in more of the partial-volume border.
+
+    Returns
+    -------
+    bool ndarray of shape (H, W)
+    """
+    image, o_mask = _check(image, o_mask)
+    if not 0.0 < posterior < 1.0:
+        raise ValueError(f"posterior must be in (0, 1); got {posterior}")
+    if not o_mask.any():
+        return np.zeros_like(o_mask)
+    values = image[o_mask]
+    weight, mean, sd = _two_gaussians(values)
+    density = weight / sd * np.exp(-0.5 * ((values[:, None] - mean) / sd) ** 2)
+    total = density.sum(axis=1)
+    bright_post = np.divide(density[:, 1], total, out=np.zeros_like(total), where=total > 0)
+    bright = (bright_post > posterior) & (values > mean[0])
+    bright |= values >= mean[1]
+    mask = np.zeros_like(o_mask)
+    mask[o_mask] = bright
+    return fill_holes(largest_component(mask)) & o_mask
+
+
+def _disk(radius: int) -> np.ndarray:
+    span = np.arange(-radius, radius + 1)
+    return span[:, None] ** 2 + span[None, :] ** 2 <= radius**2
+
+
+def _seed(o_mask: np.ndarray, bright: np.ndarray) -> tuple[int, int] | None:
+    """The bright pixel nearest to the deepest point of the o-mask (the LV centre)."""
+    if not bright.any():
+        return None
+    depth = _ndimage().distance_transform_edt(np.pad(o_mask, 1))[1:-1, 1:-1]
+    centre = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    rows, cols = np.nonzero(bright)
+    k = int(np.argmin((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2))
+    return int(rows[k]), int(cols[k])
+
+
+def grow(
+    image: np.ndarray,
+    o_mask: np.ndarray,
+    *,
+    alpha: float = 0.05,
+    margin: float = 4.0,
+    radius: int = 9,
+) -> np.ndarray:
+    """Region growing from the blood pool's centre, then closing and hole filling.
+
+    Parameters
+    ----------
+    image : float ndarray of shape (H, W)
+    o_mask : bool ndarray of shape (H, W)
+    alpha : float
+        Threshold position between the dark (0) and bright (1) class means of
+        Otsu's split inside the o-mask.
+    margin : float
+        Pixels (Euclidean) kept free next to the o-contour: the growth never
+        enters the outer myocardium.
+    radius : int
+        Radius in pixels of the disk of the closing that takes in papillary
+        muscles and trabeculations at the border.
+
+    Returns
+    -------
+    bool ndarray of shape (H, W)
+    """
+    image, o_mask = _check(image, o_mask)
+    if not o_mask.any():
+        return np.zeros_like(o_mask)
+    ndi = _ndimage()
+    core = _core(o_mask, margin)
+    bright = core & (image > _bright_threshold(image[o_mask], alpha))
+    seed = _seed(o_mask, bright)
+    if seed is None:
+        return np.zeros_like(o_mask)
+    # Growing with a fixed acceptance test from a seed reaches exactly the seed's
+    # 4-connected component of the accepted pixels.
+    labels, _ = ndi.label(bright)
+    region = labels == labels[seed]
+    if radius > 0:
+        pad = radius + 1
+        closed = ndi.binary_closing(np.pad(region, pad), structure=_disk(int(radius)))
+        region = closed[pad:-pad, pad:-pad] | region
+    return fill_holes(region) & o_mask
+
+
+def hull(
+    image: np.ndarray, o_mask: np.ndarray, *, alpha: float = 0.1, margin: float = 4.0
+) -> np.ndarray:
+    """Threshold away from the o-contour, largest component, convex hull.
+
+    Parameters
+    ----------
+    image : float ndarray of shape (H, W)
+    o_mask : bool ndarray of shape (H, W)
+    alpha : float
+        Threshold position between the dark (0) and bright (1) class means of
+        Otsu's split inside the o-mask.
+    margin : float
+        Pixels (Euclidean) next to the o-contour where no seed pixel is taken
+        (the myocardium's minimum thickness); the hull may still extend there.
+
+    Returns
+    -------
+    bool ndarray of shape (H, W)
+        The convex hull of the bright component, clipped to ``o_mask``.
+
+    Examples
+    --------
+    >>> image = np.zeros((9, 9)); image[2:7, 2:7] = 10.0; image[4, 2:4] = 0.0  # a notch
+    >>> o_mask = np.ones((9, 9), bool)
+    >>> int(hull(image, o_mask, margin=0).sum())      # the notch is filled back: 5 x 5
+    25
+    """
+    image, o_mask = _check(image, o_mask)
+    if not o_mask.any():
+        return np.zeros_like(o_mask)
+    bright = _core(o_mask, margin) & (image > _bright_threshold(image[o_mask], alpha))
+    pool = fill_holes(largest_component(bright))
+    if not pool.any():
+        return pool
+    return convex_hull_mask(pool) & o_mask
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered segmentation method.
+
+    Attributes
+    ----------
+    name : str
+    function : callable
+        ``function(image, o_mask, **params) -> bool mask``.
+    defaults : dict
+        The parameters used unless others are given: the grid point chosen on
+        all well-aligned patients of the real data (see docs/heuristic-segmentation.md).
+    grid : dict of str to tuple
+        The values searched by leave-one-patient-out; the product is searched.
+    summary : str
+        One line for tables.
+    """
+
+    name: str
+    function: Method
+    defaults: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    summary: str = ""
+
+    def __call__(self, image: np.ndarray, o_mask: np.ndarray, **params: Any) -> np.ndarray:
+        unknown = set(params) - set(self.defaults)
+        if unknown:
+            raise TypeError(
+                f"method {self.name!r} has no parameter {sorted(unknown)}; "
+                f"its parameters are {sorted(self.defaults)}"
+            )
+        image, o_mask = _check(image, o_mask)
+        params = {**self.defaults, **params}
+        # Every method looks only at the o-mask and the pixels under it (distance
+        # transforms and closings pad their input), so it runs on the o-mask's
+        # bounding box plus one pixel: the same result, 10-20x less work.
+        rows, cols = np.flatnonzero(o_mask.any(axis=1)), np.flatnonzero(o_mask.any(axis=0))
+        if rows.size == 0:
+            return np.zeros_like(o_mask)
+        box = (
+            slice(max(rows[0] - 1, 0), rows[-1] + 2),
+            slice(max(cols[0] - 1, 0), cols[-1] + 2),
+        )
+        result = np.zeros_like(o_mask)
+        result[box] = self.function(image[box], o_mask[box], **params)
+        return result
+
+    def combinations(self) -> list[dict[str, Any]]:
+        """Every point of the grid, in a fixed order (the first wins ties)."""
+        combos: list[dict[str, Any]] = [{}]
+        for key, values in self.grid.items():
+            combos = [{**combo, key: value} for combo in combos for value in values]
+        return combos
+
+
+_ALPHAS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+_MARGINS = (0.0, 2.0, 3.0, 4.0, 5.0, 6.0)
+
+#: The registered methods, by name.
+METHODS: dict[str, MethodSpec] = {
+    spec.name: spec
+    for spec in (
+        MethodSpec("otsu", otsu, {}, {}, "Otsu inside o, largest component, holes filled"),
+        MethodSpec(
+            "gmm",
+            gmm,
+            {"posterior": 0.001},
+            {"posterior": (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 0.5, 0.7)},
+            "2-class Gaussian mixture (EM) inside o, largest component, holes filled",
+        ),
+        MethodSpec(
+            "grow",
+            grow,
+            {"alpha": 0.05, "margin": 4.0, "radius": 9},
+            {"alpha": _ALPHAS, "margin": _MARGINS, "radius": (0, 3, 6, 9)},
+            "region growing from the centre away from o, closing, holes filled",
+        ),
+        MethodSpec(
+            "hull",
+            hull,
+            {"alpha": 0.1, "margin": 4.0},
+            {"alpha": _ALPHAS, "margin": _MARGINS},
+            "threshold away from o, largest component, convex hull",
+        ),
+    )
+}
+#: The method used when none is named: the best on the real data.
+DEFAULT_METHOD = "hull"
+
+
+def get_method(name: str) -> MethodSpec:
+    """The registered method ``name``; ValueError listing the known names otherwise."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; known methods: {sorted(METHODS)}") from None
+
+
+def segment_blood_pool(
+    image: np.ndarray, o_mask: np.ndarray, *, method: str = DEFAULT_METHOD, **params: Any
+) -> np.ndarray:
+    """Predict the LV blood pool (the i-contour's mask) inside an o-contour, without learning.
+
+    Parameters
+    ----------
+    image : float ndarray of shape (H, W)
+        The slice's intensities (bright blood, as in cine SSFP MRI).
+    o_mask : bool ndarray of shape (H, W)
+        Inside the o-contour.
+    method : str
+        A name in :data:`METHODS`; ``"hull"`` by default.
+    **params
+        Overrides of the method's default parameters.
+
+    Returns
+    -------
+    bool ndarray of shape (H, W)
+        The predicted blood pool, inside ``o_mask``.
+
+    Raises
+    ------
+    ValueError
+        Unknown method, or shapes that differ.
+    TypeError
+        A parameter the method does not have.
+
+    Examples
+    --------
+    >>> sample = dicontour.scan("final_data").load(1)          # doctest: +SKIP
+    >>> pool = segment_blood_pool(sample.image, sample.o_mask)  # doctest: +SKIP
+    >>> dicontour.dice(pool, sample.i_mask)                     # doctest: +SKIP
+    0.94...
+    """
+    return get_method(method)(image, o_mask, **params)
