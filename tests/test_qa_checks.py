@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REAL_DATA, REAL_DATA_REASON, write_dicom
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dicontour
 from dicontour import CODES, scan
@@ -20,8 +22,10 @@ from dicontour.qa.checks import (
     background_mask,
     check_index,
     check_patient,
+    measure_slice,
     with_problems,
 )
+from dicontour.raster import polygon_to_mask
 
 SHAPE = (40, 40)
 
@@ -293,3 +297,23 @@ def test_real_data_warnings_per_patient():
     assert counts["SCD0000501"]["i-outside-o"] == o_slices  # every o-slice flagged
     for pid in ("SCD0000101", "SCD0000201", "SCD0000301", "SCD0000401"):
         assert counts[pid] == {}, pid
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(-3, 23), st.floats(-3, 19)), min_size=3, max_size=8),
+    st.lists(st.tuples(st.floats(-3, 23), st.floats(-3, 19)), min_size=3, max_size=8),
+)
+def test_measure_slice_matches_full_image_masks(inner, outer):
+    # measure_slice rasterises a shifted box only; it must agree with the full image.
+    record = _record(1, shape=(16, 20))
+    points = {"i": np.array(inner), "o": np.array(outer)}
+    found = measure_slice(record, points)
+    masks = {kind: polygon_to_mask(p, (16, 20)) for kind, p in points.items()}
+    for kind, mask in masks.items():
+        assert found.areas[kind] == int(mask.sum())
+        if mask.any():
+            rows, cols = np.nonzero(mask)
+            assert found.centres[kind] == pytest.approx((rows.mean(), cols.mean()))
+    expected = (masks["i"] & ~masks["o"]).sum() / masks["i"].sum() if masks["i"].any() else 0.0
+    assert found.i_outside == pytest.approx(expected)

@@ -75,9 +75,14 @@ def _summary(evaluation, aligned: list[str]) -> str:
         [
             f"method {evaluation.method} ({params}): predicted blood pool vs i-contour, "
             f"{len(evaluation.slices)} slices with both contours",
-            table(SUMMARY_HEADERS, summary_rows(evaluation, aligned)),
+            table(SUMMARY_HEADERS, _fixed(summary_rows(evaluation, aligned))),
         ]
     )
+
+
+def _fixed(rows: list[list[object]]) -> list[list[object]]:
+    """Scores with three decimals, so that a column lines up (0.860, not 0.86)."""
+    return [[f"{cell:.3f}" if isinstance(cell, float) else cell for cell in row] for row in rows]
 
 
 def _study(args: argparse.Namespace, slices, aligned: list[str]) -> int:
@@ -128,7 +133,7 @@ def _study(args: argparse.Namespace, slices, aligned: list[str]) -> int:
     text = "\n".join(
         [
             f"leave-one-patient-out over the well-aligned patients: {', '.join(aligned)}",
-            table(headers, rows),
+            table(headers, _fixed(rows)),
         ]
     )
     document = {"well_aligned": aligned, "methods": [r.to_dict() for r in results]}

@@ -105,13 +105,32 @@ def measure_slice(record: SampleRecord, points: dict[Kind, np.ndarray]) -> Slice
     >>> g.areas["i"], g.i_outside
     (8, 0.5)
     """
-    masks = {kind: polygon_to_mask(polygon, record.shape) for kind, polygon in points.items()}
-    areas = {kind: int(mask.sum()) for kind, mask in masks.items()}
+    # Rasterise only the box around the polygons (clipped to the image), shifted by
+    # whole pixels: the same masks as on the full image, for a fraction of the work.
+    height, width = record.shape
+    top, left, bottom, right = 0, 0, 0, 0
+    if points:
+        stacked = np.concatenate([np.asarray(p, dtype=np.float64) for p in points.values()])
+        left = int(np.clip(np.floor(stacked[:, 0].min()), 0, width))
+        right = int(np.clip(np.ceil(stacked[:, 0].max()) + 1, left, width))
+        top = int(np.clip(np.floor(stacked[:, 1].min()), 0, height))
+        bottom = int(np.clip(np.ceil(stacked[:, 1].max()) + 1, top, height))
+    offset = np.array([left, top], dtype=np.float64)
+    masks = {
+        kind: polygon_to_mask(
+            np.asarray(polygon, np.float64) - offset, (bottom - top, right - left)
+        )
+        for kind, polygon in points.items()
+    }
+    areas = {kind: int(np.count_nonzero(mask)) for kind, mask in masks.items()}
     centres = {}
     for kind, mask in masks.items():
         if areas[kind]:
-            rows, cols = np.nonzero(mask)
-            centres[kind] = (float(rows.mean()), float(cols.mean()))
+            row_counts, col_counts = mask.sum(axis=1), mask.sum(axis=0)
+            centres[kind] = (
+                top + float(row_counts @ np.arange(row_counts.size)) / areas[kind],
+                left + float(col_counts @ np.arange(col_counts.size)) / areas[kind],
+            )
     i_outside = None
     if "i" in masks and "o" in masks:
         inside = areas["i"]
