@@ -1,11 +1,13 @@
 """The loader side of the workers: start them, hand out tasks, notice deaths, shut down.
 
 :class:`ProcessPool` runs ``workers`` persistent child processes.  Each has its
-own duplex pipe: tasks go down, results come back.  Private pipes (rather than
-one shared queue) mean a worker killed in the middle of a write can only
-damage its own channel, never block the others on a lock it held.  The pool
-waits on the pipes and on the processes' sentinels at once, so a death is seen
-as soon as it happens; the dead worker's unfinished tasks go to a replacement.
+own duplex pipe: tasks go down, results come back, as a few bytes each (see
+:mod:`.worker`).  Private pipes (rather than one shared queue) mean a worker
+killed in the middle of a write can only damage its own channel, never block
+the others on a lock it held.  The pool waits on the pipes and on the
+processes' sentinels at once (one ``poll`` set kept for the pool's life), so a
+death is seen as soon as it happens; the dead worker's unfinished tasks go to
+a replacement.
 
 :class:`InlinePool` does the same work in the calling process (``workers=0``),
 for debugging and for sources that cannot be pickled.
@@ -18,12 +20,13 @@ import logging
 import multiprocessing
 import os
 import pickle
+import select
 import signal
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 import numpy as np
@@ -31,7 +34,16 @@ import numpy as np
 from ..errors import LoaderError
 from .slots import EPOCH, STOP, SlotLayout, SlotSegment
 from .source import SampleSource
-from .worker import Result, Task, WorkerConfig, fill, run_worker
+from .worker import (
+    STOP_MESSAGE,
+    Result,
+    Task,
+    WorkerConfig,
+    decode_result,
+    encode_task,
+    fill,
+    run_worker,
+)
 
 log = logging.getLogger("dicontour.loader")
 
@@ -105,6 +117,10 @@ class ProcessPool:
         self._closed = False
         self._failed_starts = 0
         self._workers: list[_Worker] = []
+        # One poll set for the pool's life (multiprocessing.connection.wait
+        # builds and registers a new selector per call): fd -> worker.
+        self._poll = select.poll()
+        self._watched: dict[int, _Worker] = {}
         self.segment = SlotSegment.create(config.layout)
         self.config = replace(config, segment=self.segment.name)
         try:
@@ -138,6 +154,14 @@ class ProcessPool:
         """Publish the current iteration token; workers skip tasks of older ones."""
         self.segment.control[EPOCH] = token
 
+    def lend(self, slot: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Read-only views of a filled slot (see :meth:`SlotSegment.lend`)."""
+        return self.segment.lend(slot, count)
+
+    def lent(self, slot: int) -> bool:
+        """Whether a view lent from ``slot`` is still alive."""
+        return self.segment.lent(slot)
+
     def busy_slots(self) -> set[int]:
         """Slots that some worker is filling."""
         return {slot for w in self._workers for slot in w.tasks}
@@ -164,7 +188,19 @@ class ProcessPool:
             raise
         finally:
             theirs.close()
-        return _Worker(number, process, ours, pid=process.pid)
+        worker = _Worker(number, process, ours, pid=process.pid)
+        self._watch(worker)
+        return worker
+
+    def _watch(self, worker: _Worker) -> None:
+        for fd in (worker.conn.fileno(), worker.process.sentinel):
+            self._poll.register(fd, select.POLLIN)
+            self._watched[fd] = worker
+
+    def _unwatch(self, worker: _Worker) -> None:
+        for fd in [fd for fd, watched in self._watched.items() if watched is worker]:
+            self._poll.unregister(fd)
+            del self._watched[fd]
 
     def submit(self, task: Task) -> None:
         """Send ``task`` to the least busy worker (ready workers first)."""
@@ -172,7 +208,7 @@ class ProcessPool:
         worker.tasks[task.slot] = task
         # A dead worker's pipe refuses; its sentinel fires and the task is redone.
         with contextlib.suppress(OSError):
-            worker.conn.send(task)
+            worker.conn.send_bytes(encode_task(task))
 
     def receive(self, deadline: float, waiting_for: Callable[[], str]) -> list[Result]:
         """Wait until some results arrive, or a worker is replaced; raise at ``deadline``.
@@ -190,18 +226,15 @@ class ProcessPool:
                     f"timed out after {self.timeout:g} s waiting for {waiting_for()}; "
                     f"workers: {self.status()}"
                 )
-            by_object: dict[object, _Worker] = {}
-            for worker in self._workers:
-                by_object[worker.conn] = worker
-                by_object[worker.process.sentinel] = worker
-            found = wait(list(by_object), timeout=remaining)
+            # poll() takes milliseconds: round up, or a sub-millisecond rest spins.
+            found = self._poll.poll(int(remaining * 1000) + 1)
             results: list[Result] = []
             dead: list[_Worker] = []
-            for obj in found:
-                worker = by_object[obj]
+            for fd, _events in found:
+                worker = self._watched[fd]
                 if worker in dead:
                     continue
-                if obj is not worker.conn or not self._drain(worker, results):
+                if fd != worker.conn.fileno() or not self._drain(worker, results):
                     dead.append(worker)
             restarted = False
             for worker in dead:
@@ -215,7 +248,7 @@ class ProcessPool:
         """Read every message waiting in ``worker``'s pipe; False once it is closed."""
         try:
             while worker.conn.poll():
-                message = worker.conn.recv()
+                message = decode_result(worker.conn.recv_bytes(), worker.number)
                 if isinstance(message, Result):
                     worker.tasks.pop(message.slot, None)
                     self._failed_starts = 0
@@ -237,6 +270,7 @@ class ProcessPool:
             worker.process.kill()
             worker.process.join(timeout=1.0)
         how = describe_exit(worker.process.exitcode)
+        self._unwatch(worker)
         worker.conn.close()
         with contextlib.suppress(ValueError):
             worker.process.close()  # frees its sentinel now, not at garbage collection
@@ -296,13 +330,16 @@ class ProcessPool:
                 self.segment.control[STOP] = 1
             for worker in self._workers:
                 with contextlib.suppress(OSError, ValueError):
-                    worker.conn.send(None)
+                    worker.conn.send_bytes(STOP_MESSAGE)
             deadline = time.monotonic() + GRACE
-            for worker in self._workers:
+            # A worker whose process object is closed already was reaped when
+            # its replacement failed to start: nothing left to stop.
+            running = [w for w in self._workers if not _reaped(w.process)]
+            for worker in running:
                 # A worker still importing has nothing to finish: no need to wait.
                 if worker.ready:
                     worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
-            for worker in self._workers:
+            for worker in running:
                 if worker.process.is_alive():
                     worker.process.terminate()
                     worker.process.join(timeout=1.0)
@@ -311,11 +348,21 @@ class ProcessPool:
                     worker.process.join(timeout=1.0)
         finally:
             for worker in self._workers:
+                self._unwatch(worker)
                 worker.conn.close()
                 # ValueError: still running after SIGKILL; nothing more can be done.
                 with contextlib.suppress(ValueError):
                     worker.process.close()
             self.segment.close()
+
+
+def _reaped(process: BaseProcess) -> bool:
+    """Whether ``process.close()`` was called (its object can tell nothing more)."""
+    try:
+        process.is_alive()
+    except ValueError:
+        return True
+    return False
 
 
 class InlinePool:
@@ -330,17 +377,30 @@ class InlinePool:
     def __init__(self, source: SampleSource, config: WorkerConfig) -> None:
         self.source = source
         self.config = config
-        self._buffer = memoryview(bytearray(config.layout.nbytes))
-        self.control, self.images, self.masks = config.layout.views(self._buffer)
+        self.segment = SlotSegment.private(config.layout)
         self._tasks: deque[Task] = deque()
         self._closed = False
+
+    @property
+    def images(self) -> np.ndarray:
+        return self.segment.images
+
+    @property
+    def masks(self) -> np.ndarray:
+        return self.segment.masks
+
+    def lend(self, slot: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.segment.lend(slot, count)
+
+    def lent(self, slot: int) -> bool:
+        return self.segment.lent(slot)
 
     @property
     def layout(self) -> SlotLayout:
         return self.config.layout
 
     def set_token(self, token: int) -> None:
-        self.control[EPOCH] = token
+        self.segment.control[EPOCH] = token
 
     def busy_slots(self) -> set[int]:
         return {task.slot for task in self._tasks}
@@ -352,7 +412,10 @@ class InlinePool:
         if not self._tasks:
             raise LoaderError(f"nothing is being loaded while waiting for {waiting_for()}")
         task = self._tasks.popleft()
-        result = fill(self.source, self.config, self.images, self.masks, self.control, task)
+        segment = self.segment
+        result = fill(
+            self.source, self.config, segment.images, segment.masks, segment.control, task
+        )
         assert result is not None  # the stop flag is never set in-process
         return [result]
 
@@ -366,3 +429,4 @@ class InlinePool:
     def close(self) -> None:
         self._closed = True
         self._tasks.clear()
+        self.segment.close()

@@ -5,8 +5,9 @@ slots, each one batch of images float32 (B, H, W) and masks bool (B, H, W) or
 (B, 2, H, W).  The loader process creates the segment and is its only owner:
 it alone unlinks it, exactly once.  Workers attach by name.  Ownership of each
 slot passes by message: the loader hands a free slot to one worker with a
-task, the worker fills it and replies, and the loader copies the batch out and
-marks the slot free again.
+task, the worker fills it and replies, and the loader either copies the batch
+out or *lends* it to the caller as read-only views (``copy=False``); a lent
+slot is free again once no array viewing it is left.
 
 The control block holds two int64 words the loader writes and workers read
 without locks (a killed worker can never leave a lock held):
@@ -14,13 +15,21 @@ without locks (a killed worker can never leave a lock held):
 * ``STOP``: non-zero asks workers to exit at their next sample;
 * ``EPOCH``: the current iteration's token; tasks from an older token are
   abandoned iterations, and workers skip them.
+
+Every array over the segment is made with ``np.frombuffer``, which holds a
+buffer export on the mapping for as long as the array (or any view of it)
+lives; the mapping therefore cannot be unmapped under a live array.  (An
+``np.ndarray(buffer=...)`` holds no export: closing the mapping under it
+leaves a dangling pointer.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import secrets
+import weakref
 from dataclasses import dataclass
 from multiprocessing.shared_memory import SharedMemory
 
@@ -71,8 +80,13 @@ class SlotLayout:
     @property
     def mask_shape(self) -> tuple[int, ...]:
         """(slots, B, H, W), or (slots, B, 2, H, W) with two channels."""
+        return (self.slots, self.batch_size, *self.mask_sample_shape)
+
+    @property
+    def mask_sample_shape(self) -> tuple[int, ...]:
+        """(H, W), or (2, H, W) with two channels: one sample's mask."""
         channels = (self.channels,) if self.channels else ()
-        return (self.slots, self.batch_size, *channels, self.height, self.width)
+        return (*channels, self.height, self.width)
 
     @property
     def batch_bytes(self) -> int:
@@ -81,28 +95,55 @@ class SlotLayout:
         return self.batch_size * per_sample
 
     @property
+    def _masks_offset(self) -> int:
+        return _CONTROL_WORDS * 8 + _aligned(int(np.prod(self.image_shape)) * 4)
+
+    @property
     def nbytes(self) -> int:
         """Size of the whole segment."""
-        images = _aligned(int(np.prod(self.image_shape)) * 4)
-        masks = _aligned(int(np.prod(self.mask_shape)))
-        return _CONTROL_WORDS * 8 + images + masks
+        return self._masks_offset + _aligned(int(np.prod(self.mask_shape)))
 
     def views(self, buffer: memoryview) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(control int64 (8,), images float32 (slots, B, H, W), masks bool) over ``buffer``."""
-        control = np.ndarray((_CONTROL_WORDS,), dtype=np.int64, buffer=buffer)
-        offset = _CONTROL_WORDS * 8
-        images = np.ndarray(self.image_shape, dtype=np.float32, buffer=buffer, offset=offset)
-        offset += _aligned(images.nbytes)
-        masks = np.ndarray(self.mask_shape, dtype=np.bool_, buffer=buffer, offset=offset)
+        control = np.frombuffer(buffer, np.int64, count=_CONTROL_WORDS)
+        images = np.frombuffer(
+            buffer, np.float32, count=int(np.prod(self.image_shape)), offset=_CONTROL_WORDS * 8
+        ).reshape(self.image_shape)
+        masks = np.frombuffer(
+            buffer, np.bool_, count=int(np.prod(self.mask_shape)), offset=self._masks_offset
+        ).reshape(self.mask_shape)
         return control, images, masks
+
+    def slot_views(
+        self, buffer: memoryview, slot: int, count: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Fresh arrays over the first ``count`` samples of ``slot``: (images, masks).
+
+        Each is a reshape of its own ``np.frombuffer`` array, which every view
+        derived from it keeps alive (numpy points a view's ``base`` at the
+        first array that is not itself a view of an array): while any of them
+        is referenced, the ``base`` of the returned array is alive.
+        """
+        pixels = self.height * self.width
+        mask_pixels = pixels * max(self.channels, 1)
+        image_offset = _CONTROL_WORDS * 8 + slot * self.batch_size * pixels * 4
+        mask_offset = self._masks_offset + slot * self.batch_size * mask_pixels
+        images = np.frombuffer(buffer, np.float32, count=count * pixels, offset=image_offset)
+        masks = np.frombuffer(buffer, np.bool_, count=count * mask_pixels, offset=mask_offset)
+        return (
+            images.reshape(count, self.height, self.width),
+            masks.reshape(count, *self.mask_sample_shape),
+        )
 
 
 class SlotSegment:
-    """One attached shared-memory segment with numpy views of its slots.
+    """Slots in one mapping, with numpy views and loans of read-only batches.
 
-    Use :meth:`create` in the loader (the owner) and :meth:`attach` in a
-    worker.  :meth:`close` drops the views and detaches; on the owner it
-    also unlinks the segment, once.
+    Use :meth:`create` in the loader (the owner), :meth:`attach` in a worker,
+    and :meth:`private` for in-process loading (ordinary memory, no name).
+    :meth:`close` drops the views and the mapping and, on the owner, unlinks
+    the segment, once.  A batch lent with :meth:`lend` stays readable after
+    :meth:`close`: the mapping then lives until the last view of it is gone.
 
     Examples
     --------
@@ -110,43 +151,111 @@ class SlotSegment:
     >>> segment = SlotSegment.create(layout)
     >>> segment.images.shape, segment.masks.dtype
     ((2, 4, 8, 8), dtype('bool'))
+    >>> images, masks = segment.lend(1, 3)
+    >>> images.shape, images.flags.writeable, segment.lent(1)
+    ((3, 8, 8), False, True)
+    >>> del images, masks
+    >>> segment.lent(1)
+    False
     >>> segment.close()
     """
 
-    def __init__(self, shm: SharedMemory, layout: SlotLayout, *, owner: bool) -> None:
-        self._shm: SharedMemory | None = shm
-        self.name = shm.name
+    def __init__(
+        self,
+        mapping: mmap.mmap | bytearray | memoryview,
+        layout: SlotLayout,
+        *,
+        name: str = "",
+        owner: bool = False,
+        shm: SharedMemory | None = None,
+    ) -> None:
+        self.name = name
         self.layout = layout
         self.owner = owner
-        self.control, self.images, self.masks = layout.views(shm.buf)
+        self._shm = shm
+        self._mapping: mmap.mmap | bytearray | memoryview | None = mapping
+        self._buffer = memoryview(mapping)
+        self._readonly = self._buffer.toreadonly()
+        self._loans: dict[int, tuple[weakref.ref[np.ndarray], weakref.ref[np.ndarray]]] = {}
+        self.control, self.images, self.masks = layout.views(self._buffer)
 
     @classmethod
     def create(cls, layout: SlotLayout) -> SlotSegment:
         """Create a fresh, zeroed segment (named ``dicontour_<pid>_<random>``)."""
         name = f"{PREFIX}{os.getpid()}_{secrets.token_hex(6)}"
         shm = SharedMemory(name=name, create=True, size=layout.nbytes)
-        return cls(shm, layout, owner=True)
+        try:
+            # The loader maps the segment itself rather than through the
+            # SharedMemory: batches lent to the caller may outlive close(), and
+            # a mapping of our own is simply unmapped when the last of them goes
+            # (SharedMemory.close() would raise BufferError and keep its file
+            # descriptor open).  The SharedMemory stays for unlink() only.
+            # shm._fd is the segment's POSIX file descriptor (CPython 3.8+).
+            mapping = mmap.mmap(shm._fd, layout.nbytes)
+        except BaseException:
+            shm.close()
+            shm.unlink()
+            raise
+        shm.close()
+        return cls(mapping, layout, name=name, owner=True, shm=shm)
 
     @classmethod
     def attach(cls, name: str, layout: SlotLayout) -> SlotSegment:
         """Attach to the segment ``name`` created by the loader."""
-        return cls(SharedMemory(name=name), layout, owner=False)
+        shm = SharedMemory(name=name)
+        return cls(shm.buf, layout, name=name, shm=shm)
+
+    @classmethod
+    def private(cls, layout: SlotLayout) -> SlotSegment:
+        """Slots in this process's ordinary memory (for loading without workers)."""
+        return cls(bytearray(layout.nbytes), layout)
 
     @property
     def closed(self) -> bool:
-        return self._shm is None
+        return self._mapping is None
+
+    def lend(self, slot: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Read-only (images, masks) views of the first ``count`` samples of ``slot``.
+
+        The slot counts as lent (:meth:`lent`) while any array viewing it is
+        alive; the caller must not hand it to a worker until then.
+        """
+        images, masks = self.layout.slot_views(self._readonly, slot, count)
+        self._loans[slot] = (weakref.ref(images.base), weakref.ref(masks.base))
+        return images, masks
+
+    def lent(self, slot: int) -> bool:
+        """Whether an array lent from ``slot`` by :meth:`lend` is still alive."""
+        loan = self._loans.get(slot)
+        if loan is None:
+            return False
+        if loan[0]() is None and loan[1]() is None:
+            del self._loans[slot]
+            return False
+        return True
 
     def close(self) -> None:
         """Drop the views, detach, and unlink if this is the owner; safe to call twice."""
-        shm, self._shm = self._shm, None
-        if shm is None:
+        mapping, self._mapping = self._mapping, None
+        if mapping is None:
             return
-        # Views must go before the mapping closes, or close() raises BufferError.
+        # Our own views go first; lent ones may live on (the caller's).
         self.control = self.images = self.masks = None  # type: ignore[assignment]
-        # BufferError: someone still holds a view; the mapping stays until it is
-        # freed, but the name is removed below all the same.
-        with contextlib.suppress(BufferError):
-            shm.close()
-        if self.owner:
-            with contextlib.suppress(FileNotFoundError):
-                shm.unlink()
+        self._loans.clear()
+        for view in (self._buffer, self._readonly):
+            with contextlib.suppress(BufferError):
+                view.release()
+        shm, self._shm = self._shm, None
+        try:
+            # BufferError: a lent batch is still alive.  The mapping then stays
+            # until its last view is freed (the views keep it), and is unmapped
+            # then; the segment's name is removed below all the same.
+            with contextlib.suppress(BufferError):
+                if isinstance(mapping, mmap.mmap):
+                    mapping.close()
+                elif shm is not None:
+                    shm.close()
+        finally:
+            if self.owner and shm is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    shm.unlink()

@@ -2,11 +2,17 @@
 
 A worker process receives the sample source and a :class:`WorkerConfig` once,
 attaches to the slot segment, says ``("ready", pid)`` and then serves
-:class:`Task` messages from its own pipe until it reads ``None``, the stop flag
-is set, or the pipe closes (the loader is gone).  For each task it reads the
-samples into the given slot and sends back a :class:`Result`: the slot, how
-many samples it holds, and the samples that failed.  Arrays never travel
-through the pipe.
+:class:`Task` messages from its own pipe until it reads the stop message, the
+stop flag is set, or the pipe closes (the loader is gone).  For each task it
+reads the samples into the given slot and sends back a :class:`Result`: the
+slot, how many samples it holds, and the samples that failed.  Arrays never
+travel through the pipe.
+
+Messages are raw bytes (``Connection.send_bytes``), not pickles, on the hot
+path: a task is 32 bytes of header and the int64 sample indices, a plain
+result 34 bytes (see :func:`encode_task`, :func:`encode_result`); pickling the
+dataclasses cost more than the rest of the hand-off.  Anything rarer (a
+result with failures, ``ready``, ``fatal``) is pickled behind a tag byte.
 
 Errors travel as data.  A ``DicomError`` or ``ContourError`` becomes a
 :class:`Failure` (the loader skips the sample or raises it); any other
@@ -18,7 +24,9 @@ traceback.
 from __future__ import annotations
 
 import os
+import pickle
 import signal
+import struct
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -113,6 +121,70 @@ class Result:
     worker: int = field(default=-1, compare=False)
 
 
+#: Task header: token, batch, slot, attempts; the sample indices follow as int64.
+_TASK = struct.Struct("<qqqq")
+#: A result without failures: tag, token, batch, slot, count, cancelled.
+_DONE = struct.Struct("<cqqqq?")
+_DONE_TAG = b"D"
+_PICKLED_TAG = b"P"
+#: The stop message (an empty task).
+STOP_MESSAGE = b""
+
+
+def encode_task(task: Task) -> bytes:
+    """The bytes of ``task`` on the pipe (see :func:`decode_task`).
+
+    Examples
+    --------
+    >>> task = Task(3, 5, 1, np.array([7, 2]))
+    >>> decoded = decode_task(encode_task(task))
+    >>> decoded.batch, decoded.slot, decoded.samples.tolist()
+    (5, 1, [7, 2])
+    """
+    header = _TASK.pack(task.token, task.batch, task.slot, task.attempts)
+    return header + np.asarray(task.samples, dtype="<i8").tobytes()
+
+
+def decode_task(data: bytes) -> Task:
+    """The :class:`Task` that :func:`encode_task` turned into ``data``."""
+    token, batch, slot, attempts = _TASK.unpack_from(data)
+    samples = np.frombuffer(data, dtype="<i8", offset=_TASK.size)
+    return Task(token, batch, slot, samples, attempts)
+
+
+def encode_result(message: Result | tuple[str, object]) -> bytes:
+    """The bytes of a result (or a ``("ready", pid)``/``("fatal", text)`` note) on the pipe."""
+    if isinstance(message, Result) and not message.failures and message.crash is None:
+        return _DONE.pack(
+            _DONE_TAG, message.token, message.batch, message.slot, message.count, message.cancelled
+        )
+    return _PICKLED_TAG + pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def decode_result(data: bytes, worker: int = -1) -> Result | tuple[str, object]:
+    """What :func:`encode_result` sent.
+
+    Raises
+    ------
+    pickle.UnpicklingError
+        ``data`` is no message of the loader's (a damaged pipe).
+
+    Examples
+    --------
+    >>> decode_result(encode_result(Result(1, 4, 2, 8)))
+    Result(token=1, batch=4, slot=2, count=8, failures=(), crash=None, cancelled=False, worker=-1)
+    >>> decode_result(encode_result(("ready", 123)))
+    ('ready', 123)
+    """
+    tag = data[:1]
+    if tag == _DONE_TAG and len(data) == _DONE.size:
+        _, token, batch, slot, count, cancelled = _DONE.unpack(data)
+        return Result(token, batch, slot, count, cancelled=cancelled, worker=worker)
+    if tag == _PICKLED_TAG:
+        return pickle.loads(data[1:])
+    raise pickle.UnpicklingError(f"not a loader message: {data[:16]!r}")
+
+
 def fill(
     source: SampleSource,
     config: WorkerConfig,
@@ -126,16 +198,29 @@ def fill(
 
     Returns None when the stop flag is set (the worker should exit), and a
     cancelled result for a task of an abandoned iteration.
+
+    A source with a ``read_into(k, target, image, mask)`` method writes each
+    sample straight into the slot when nothing is to be done to it (no
+    ``normalize``, no ``size``): no intermediate array, no per-sample checks
+    here (the method checks the shapes).
     """
     if task.token < control[EPOCH]:
         return Result(task.token, task.batch, task.slot, 0, cancelled=True, worker=worker)
     height, width = config.layout.height, config.layout.width
+    direct = None
+    if config.normalize is None and not config.fit:
+        direct = getattr(source, "read_into", None)
+    slot_images, slot_masks = images[task.slot], masks[task.slot]
     count = 0
     failures: list[Failure] = []
     for k in task.samples.tolist():
         if control[STOP]:
             return None
         try:
+            if direct is not None:
+                direct(k, config.target, slot_images[count], slot_masks[count])
+                count += 1
+                continue
             image, mask = source.read(k, config.target)
             if mask.shape[-2:] != image.shape:
                 raise ValueError(f"mask shape {mask.shape} does not match image {image.shape}")
@@ -147,8 +232,8 @@ def fill(
                     "(the source reported another shape when the loader was built)"
                 )
             image = normalize(np.asarray(image, dtype=np.float32), config.normalize)
-            place(image, images[task.slot, count])
-            place(mask, masks[task.slot, count])
+            place(image, slot_images[count])
+            place(mask, slot_masks[count])
         except (DicomError, ContourError) as exc:
             failures.append(Failure.of(k, exc))
             continue
@@ -179,24 +264,25 @@ def _serve(conn: Connection, source: SampleSource, config: WorkerConfig, worker:
     try:
         segment = SlotSegment.attach(config.segment, config.layout)
     except BaseException:
-        conn.send(("fatal", traceback.format_exc()))
+        conn.send_bytes(encode_result(("fatal", traceback.format_exc())))
         raise
     try:
-        conn.send(("ready", os.getpid()))
+        conn.send_bytes(encode_result(("ready", os.getpid())))
         while True:
             try:
-                task = conn.recv()
+                message = conn.recv_bytes()
             except (EOFError, OSError):
                 return  # the loader closed the pipe or died
-            if task is None or segment.control[STOP]:
+            if message == STOP_MESSAGE or segment.control[STOP]:
                 return
+            task = decode_task(message)
             result = fill(
                 source, config, segment.images, segment.masks, segment.control, task, worker
             )
             if result is None:
                 return
             try:
-                conn.send(result)
+                conn.send_bytes(encode_result(result))
             except (BrokenPipeError, OSError):
                 return
     finally:
