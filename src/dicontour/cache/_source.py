@@ -5,7 +5,9 @@
 arrays and the cache's URL; each process opens the shards itself, lazily:
 
 * a local cache through ``np.load(mmap_mode="r")``: a sample is one slice
-  of a memory map, copied out (the page cache does the rest);
+  of a memory map, which the loader's workers copy straight into their
+  shared-memory slot (:meth:`CacheSource.read_into`; the page cache does
+  the rest);
 * a remote cache (``s3://...``) with two ranged reads per sample, one into
   ``images.npy`` and one into ``masks.npy``, at offsets computed from the
   ``.npy`` header, which is read once per shard and process.
@@ -13,6 +15,7 @@ arrays and the cache's URL; each process opens the shards itself, lazily:
 
 from __future__ import annotations
 
+import bisect
 import io
 import os
 from typing import Any
@@ -82,6 +85,8 @@ class CacheSource:
         self._location = location(self.url)
         self._open: dict[int, Any] = {}
         self._manifests: dict[int, dict[str, Any]] = {}
+        # Python ints for the per-sample lookups (numpy scalars cost ~1 us each).
+        self._start_list = self._starts.tolist()
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("url", "_names", "_starts", "_shard_shapes", "_has")
@@ -124,8 +129,8 @@ class CacheSource:
     def _where(self, k: int) -> tuple[int, int]:
         if not 0 <= k < len(self):
             raise IndexError(f"sample {k} is out of range for a cache of {len(self)} samples")
-        shard = int(np.searchsorted(self._starts, k, side="right")) - 1
-        return shard, k - int(self._starts[shard])
+        shard = bisect.bisect_right(self._start_list, k) - 1
+        return shard, k - self._start_list[shard]
 
     def _shard_manifest(self, shard: int) -> dict[str, Any]:
         if shard not in self._manifests:
@@ -161,7 +166,9 @@ class CacheSource:
             try:
                 if where.is_local:
                     array = np.load(where.path(relative), mmap_mode="r", allow_pickle=False)
-                    found[name] = array
+                    # A plain ndarray over the map (it keeps the map alive):
+                    # indexing an np.memmap runs Python code per slice.
+                    found[name] = array.view(np.ndarray)
                     layout = (array.shape, array.dtype)
                 else:
                     offset, got_shape, got_dtype = _npy_layout(where, relative)
@@ -200,31 +207,67 @@ class CacheSource:
         if target not in _TARGETS:
             raise ValueError(f"target must be one of {_TARGETS}; got {target!r}")
         shard, j = self._where(k)
-        needed = self._has[k] if target == "both" else self._has[k, int(target == "o")]
-        if not np.all(needed):
+        column = int(target == "o")  # an int: a bool index would add an axis
+        if not (self._has[k].all() if target == "both" else self._has[k, column]):
             raise ValueError(f"sample {k} ({self.describe(k)}) has no {target}-mask")
         where = self.location  # first: after a fork this drops the parent's handles
         images, masks, pixels = self._arrays(shard)
-        rows, columns = (int(v) for v in self._shard_shapes[shard])
         if where.is_local:
             # Read-only views of the memory maps: the loader's worker copies them
             # straight into its shared-memory slot, and a copy here would cost a
             # fresh allocation and its page faults per sample (3x the copy itself).
-            image = np.asarray(images[j])
-            mask = np.asarray(masks[j] if target == "both" else masks[j, int(target == "o")])
-            return image, mask
+            return images[j], (masks[j] if target == "both" else masks[j, column])
+        rows, columns = (int(v) for v in self._shard_shapes[shard])
         fs = where.fs
         path, offset = images
         start = offset + j * pixels * 4
         image = np.frombuffer(fs.cat_file(path, start=start, end=start + pixels * 4), np.float32)
         path, offset = masks
-        first, planes = (0, 2) if target == "both" else (int(target == "o"), 1)
+        first, planes = (0, 2) if target == "both" else (column, 1)
         start = offset + (j * 2 + first) * pixels
         raw = fs.cat_file(path, start=start, end=start + planes * pixels)
         mask = np.frombuffer(raw, bool).reshape(
             (planes, rows, columns) if planes == 2 else (rows, columns)
         )
         return image.reshape(rows, columns).copy(), mask.copy()
+
+    def read_into(self, k: int, target: Target, image: np.ndarray, mask: np.ndarray) -> None:
+        """Write sample k into ``image`` and ``mask`` (the loader's slot), with no array between.
+
+        The loader's workers call this instead of :meth:`read` when nothing is
+        to be done to a sample (no normalisation, no resizing): from a local
+        cache, one copy from the memory-mapped shard into the slot.
+
+        Parameters
+        ----------
+        k : int
+        target : {"i", "o", "both"}
+        image : float32 ndarray of shape (H, W)
+            Written with the image.
+        mask : bool ndarray of shape (H, W), or (2, H, W) for ``"both"``
+            Written with the mask(s).
+
+        Raises
+        ------
+        ValueError
+            The sample has no such mask, ``target`` is unknown, or ``image``
+            or ``mask`` has another shape than the sample's.
+        CacheError
+            A shard file is missing or does not match the manifest.
+
+        Examples
+        --------
+        >>> image, mask = np.empty((256, 256), np.float32), np.empty((256, 256), bool)
+        >>> source.read_into(0, "i", image, mask)                # doctest: +SKIP
+        """
+        source_image, source_mask = self.read(k, target)
+        if source_image.shape != image.shape or source_mask.shape != mask.shape:
+            raise ValueError(
+                f"sample {k} ({self.describe(k)}) is image {source_image.shape}, mask "
+                f"{source_mask.shape}; it cannot be written into {image.shape} and {mask.shape}"
+            )
+        image[...] = source_image
+        mask[...] = source_mask
 
 
 def _check_format(where: Location, manifest: Any) -> dict[str, Any]:
