@@ -253,6 +253,19 @@ def test_two_files_for_one_slice_are_reported(tmp_path):
     assert index[0].i_contour == f"contourfiles/O/{contour_name('i', 1)}"
 
 
+def test_files_beside_the_patient_folders_are_stray(tmp_path):
+    root = _tree(tmp_path, {"i1": I_SQUARE})
+    (root / "dicoms/1.dcm").write_bytes(b"not where slices belong")
+    (root / "contourfiles/list.txt").write_text("O\n")
+    (root / "dicoms/.hidden").write_text("")
+    index = scan(root)
+    assert sorted(_found(index)) == [
+        ("stray-file", "contourfiles/list.txt"),
+        ("stray-file", "dicoms/1.dcm"),
+    ]
+    assert len(index) == 1
+
+
 def test_hidden_top_level_entries_are_ignored(tmp_path):
     root = _tree(tmp_path, {"i1": I_SQUARE})
     (root / ".DS_Store").write_bytes(b"\0")

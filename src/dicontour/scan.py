@@ -328,8 +328,10 @@ def _layout_problems(
 ) -> tuple[list[Patient], list[Problem]]:
     """Check link.csv against the folders; return the usable patients and the findings."""
     problems: list[Problem] = []
-    dicom_dirs = {n for n, d in _children(where, "dicoms").items() if d}
-    contour_dirs = {n for n, d in _children(where, "contourfiles").items() if d}
+    dicom_entries = _children(where, "dicoms")
+    contour_entries = _children(where, "contourfiles")
+    dicom_dirs = {name for name, is_dir in dicom_entries.items() if is_dir}
+    contour_dirs = {name for name, is_dir in contour_entries.items() if is_dir}
     usable, seen_pid, seen_oid = [], set(), set()
     for patient in patients:
         if patient.patient_id in seen_pid or patient.original_id in seen_oid:
@@ -391,6 +393,16 @@ def _layout_problems(
     for top in sorted(_children(where, "")):
         if top not in {"link.csv", "dicoms", "contourfiles"} and not top.startswith("."):
             problems.append(problem("stray-file", top, "not part of the layout; ignored"))
+    for folder, entries in (("dicoms", dicom_entries), ("contourfiles", contour_entries)):
+        for name in sorted(n for n, is_dir in entries.items() if not is_dir):
+            if not name.startswith("."):
+                problems.append(
+                    problem(
+                        "stray-file",
+                        f"{folder}/{name}",
+                        "a file where patient folders belong; ignored",
+                    )
+                )
     return usable, problems
 
 
