@@ -136,3 +136,61 @@ def test_a_stale_cache_is_refused_by_the_loader(built, tmp_path: Path) -> None:
     (copy / "dicoms" / "PHA00001" / "1.dcm").unlink()
     with pytest.raises(CacheError, match=r"stale: .*changed: dicoms/PHA00001"):
         BatchLoader.from_cache(cache, root=copy, workers=0)
+
+
+# ------------------------------------------------------------------ copy=False, read_into
+
+
+def test_copy_false_from_the_cache_gives_the_copied_batches_without_leaks(built) -> None:
+    data, cache = built
+    source = open_cache(cache)
+    expected = {source.read(k, "i")[0].tobytes(): k for k in range(len(source))}
+    assert not shm_entries()
+    options = {"batch_size": 8, "root": data, "seed": 3, "target": "i"}
+    with (
+        BatchLoader.from_cache(cache, workers=0, **options) as copying,
+        BatchLoader.from_cache(cache, workers=2, copy=False, **options) as lending,
+    ):
+        for _ in range(2):
+            seen = []
+            for (images, masks), (image_views, mask_views) in zip(copying, lending, strict=True):
+                assert not image_views.flags.writeable and not mask_views.flags.writeable
+                np.testing.assert_array_equal(image_views, images)
+                np.testing.assert_array_equal(mask_views, masks)
+                seen += [expected[image.tobytes()] for image in image_views]
+            assert sorted(seen) == list(range(36))  # every sample once per epoch
+        del images, masks, image_views, mask_views
+    assert not shm_entries()
+
+
+@pytest.mark.parametrize("target", ["i", "o", "both"])
+def test_read_into_writes_what_read_returns(built, target: str) -> None:
+    _, cache = built
+    source = open_cache(cache)
+    k = int(np.flatnonzero(source.has(target))[-1])
+    image, mask = source.read(k, target)
+    into_image = np.full((32, 32), np.nan, np.float32)
+    into_mask = np.zeros(mask.shape, bool) if mask.any() else np.ones(mask.shape, bool)
+    source.read_into(k, target, into_image, into_mask)
+    np.testing.assert_array_equal(into_image, image)
+    np.testing.assert_array_equal(into_mask, mask)
+    assert into_mask.shape == ((2, 32, 32) if target == "both" else (32, 32))
+
+
+def test_read_into_refuses_another_shape(built) -> None:
+    _, cache = built
+    source = open_cache(cache)
+    with pytest.raises(ValueError, match=r"sample 0 \(.*\) is image \(32, 32\).*\(16, 16\)"):
+        source.read_into(0, "i", np.empty((16, 16), np.float32), np.empty((16, 16), bool))
+
+
+def test_normalize_still_applies_when_samples_could_be_copied_directly(built) -> None:
+    _, cache = built
+    source = open_cache(cache)
+    with BatchLoader.from_cache(
+        cache, batch_size=4, workers=0, shuffle=False, normalize="zscore", copy=False
+    ) as loader:
+        images, _ = next(iter(loader))
+    for k, image in enumerate(images):
+        raw = source.read(k, "i")[0].astype(np.float64)
+        np.testing.assert_allclose(image, (raw - raw.mean()) / raw.std(), rtol=1e-4, atol=1e-5)
