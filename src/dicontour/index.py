@@ -14,14 +14,15 @@ Nouns
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
 from .contour import read_contour
-from .dicom import DicomHeader, read_dicom, read_dicom_pixels
-from .errors import DicomError
+from .dicom import DicomHeader, read_dicom, read_dicom_header, read_dicom_pixels
+from .errors import ContourError, DicomError
 from .problems import Problem
 from .raster import polygon_to_mask
 from .storage import Location, location
@@ -115,11 +116,38 @@ class Sample:
         return found
 
 
+@contextmanager
+def _opened(root: Location, relative: str, error: type[DicomError | ContourError]) -> Iterator[Any]:
+    """Open a file of a remote root, turning storage errors into ``error`` naming it."""
+    try:
+        handle = root.open(relative)
+    except OSError as exc:
+        raise error(relative, f"cannot open ({type(exc).__name__}: {exc})") from exc
+    with handle:
+        yield handle
+
+
+def read_header(root: Location, relative: str) -> DicomHeader:
+    """The header of the DICOM file ``relative`` under ``root`` (a folder or a store)."""
+    if root.is_local:
+        return read_dicom_header(root.path(relative), name=relative)
+    with _opened(root, relative, DicomError) as handle:
+        return read_dicom_header(handle, name=relative)
+
+
+def read_points(root: Location, relative: str) -> np.ndarray:
+    """The (N, 2) (x, y) points of the contour file ``relative`` under ``root``."""
+    if root.is_local:
+        return read_contour(root.path(relative), name=relative)
+    with _opened(root, relative, ContourError) as handle:
+        return read_contour(handle, name=relative)
+
+
 def read_image(root: Location, record: SampleRecord) -> np.ndarray:
     """The float32 image of ``record``; the direct-offset fast path on local files."""
     if root.is_local:
         return read_dicom_pixels(root.path(record.dicom), record.header)
-    with root.open(record.dicom) as handle:
+    with _opened(root, record.dicom, DicomError) as handle:
         image = read_dicom(handle, name=record.dicom).image
     if image.shape != record.shape:
         raise DicomError(record.dicom, f"image shape changed since the scan: {image.shape}")
@@ -128,12 +156,7 @@ def read_image(root: Location, record: SampleRecord) -> np.ndarray:
 
 def read_mask(root: Location, relative: str, shape: tuple[int, int]) -> np.ndarray:
     """Read the contour file ``relative`` and rasterise it to a (H, W) bool mask."""
-    if root.is_local:
-        points = read_contour(root.path(relative), name=relative)
-    else:
-        with root.open(relative) as handle:
-            points = read_contour(handle, name=relative)
-    return polygon_to_mask(points, shape)
+    return polygon_to_mask(read_points(root, relative), shape)
 
 
 def load_sample(root: Location, record: SampleRecord) -> Sample:

@@ -25,10 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .contour import read_contour
-from .dicom import DicomHeader, read_dicom_header
 from .errors import ContourError, DicomError, LayoutError
-from .index import Index, SampleRecord
+from .index import Index, SampleRecord, read_header, read_points
 from .problems import Problem, problem
 from .qa.checks import I_OUTSIDE_O_TOLERANCE as I_OUTSIDE_O_TOLERANCE  # re-exported
 from .qa.checks import check_patient
@@ -239,7 +237,7 @@ def scan_patient(root: str | Location, patient: Patient) -> PatientScan:
                 )
             continue
         try:
-            header = _read_header(where, dicom)
+            header = read_header(where, dicom)
         except DicomError as exc:
             problems.append(
                 problem(
@@ -266,7 +264,7 @@ def scan_patient(root: str | Location, patient: Patient) -> PatientScan:
             if path is None:
                 continue
             try:
-                polygon = _read_points(where, path)
+                polygon = read_points(where, path)
             except ContourError as exc:
                 problems.append(
                     problem(
@@ -301,26 +299,6 @@ def scan_patient(root: str | Location, patient: Patient) -> PatientScan:
     # Consistency checks (qa/checks.py): slice by slice and across the patient.
     problems.extend(check_patient(result.records, polygons))
     return result
-
-
-def _read_header(where: Location, relative: str) -> DicomHeader:
-    if where.is_local:
-        return read_dicom_header(where.path(relative), name=relative)
-    try:
-        with where.open(relative) as handle:
-            return read_dicom_header(handle, name=relative)
-    except OSError as exc:
-        raise DicomError(relative, f"cannot open ({exc})") from exc
-
-
-def _read_points(where: Location, relative: str) -> np.ndarray:
-    if where.is_local:
-        return read_contour(where.path(relative), name=relative)
-    try:
-        with where.open(relative) as handle:
-            return read_contour(handle, name=relative)
-    except OSError as exc:
-        raise ContourError(relative, f"cannot open ({exc})") from exc
 
 
 def _layout_problems(

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..contour import read_contour
 from ..errors import ContourError, DicomError
-from ..index import Index, Sample, SampleRecord
+from ..index import Index, Sample, SampleRecord, read_points
 from ..problems import CODES, Problem, problem
 from ..raster import polygon_to_mask
 from .threshold import otsu_threshold
@@ -368,7 +367,7 @@ def duplicate_contours(index: Index) -> list[Problem]:
     for record in index:
         for path in filter(None, (record.i_contour, record.o_contour)):
             try:
-                points = _read_points(index, path)
+                points = read_points(index.location, path)
             except ContourError:
                 continue  # vanished since the scan: check_index reports it when loading
             digest = hashlib.sha1(np.ascontiguousarray(points, dtype="<f8").tobytes()).hexdigest()
@@ -390,17 +389,6 @@ def duplicate_contours(index: Index) -> list[Problem]:
                 )
             )
     return found
-
-
-def _read_points(index: Index, relative: str) -> np.ndarray:
-    where = index.location
-    if where.is_local:
-        return read_contour(where.path(relative), name=relative)
-    try:
-        with where.open(relative) as handle:
-            return read_contour(handle, name=relative)
-    except OSError as exc:
-        raise ContourError(relative, f"cannot open ({exc})") from exc
 
 
 def check_index(index: Index, *, progress: bool = False) -> list[Problem]:

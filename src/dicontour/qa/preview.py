@@ -29,9 +29,9 @@ from urllib.parse import quote
 
 import numpy as np
 
-from ..index import Index, Sample, SampleRecord
+from ..index import Index, Sample, SampleRecord, read_points
 from ..problems import Problem
-from .checks import _read_points, contour_on_background, duplicate_contours
+from .checks import contour_on_background, duplicate_contours
 
 #: RGB colours: i-contour (blood pool) red, o-contour (epicardium) cyan.
 I_COLOUR = (255, 70, 70)
@@ -270,7 +270,7 @@ def write_preview(
         if checks:
             problems.extend(contour_on_background(record, sample))
         points = {
-            kind: _read_points(index, path)
+            kind: read_points(index.location, path)
             for kind, path in (("i", record.i_contour), ("o", record.o_contour))
             if path
         }
