@@ -63,6 +63,17 @@ def read_json(where: Location, relative: str) -> Any:
         raise CacheError(f"{_name(where, relative)}: missing") from exc
     except OSError as exc:
         raise CacheError(f"{_name(where, relative)}: cannot read ({exc})") from exc
+    return parse_json(where, relative, data)
+
+
+def parse_json(where: Location, relative: str, data: bytes) -> Any:
+    """Parse ``data``, the bytes already read from the JSON file ``relative``.
+
+    Raises
+    ------
+    CacheError
+        Not JSON; the message names the file.
+    """
     try:
         return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

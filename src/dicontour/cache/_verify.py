@@ -36,7 +36,8 @@ def _check_shard(task: _ShardCheck) -> tuple[list[str], int]:
         return [f"{folder}/{MANIFEST}: missing"], 0
     if hashlib.sha256(raw).hexdigest() != task.manifest_sha256:
         return [f"{folder}/{MANIFEST}: checksum differs from the top-level manifest"], len(raw)
-    manifest = _store.read_json(where, f"{folder}/{MANIFEST}")
+    # The bytes just checked, not a second read that could see another version.
+    manifest = _store.parse_json(where, f"{folder}/{MANIFEST}", raw)
     failures = []
     if manifest.get("count") != task.count or manifest.get("shape") != list(task.shape):
         failures.append(
