@@ -156,18 +156,32 @@ def _monotone_chain(points: np.ndarray) -> np.ndarray:
     return np.array(lower[:-1] + upper[:-1])
 
 
-def _bright_threshold(values: np.ndarray, alpha: float) -> float:
-    """``alpha`` of the way from the dark class mean to the bright one (Otsu's split)."""
+def _depth(o_mask: np.ndarray) -> np.ndarray:
+    """Euclidean distance of each pixel to the nearest pixel outside the o-mask (or the edge)."""
+    return _ndimage().distance_transform_edt(np.pad(o_mask, 1))[1:-1, 1:-1]
+
+
+def _bright_core(
+    image: np.ndarray,
+    o_mask: np.ndarray,
+    alpha: float,
+    margin: float,
+    depth: np.ndarray | None = None,
+) -> np.ndarray:
+    """The bright pixels away from the o-contour: the seed pixels of ``grow`` and ``hull``.
+
+    Bright: over ``alpha`` of the way from the dark class mean to the bright one
+    of Otsu's split inside the o-mask.  Away: more than ``margin`` pixels
+    inside the o-mask (anywhere in it when no pixel is).  ``depth`` is
+    :func:`_depth` of ``o_mask`` when the caller has it already.
+    """
+    values = image[o_mask]
     low, high = class_means(values, otsu_threshold(values))
-    return low + alpha * (high - low)
-
-
-def _core(o_mask: np.ndarray, margin: float) -> np.ndarray:
-    """Pixels more than ``margin`` pixels (Euclidean) inside the o-mask; the o-mask if none."""
-    if margin <= 0:
-        return o_mask
-    core = _ndimage().distance_transform_edt(np.pad(o_mask, 1))[1:-1, 1:-1] > margin
-    return core if core.any() else o_mask
+    core = o_mask
+    if margin > 0:
+        inner = (_depth(o_mask) if depth is None else depth) > margin
+        core = inner if inner.any() else o_mask
+    return core & (image > low + alpha * (high - low))
 
 
 def otsu(image: np.ndarray, o_mask: np.ndarray) -> np.ndarray:
@@ -268,11 +282,10 @@ def _disk(radius: int) -> np.ndarray:
     return span[:, None] ** 2 + span[None, :] ** 2 <= radius**2
 
 
-def _seed(o_mask: np.ndarray, bright: np.ndarray) -> tuple[int, int] | None:
-    """The bright pixel nearest to the deepest point of the o-mask (the LV centre)."""
+def _seed(depth: np.ndarray, bright: np.ndarray) -> tuple[int, int] | None:
+    """The bright pixel nearest to the deepest point (``depth``: :func:`_depth`) of the o-mask."""
     if not bright.any():
         return None
-    depth = _ndimage().distance_transform_edt(np.pad(o_mask, 1))[1:-1, 1:-1]
     centre = np.unravel_index(int(np.argmax(depth)), depth.shape)
     rows, cols = np.nonzero(bright)
     k = int(np.argmin((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2))
@@ -311,9 +324,9 @@ def grow(
     if not o_mask.any():
         return np.zeros_like(o_mask)
     ndi = _ndimage()
-    core = _core(o_mask, margin)
-    bright = core & (image > _bright_threshold(image[o_mask], alpha))
-    seed = _seed(o_mask, bright)
+    depth = _depth(o_mask)  # once, for the margin and the seed
+    bright = _bright_core(image, o_mask, alpha, margin, depth)
+    seed = _seed(depth, bright)
     if seed is None:
         return np.zeros_like(o_mask)
     # Growing with a fixed acceptance test from a seed reaches exactly the seed's
@@ -358,7 +371,7 @@ def hull(
     image, o_mask = _check(image, o_mask)
     if not o_mask.any():
         return np.zeros_like(o_mask)
-    bright = _core(o_mask, margin) & (image > _bright_threshold(image[o_mask], alpha))
+    bright = _bright_core(image, o_mask, alpha, margin)
     pool = fill_holes(largest_component(bright))
     if not pool.any():
         return pool
