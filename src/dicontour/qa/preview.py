@@ -29,8 +29,9 @@ from urllib.parse import quote
 
 import numpy as np
 
-from ..index import Index, Sample, SampleRecord, read_points
+from ..index import Index, Sample, SampleRecord, read_image, read_points
 from ..problems import Problem
+from ..raster import polygon_to_mask
 from .checks import contour_on_background, duplicate_contours
 
 #: RGB colours: i-contour (blood pool) red, o-contour (epicardium) cyan.
@@ -155,6 +156,18 @@ def _crop_box(sample: Sample, pad: int = 12) -> tuple[int, int, int, int]:
     return left, top, min(left + side, width), min(top + side, height)
 
 
+def _load_with_points(index: Index, record: SampleRecord) -> tuple[Sample, dict[str, np.ndarray]]:
+    """The slice as :meth:`Index.load` reads it, and its contour points: each file read once."""
+    image = read_image(index.location, record)
+    points = {
+        kind: read_points(index.location, path)
+        for kind, path in (("i", record.i_contour), ("o", record.o_contour))
+        if path
+    }
+    masks = {kind: polygon_to_mask(polygon, record.shape) for kind, polygon in points.items()}
+    return Sample(image, masks.get("i"), masks.get("o"), record.patient_id, record.slice), points
+
+
 def contact_sheet(tiles: Sequence[tuple[object, str, bool]], columns: int = SHEET_COLUMNS):
     """Tiles in a grid, each labelled; a flagged tile gets an orange frame.
 
@@ -266,14 +279,9 @@ def write_preview(
         iterator = tqdm(steps, desc="preview", unit="slice", leave=False)
     for pid, k in iterator:
         record = index[k]
-        sample = index.load(k)
+        sample, points = _load_with_points(index, record)
         if checks:
             problems.extend(contour_on_background(record, sample))
-        points = {
-            kind: read_points(index.location, path)
-            for kind, path in (("i", record.i_contour), ("o", record.o_contour))
-            if path
-        }
         picture = render_slice(
             sample.image,
             sample.i_mask,
