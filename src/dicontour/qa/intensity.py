@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ import numpy as np
 
 from ._optional import new_figure, require
 from .metrics import dice
-from .study import LabelledSlice
+from .study import LabelledSlice, group_by_patient
 from .threshold import otsu_threshold
 
 HISTOGRAM_BINS = 64
@@ -166,11 +165,19 @@ def _describe(values: np.ndarray) -> tuple[float, float, float]:
     return float(values.mean()), float(values.std()), float(np.median(values))
 
 
+def _regions(item: LabelledSlice) -> tuple[np.ndarray, np.ndarray]:
+    """(blood pool, myocardium) intensities of a slice, float64: inside i, and in o but not i."""
+    image = item.image
+    return (
+        image[item.i_mask].astype(np.float64),
+        image[item.o_mask & ~item.i_mask].astype(np.float64),
+    )
+
+
 def slice_stats(item: LabelledSlice) -> IntensityStats:
     """:class:`IntensityStats` of one slice with both contours."""
     image = item.image.astype(np.float64)
-    blood = image[item.i_mask]
-    myo = image[item.o_mask & ~item.i_mask]
+    blood, myo = _regions(item)
     inside = image[item.o_mask]
     best, threshold = oracle_threshold(image, item.i_mask, item.o_mask)
     otsu_mask = item.o_mask & (image > otsu_threshold(inside)) if inside.size else item.o_mask
@@ -193,10 +200,9 @@ def patient_stats(
     items: Sequence[LabelledSlice], per_slice: Sequence[IntensityStats]
 ) -> IntensityStats:
     """Pooled :class:`IntensityStats` of one patient's slices (raw intensities pooled)."""
-    blood = np.concatenate([item.image[item.i_mask].astype(np.float64) for item in items])
-    myo = np.concatenate(
-        [item.image[item.o_mask & ~item.i_mask].astype(np.float64) for item in items]
-    )
+    regions = [_regions(item) for item in items]
+    blood = np.concatenate([b for b, _ in regions])
+    myo = np.concatenate([m for _, m in regions])
     return IntensityStats(
         items[0].patient_id,
         None,
@@ -236,12 +242,9 @@ def intensity_study(slices: Sequence[LabelledSlice]) -> IntensityStudy:
     >>> study.patients[0].auc                                 # doctest: +SKIP
     0.97...
     """
-    groups: dict[str, list[LabelledSlice]] = defaultdict(list)
-    for item in slices:
-        groups[item.patient_id].append(item)
     per_slice = []
     pooled = []
-    for items in groups.values():
+    for items in group_by_patient(slices).values():
         mine = [slice_stats(item) for item in items]
         per_slice.extend(mine)
         pooled.append(patient_stats(items, mine))
@@ -321,19 +324,17 @@ def histogram_figure(
         axes = figure.add_subplot(rows, columns, n + 1)
         _histogram_panel(
             axes,
-            item.image[item.i_mask].astype(np.float64),
-            item.image[item.o_mask & ~item.i_mask].astype(np.float64),
+            *_regions(item),
             f"slice {item.slice}: AUC {stats.auc:.2f}, overlap {stats.overlap:.2f}\n"
             f"oracle Dice {stats.oracle_dice:.2f}",
             stats.oracle_threshold,
         )
     axes = figure.add_subplot(rows, columns, count)
+    regions = [_regions(item) for item in items]
     _histogram_panel(
         axes,
-        np.concatenate([item.image[item.i_mask] for item in items]).astype(np.float64),
-        np.concatenate([item.image[item.o_mask & ~item.i_mask] for item in items]).astype(
-            np.float64
-        ),
+        np.concatenate([b for b, _ in regions]),
+        np.concatenate([m for _, m in regions]),
         f"pooled: AUC {pooled.auc:.2f}, overlap {pooled.overlap:.2f}",
     )
     axes.legend(fontsize=6)
@@ -375,9 +376,7 @@ def write_intensity_report(
         json.dumps({"well_aligned": list(well_aligned), **study.to_dict()}, indent=2) + "\n"
     )
     written.append(path)
-    groups: dict[str, list[LabelledSlice]] = defaultdict(list)
-    for item in slices:
-        groups[item.patient_id].append(item)
+    groups = group_by_patient(slices)
     for pooled in study.patients:
         pid = pooled.patient_id
         mine = [s for s in study.slices if s.patient_id == pid]

@@ -23,13 +23,37 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from ..index import Index
 from .metrics import dice, iou
 from .segment import DEFAULT_METHOD, MethodSpec, get_method
+
+
+class _OfPatient(Protocol):
+    @property
+    def patient_id(self) -> str: ...
+
+
+P = TypeVar("P", bound=_OfPatient)
+
+
+def group_by_patient(items: Iterable[P]) -> dict[str, list[P]]:
+    """``items`` by their ``patient_id``: patients in order of first appearance, items in order.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as S
+    >>> groups = group_by_patient([S(patient_id="b"), S(patient_id="a"), S(patient_id="b")])
+    >>> {pid: len(items) for pid, items in groups.items()}
+    {'b': 2, 'a': 1}
+    """
+    groups: dict[str, list[P]] = defaultdict(list)
+    for item in items:
+        groups[item.patient_id].append(item)
+    return dict(groups)
 
 
 @dataclass(frozen=True)
@@ -120,16 +144,13 @@ class Evaluation:
 
     def patients(self) -> dict[str, dict[str, Any]]:
         """patient_id -> ``{"dice": mean, "iou": mean, "slices": n}``, in slice order."""
-        groups: dict[str, list[SliceScore]] = defaultdict(list)
-        for score in self.slices:
-            groups[score.patient_id].append(score)
         return {
             pid: {
                 "dice": float(np.mean([s.dice for s in scores])),
                 "iou": float(np.mean([s.iou for s in scores])),
                 "slices": len(scores),
             }
-            for pid, scores in groups.items()
+            for pid, scores in group_by_patient(self.slices).items()
         }
 
     def to_dict(self) -> dict[str, Any]:
