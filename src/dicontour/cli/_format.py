@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -34,3 +34,17 @@ def print_json(document: Any) -> None:
 def show_progress(args: Any) -> bool:
     """Progress bars go to stderr, and only to a terminal, unless ``--quiet``."""
     return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
+def problem_section(problems: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A report's closing lines: a blank line, ``problems:``, one line each ([] if none).
+
+    ``problems`` are :meth:`Problem.to_dict` documents.
+    """
+    if not problems:
+        return []
+    return [
+        "",
+        "problems:",
+        *(f"  {p['severity']:<7} {p['code']:<24} {p['path']}: {p['message']}" for p in problems),
+    ]

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._format import print_json, show_progress, table
+from ._format import print_json, problem_section, show_progress, table
 
 
 def _count(minimum: int) -> Callable[[str], int]:
@@ -176,10 +176,5 @@ def report(document: dict[str, Any]) -> str:
     ]
     if document["restarts"]:
         lines.append(f"{document['restarts']} worker(s) died and were replaced")
-    if document["problems"]:
-        lines += ["", "problems:"]
-        lines += [
-            f"  {p['severity']:<7} {p['code']:<24} {p['path']}: {p['message']}"
-            for p in document["problems"]
-        ]
+    lines += problem_section(document["problems"])
     return "\n".join(lines)

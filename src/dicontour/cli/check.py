@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._format import print_json, show_progress
+from ._format import show_progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,12 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..qa.checks import check_index, with_problems
     from ..scan import scan
-    from .scan import report
+    from .scan import output
 
     index = scan(args.root, progress=show_progress(args))
-    index = with_problems(index, check_index(index, progress=show_progress(args)))
-    if args.json:
-        print_json(index.to_dict())
-    else:
-        print(report(index))
-    return 1 if args.strict and index.errors() else 0
+    return output(args, with_problems(index, check_index(index, progress=show_progress(args))))

@@ -7,7 +7,7 @@ import argparse
 from ..index import Index
 from ..scan import scan
 from ._engine import add_engine_options, engine_from_args
-from ._format import print_json, show_progress, table
+from ._format import print_json, problem_section, show_progress, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     with engine_from_args(args, workers=1) as engine:
         index = scan(args.root, progress=show_progress(args), mapper=engine.map)
+    return output(args, index)
+
+
+def output(args: argparse.Namespace, index: Index) -> int:
+    """Print ``index`` as ``--json`` or the report; the exit code ``--strict`` asks for."""
     if args.json:
         print_json(index.to_dict())
     else:
@@ -65,7 +70,5 @@ def report(index: Index) -> str:
         f"{summary['unlabelled_slices']} unlabelled slices; problems: "
         + ", ".join(f"{n} {sev}" for sev, n in summary["severity"].items()),
     ]
-    if index.problems:
-        lines += ["", "problems:"]
-        lines += [f"  {p.severity:<7} {p.code:<24} {p.path}: {p.message}" for p in index.problems]
+    lines += problem_section([p.to_dict() for p in index.problems])
     return "\n".join(lines)
