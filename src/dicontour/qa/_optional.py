@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from types import ModuleType
 
 
@@ -32,3 +33,11 @@ def new_figure(width: float, height: float):  # -> matplotlib.figure.Figure
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height))
+
+
+def save_figure(figure, path: Path, *, dpi: int) -> Path:
+    """Lay ``figure`` out tightly and write it to ``path`` (folders created); return ``path``."""
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi)
+    return path

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ._optional import new_figure, require
+from ._optional import new_figure, require, save_figure
 from .metrics import dice
 from .study import LabelledSlice, group_by_patient
 from .threshold import otsu_threshold
@@ -342,10 +342,7 @@ def histogram_figure(
         f"{pooled.patient_id}: intensity inside i (blood pool) vs between i and o (myocardium)",
         fontsize=8,
     )
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=90)
-    return path
+    return save_figure(figure, path, dpi=90)
 
 
 def write_intensity_report(

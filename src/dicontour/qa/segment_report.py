@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._optional import new_figure
+from ._optional import new_figure, save_figure
 from .segment import get_method
 from .study import Evaluation, LabelledSlice, SliceScore
 
@@ -116,10 +116,7 @@ def slice_figure(
     figure.suptitle(
         f"{title} (green: i-contour, magenta: prediction, yellow dashed: o-contour)", fontsize=7
     )
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    return path
+    return save_figure(figure, path, dpi=100)
 
 
 def write_segment_report(
