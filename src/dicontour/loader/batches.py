@@ -145,7 +145,7 @@ class BatchLoader:
     Notes
     -----
     With ``copy=True`` each batch is copied out of its shared-memory slot
-    (0.06 ms for 8 x 256 x 256 in a quiet process, 0.4-0.5 ms while workers
+    (0.06 ms for 8 x 256 x 256 in a quiet process, 0.3-0.5 ms while workers
     load the next batches on a 2-core machine), so the arrays belong to the
     caller and stay valid forever.
 
@@ -159,6 +159,7 @@ class BatchLoader:
     views of more batches than one leaves fewer to load into, and holding
     all of them raises :class:`~dicontour.LoaderError` instead of waiting
     forever.
+
     A batch is shorter than ``batch_size`` only at the end of an epoch or when
     samples were skipped; it can even be empty (every sample in it failed), so
     that an epoch always has ``len(loader)`` batches (ranks stay in step).
@@ -502,7 +503,7 @@ class BatchLoader:
                     upcoming.sent += 1
                 result = ready.pop(next_yield, None)
                 if result is None:
-                    if lent and not pool.busy_slots():
+                    if lent and not pool.busy():
                         self._held_by_caller(pool, lent)  # nothing in flight: wait for no one
                         continue
                     if deadline is None or pool.restarts != restarts:

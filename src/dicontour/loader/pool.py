@@ -87,6 +87,8 @@ class _Worker:
     ready: bool = False
     pid: int | None = None
     tasks: dict[int, Task] = field(default_factory=dict)  # slot -> task in flight
+    # A poll set of the pipe alone: Connection.poll() builds a selector per call.
+    pipe: select.poll = field(default_factory=select.poll)
 
 
 class ProcessPool:
@@ -166,6 +168,10 @@ class ProcessPool:
         """Slots that some worker is filling."""
         return {slot for w in self._workers for slot in w.tasks}
 
+    def busy(self) -> bool:
+        """Whether any worker has a task."""
+        return any(w.tasks for w in self._workers)
+
     def _start(self, number: int) -> _Worker:
         ours, theirs = self._context.Pipe(duplex=True)
         process = self._context.Process(
@@ -193,6 +199,7 @@ class ProcessPool:
         return worker
 
     def _watch(self, worker: _Worker) -> None:
+        worker.pipe.register(worker.conn.fileno(), select.POLLIN)
         for fd in (worker.conn.fileno(), worker.process.sentinel):
             self._poll.register(fd, select.POLLIN)
             self._watched[fd] = worker
@@ -247,7 +254,7 @@ class ProcessPool:
     def _drain(self, worker: _Worker, results: list[Result]) -> bool:
         """Read every message waiting in ``worker``'s pipe; False once it is closed."""
         try:
-            while worker.conn.poll():
+            while worker.pipe.poll(0):
                 message = decode_result(worker.conn.recv_bytes(), worker.number)
                 if isinstance(message, Result):
                     worker.tasks.pop(message.slot, None)
@@ -404,6 +411,9 @@ class InlinePool:
 
     def busy_slots(self) -> set[int]:
         return {task.slot for task in self._tasks}
+
+    def busy(self) -> bool:
+        return bool(self._tasks)
 
     def submit(self, task: Task) -> None:
         self._tasks.append(task)

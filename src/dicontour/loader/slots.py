@@ -26,6 +26,7 @@ leaves a dangling pointer.)
 from __future__ import annotations
 
 import contextlib
+import math
 import mmap
 import os
 import secrets
@@ -96,21 +97,22 @@ class SlotLayout:
 
     @property
     def _masks_offset(self) -> int:
-        return _CONTROL_WORDS * 8 + _aligned(int(np.prod(self.image_shape)) * 4)
+        # math.prod on Python ints: np.prod costs ~10 us, paid per batch lent.
+        return _CONTROL_WORDS * 8 + _aligned(math.prod(self.image_shape) * 4)
 
     @property
     def nbytes(self) -> int:
         """Size of the whole segment."""
-        return self._masks_offset + _aligned(int(np.prod(self.mask_shape)))
+        return self._masks_offset + _aligned(math.prod(self.mask_shape))
 
     def views(self, buffer: memoryview) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(control int64 (8,), images float32 (slots, B, H, W), masks bool) over ``buffer``."""
         control = np.frombuffer(buffer, np.int64, count=_CONTROL_WORDS)
         images = np.frombuffer(
-            buffer, np.float32, count=int(np.prod(self.image_shape)), offset=_CONTROL_WORDS * 8
+            buffer, np.float32, count=math.prod(self.image_shape), offset=_CONTROL_WORDS * 8
         ).reshape(self.image_shape)
         masks = np.frombuffer(
-            buffer, np.bool_, count=int(np.prod(self.mask_shape)), offset=self._masks_offset
+            buffer, np.bool_, count=math.prod(self.mask_shape), offset=self._masks_offset
         ).reshape(self.mask_shape)
         return control, images, masks
 

@@ -24,6 +24,13 @@ class SampleSource(Protocol):
 
     ``read`` runs in worker processes and raises ``DicomError`` or
     ``ContourError`` (naming the file) for a sample that cannot be read.
+
+    A source may also offer ``read_into(k, target, image, mask) -> None``,
+    writing sample k into the given arrays (a slot of the loader's shared
+    memory) and raising ``ValueError`` if their shapes differ from the
+    sample's.  Workers use it instead of ``read`` when nothing is to be done
+    to a sample (no ``normalize``, no ``size``), saving an intermediate
+    array; it is optional, so it is not part of this protocol's checks.
     """
 
     def __len__(self) -> int:
