@@ -545,9 +545,9 @@ class BatchLoader:
             return
         raise LoaderError(
             f"copy=False: all {len(lent)} free batch slots are held by batches still referenced "
-            "(kept in a list, a dict, a tensor...); the loader cannot load the next batch "
-            "without overwriting one.  Copy the batches you keep (np.array(images)), or use "
-            "copy=True"
+            "(kept in a list, a tensor, or a variable left from an earlier loop); the loader "
+            "cannot load the next batch without overwriting one.  Drop or copy the batches you "
+            "keep (np.array(images)), raise prefetch, or use copy=True"
         )
 
     def _check(self, token: int) -> None:
