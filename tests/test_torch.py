@@ -79,3 +79,22 @@ def test_as_tensors_shares_the_loader_batches(data: Traced) -> None:
             pinned = as_tensors(loader, pin_memory=True, device="cpu")
         images, _ = next(pinned)
         assert images.device.type == "cpu" and not images.is_pinned()
+
+
+def test_as_tensors_over_zero_copy_views_is_quiet_and_exact(data: Traced) -> None:
+    import warnings
+
+    from dicontour.torch import as_tensors
+
+    with (
+        BatchLoader(data.index, batch_size=8, workers=1, copy=False) as loader,
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("error")  # torch's "not writable" warning would fail here
+        batches = [(i.clone(), m.clone()) for i, m in as_tensors(loader)]
+    order = np.array(data.expected("i", 0, 0))
+    assert sum(len(images) for images, _ in batches) == len(order)
+    first_images, first_masks = batches[0]
+    for image, mask, k in zip(first_images, first_masks, order[:8], strict=True):
+        np.testing.assert_array_equal(image.numpy(), data.samples[k].image)
+        np.testing.assert_array_equal(mask.numpy(), data.samples[k].i_mask)

@@ -121,8 +121,10 @@ def as_tensors(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of a :class:`~dicontour.BatchLoader` as torch tensors.
 
-    The loader's arrays already belong to the caller, so the tensors share
-    their memory (no copy) unless ``pin_memory`` or ``device`` asks for one.
+    The tensors share the loader's memory (no copy) unless ``pin_memory`` or
+    ``device`` asks for one.  With a ``copy=False`` loader they are views of
+    read-only shared memory: do not write to them in place (torch cannot mark
+    a tensor read-only, so its one-time warning about that is silenced here).
 
     Parameters
     ----------
@@ -159,7 +161,9 @@ def _tensors(
     loader: BatchLoader, pin_memory: bool, device: str | torch.device | None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     for images, masks in loader:
-        image_tensor, mask_tensor = torch.from_numpy(images), torch.from_numpy(masks)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            image_tensor, mask_tensor = torch.from_numpy(images), torch.from_numpy(masks)
         if pin_memory:
             image_tensor, mask_tensor = image_tensor.pin_memory(), mask_tensor.pin_memory()
         if device is not None:
