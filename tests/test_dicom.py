@@ -424,3 +424,18 @@ def test_truncated_compressed_file(tmp_path):
         # file looks like one without pixel data; the reason says it may be cut.
         assert error.code in ("unreadable-dicom", "no-pixel-data")
         assert "file ends" in error.reason or "truncated" in error.reason
+
+
+def test_an_oversized_image_is_refused_before_its_pixels_are_read(tmp_path, make_dicom):
+    import tracemalloc
+
+    pixels = np.zeros((1024, 1024), dtype=np.uint16)  # 2 MiB of pixel data on disk
+    path = make_dicom(tmp_path / "big.dcm", pixels)
+    tracemalloc.start()
+    try:
+        error = _error(read_dicom, path, max_pixels=1000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert error.code == "image-too-large"
+    assert peak < pixels.nbytes / 4, f"{peak} bytes allocated before refusing"

@@ -344,7 +344,9 @@ def read_dicom(
     (dtype('float32'), (64, 64))
     """
     where = _name(source, name)
-    ds = _dcmread(source, where)
+    # Pixel data is left on disk until the header has passed the size limit, so
+    # an oversized file is refused before its pixels are read or allocated.
+    ds = _dcmread(source, where, defer_size=_DEFER_BYTES)
     header = _checked_header(ds, where, max_pixels=max_pixels)
     try:
         pixels = ds.pixel_array
