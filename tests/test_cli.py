@@ -13,6 +13,7 @@ import pytest
 from conftest import I_SQUARE, O_SQUARE, contour_name, write_dicom
 
 from dicontour import LayoutError
+from dicontour import scan as dicontour_scan
 from dicontour.cli import main
 
 
@@ -169,3 +170,32 @@ def test_progress_bar_only_on_a_terminal_and_not_with_quiet(fault_tree, capsys, 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     code, _, err = _run(capsys, "scan", "--quiet", str(fault_tree.root))
     assert code == 0 and err == ""
+
+
+def test_credentials_in_a_url_are_refused_and_never_printed(capsys):
+    code, out, err = _run(capsys, "scan", "s3://AKIAKEY:TOPSECRET@bucket/data")
+    assert code == 2 and out == ""
+    assert "credentials in URLs are not accepted" in err
+    assert "TOPSECRET" not in err and "AKIAKEY" not in err
+
+
+def test_an_output_path_that_is_a_file_is_one_line_not_a_traceback(fault_tree, tmp_path, capsys):
+    target = tmp_path / "a-file"
+    target.write_text("in the way")
+    code, _, err = _run(capsys, "cache", "build", str(fault_tree.root), str(target), "--quiet")
+    assert code == 1
+    assert err.startswith("dicontour: error: ") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_an_unreachable_store_is_a_layout_error(monkeypatch, capsys):
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    def refuse(self, path, **kwargs):
+        raise ConnectionError("endpoint refused the connection")
+
+    monkeypatch.setattr(MemoryFileSystem, "isdir", refuse)
+    with pytest.raises(LayoutError, match="cannot reach the dataset root"):
+        dicontour_scan("memory://nowhere/data")
+    code, _, err = _run(capsys, "scan", "memory://nowhere/data")
+    assert code == 2 and "ConnectionError" in err

@@ -72,10 +72,16 @@ def read_link_csv(root: str | Location) -> list[Patient]:
     """
     where = location(root)
     fs = where.fs
-    if not fs.isdir(where.base):
-        raise LayoutError(f"{where.redacted()}: dataset root does not exist or is not a folder")
     link = where.path("link.csv")
-    if not fs.isfile(link):
+    try:
+        is_dir, is_file = fs.isdir(where.base), fs.isfile(link)
+    except Exception as exc:  # object stores raise their own types (botocore, aiohttp, ...)
+        raise LayoutError(
+            f"{where.redacted()}: cannot reach the dataset root ({type(exc).__name__})"
+        ) from exc
+    if not is_dir:
+        raise LayoutError(f"{where.redacted()}: dataset root does not exist or is not a folder")
+    if not is_file:
         raise LayoutError(f"{where.redacted()}: no link.csv (patient_id,original_id) in the root")
     try:
         text = fs.cat_file(link).decode("utf-8-sig")

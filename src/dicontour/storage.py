@@ -15,6 +15,8 @@ from typing import BinaryIO
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from .errors import LayoutError
+
 
 @dataclass(frozen=True)
 class Location:
@@ -65,10 +67,25 @@ class Location:
 
 
 def location(root: str | os.PathLike[str] | Location) -> Location:
-    """Make a :class:`Location` from a local path or an fsspec URL."""
+    """Make a :class:`Location` from a local path or an fsspec URL.
+
+    Raises
+    ------
+    LayoutError
+        The URL carries credentials (``s3://key:secret@bucket``): they would
+        end up in shell history, process lists and logs.  Use the store's usual
+        environment variables or config files instead.
+    """
     if isinstance(root, Location):
         return root
     text = os.fspath(root)
     if "://" not in text:
         text = os.path.abspath(text)
+    elif "@" in text.split("://", 1)[1].split("/", 1)[0]:
+        scheme = text.split("://", 1)[0]
+        raise LayoutError(
+            f"{scheme}://...: credentials in URLs are not accepted; set them in the "
+            "environment or the store's config file (for S3: AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY, ~/.aws/credentials)"
+        )
     return Location(text)

@@ -3,7 +3,8 @@
 Each subcommand lives in its own module with ``register(subparsers)``, which
 adds its parser and sets ``run(args) -> int``.  :func:`main` turns any
 :class:`~dicontour.DicontourError` into one line on stderr and an exit code
-(2 for an unusable input); ``--debug`` shows the traceback instead.
+(2 for an unusable input), and an ``OSError`` (an output path that is a file,
+a store that refuses access) into one line and exit 1; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"dicontour: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        # An output path that is a file, a full disk, a store that refuses us:
+        # the environment's fault, said in one line like the errors above.
+        if args.debug:
+            raise
+        print(f"dicontour: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("dicontour: interrupted", file=sys.stderr)
