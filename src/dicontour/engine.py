@@ -40,6 +40,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
+from ._process import exit_with_parent
 from .errors import DicontourError
 
 T = TypeVar("T")
@@ -150,10 +151,14 @@ class _Base:
         raise NotImplementedError  # pragma: no cover - overridden
 
 
-def _ignore_interrupts() -> None:
+def _start_worker(parent: int) -> None:
+    """Initializer of a pool worker: quiet on Ctrl-C, gone when the parent is."""
     # Ctrl-C reaches the whole process group: the parent stops the run and shuts the
     # pool down; workers finish their task quietly instead of dying with a traceback each.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A parent killed with SIGKILL shuts nothing down: without this, idle workers would
+    # wait on the task queue forever.
+    exit_with_parent(parent)
 
 
 class LocalEngine(_Base):
@@ -172,6 +177,8 @@ class LocalEngine(_Base):
     ``AWS_ENDPOINT_URL_S3``...) as it is when the pool starts.  A worker that
     dies (killed, out of memory) stops the run with :class:`EngineError`; work
     already written by finished tasks is kept (a cache build resumes from it).
+    Workers end by themselves within a fraction of a second when this process
+    dies without closing the pool (``kill -9``), see :mod:`dicontour._process`.
 
     Examples
     --------
@@ -195,7 +202,8 @@ class LocalEngine(_Base):
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_ignore_interrupts,
+                initializer=_start_worker,
+                initargs=(os.getpid(),),
             )
         return self._pool
 
