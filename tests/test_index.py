@@ -129,3 +129,11 @@ def test_load_reports_files_changed_since_the_scan(tmp_path, fault_tree):
     (root / index[k].dicom).write_text("not a DICOM any more")
     with pytest.raises(DicomError, match="not a DICOM"):
         index.load(k)
+
+
+def test_load_out_of_range_names_the_position_and_the_size(index):
+    with pytest.raises(
+        IndexError, match=rf"sample {len(index)} out of range.*{len(index)} samples"
+    ):
+        index.load(len(index))
+    assert index.load(-1).slice == index[-1].slice

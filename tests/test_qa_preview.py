@@ -164,6 +164,13 @@ def test_preview_command_patient_and_limit(dataset, tmp_path, capsys):
         main(["preview", "--limit", "0", str(dataset), str(out)])
 
 
+def test_preview_of_an_unknown_patient_is_an_error(dataset, tmp_path, capsys):
+    out = tmp_path / "qa"
+    assert main(["preview", "--quiet", "--patient", "NOPE", str(dataset), str(out)]) == 1
+    assert "no labelled slices for patient NOPE" in capsys.readouterr().err
+    assert not (out / "index.html").exists()
+
+
 def _browser() -> str | None:
     for name in BROWSERS:
         found = shutil.which(name)

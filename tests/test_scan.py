@@ -202,18 +202,19 @@ def _codes(index) -> list[str]:
 @pytest.mark.parametrize(
     ("corner", "outside"),
     [
-        ((-OUT_OF_BOUNDS_MARGIN, 5), False),
-        ((-OUT_OF_BOUNDS_MARGIN - 0.01, 5), True),
-        ((5, -OUT_OF_BOUNDS_MARGIN), False),
-        ((5, -OUT_OF_BOUNDS_MARGIN - 0.01), True),
-        ((SHAPE[1] - 1 + OUT_OF_BOUNDS_MARGIN, 5), False),
-        ((SHAPE[1] - 1 + OUT_OF_BOUNDS_MARGIN + 0.01, 5), True),
-        ((5, SHAPE[0] - 1 + OUT_OF_BOUNDS_MARGIN), False),
-        ((5, SHAPE[0] - 1 + OUT_OF_BOUNDS_MARGIN + 0.01), True),
+        ((-0.5 - OUT_OF_BOUNDS_MARGIN, 5), False),
+        ((-0.5 - OUT_OF_BOUNDS_MARGIN - 0.01, 5), True),
+        ((5, -0.5 - OUT_OF_BOUNDS_MARGIN), False),
+        ((5, -0.5 - OUT_OF_BOUNDS_MARGIN - 0.01), True),
+        ((SHAPE[1] - 0.5 + OUT_OF_BOUNDS_MARGIN, 5), False),
+        ((SHAPE[1] - 0.5 + OUT_OF_BOUNDS_MARGIN + 0.01, 5), True),
+        ((5, SHAPE[0] - 0.5 + OUT_OF_BOUNDS_MARGIN), False),
+        ((5, SHAPE[0] - 0.5 + OUT_OF_BOUNDS_MARGIN + 0.01), True),
     ],
 )
 def test_out_of_bounds_margin(tmp_path, corner, outside):
-    # Pixel centres run 0..31; a contour may reach one pixel past them.
+    # Pixel centres run 0..31, the image's edge is at -0.5 and 31.5; a contour may
+    # reach one pixel past that edge.
     text = f"10 10\n{corner[0]} {corner[1]}\n20 20\n"
     index = scan(_tree(tmp_path, {"i1": text}))
     assert _codes(index) == (["out-of-bounds"] if outside else [])

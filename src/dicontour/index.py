@@ -222,6 +222,8 @@ class Index:
 
     def load(self, k: int) -> Sample:
         """Read sample ``k``: its image and masks, from the files on disk."""
+        if not -len(self.samples) <= k < len(self.samples):
+            raise IndexError(f"sample {k} out of range: the index has {len(self.samples)} samples")
         return load_sample(self.location, self.samples[k])
 
     def select(self, target: Target) -> list[int]:

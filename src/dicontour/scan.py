@@ -38,7 +38,8 @@ _CONTOUR_NAME = {
     "o": re.compile(r"^IM-\d+-(\d+)-ocontour-manual\.txt$"),
 }
 _CONTOUR_DIRS = {"i": "i-contours", "o": "o-contours"}
-#: How far (pixels) a contour may reach beyond the pixel centres 0..W-1, 0..H-1.
+#: How far (pixels) a contour may reach beyond the image's outer edge.  Pixel
+#: centres run 0..W-1, so the image itself spans -0.5..W-0.5 in x (likewise y).
 OUT_OF_BOUNDS_MARGIN = 1.0
 
 
@@ -181,17 +182,19 @@ def _duplicate(path: str, kept: str, number: int, patient_id: str) -> Problem:
 def _check_bounds(points: np.ndarray, shape: tuple[int, int]) -> str | None:
     """Say how a contour leaves the image, or None when it stays within the margin."""
     rows, columns = shape
-    low = -OUT_OF_BOUNDS_MARGIN
+    low = -0.5 - OUT_OF_BOUNDS_MARGIN
     x, y = points[:, 0], points[:, 1]
     if (
         x.min() < low
         or y.min() < low
-        or x.max() > columns - 1 + OUT_OF_BOUNDS_MARGIN
-        or (y.max() > rows - 1 + OUT_OF_BOUNDS_MARGIN)
+        or x.max() > columns - 0.5 + OUT_OF_BOUNDS_MARGIN
+        or (y.max() > rows - 0.5 + OUT_OF_BOUNDS_MARGIN)
     ):
         return (
             f"points span x {x.min():.1f}..{x.max():.1f}, y {y.min():.1f}..{y.max():.1f}, "
-            f"beyond the {columns}x{rows} image by more than {OUT_OF_BOUNDS_MARGIN:g} pixel"
+            f"more than {OUT_OF_BOUNDS_MARGIN:g} pixel beyond the image "
+            f"({rows} rows x {columns} columns: x and y from -0.5 to {columns - 0.5:g} "
+            f"and {rows - 0.5:g})"
         )
     return None
 

@@ -44,10 +44,16 @@ def _positive(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import DicontourError
     from ..qa.preview import write_preview
     from ..scan import scan
 
     index = scan(args.root, progress=show_progress(args))
+    unknown = sorted(set(args.patient or ()) - {record.patient_id for record in index})
+    if unknown:
+        raise DicontourError(
+            f"no labelled slices for patient {', '.join(unknown)} in {index.location.redacted()}"
+        )
     result = write_preview(
         index,
         args.out,
