@@ -232,8 +232,66 @@ def test_a_changed_contour_makes_the_cache_stale(dataset: Path, tmp_path: Path) 
     contour.write_text(contour.read_text().replace("\n", " \n"))
     with pytest.raises(CacheError, match=r"stale: .*changed: contourfiles/PH-2\b"):
         open_cache(cache, root=data)
-    assert len(open_cache(cache)) == 36  # without a root the dataset is not consulted
     assert verify_cache(cache, root=data, strict=False).fresh is False
+
+
+def test_without_a_root_the_recorded_root_is_checked(
+    dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = copy_dataset(dataset, tmp_path)
+    cache = tmp_path / "cache"
+    build_cache(data, cache, shard_size=SHARD)
+    recorded = json.loads((cache / "manifest.json").read_text())["source"]
+    assert recorded == str(data)  # absolute, as the build was given it
+    with caplog.at_level("WARNING", logger="dicontour.cache"):
+        assert len(open_cache(cache)) == 36  # fresh: served, quietly
+    assert not caplog.records
+    contour = next((data / "contourfiles" / "PH-2" / "o-contours").iterdir())
+    contour.write_text(contour.read_text() + "\n")
+    stale = rf"stale: the dataset {data} changed .*\(changed: contourfiles/PH-2; "
+    with pytest.raises(CacheError, match=stale):
+        open_cache(cache)
+    with pytest.raises(CacheError, match=stale):
+        dicontour.BatchLoader.from_cache(cache, workers=0)
+    # The opt-out: served as built, no listing, no warning.
+    with caplog.at_level("WARNING", logger="dicontour.cache"):
+        assert len(open_cache(cache, root=False)) == 36
+        with dicontour.BatchLoader.from_cache(cache, batch_size=4, root=False, workers=0) as loader:
+            assert sum(len(images) for images, _ in loader) == 36
+    assert not caplog.records
+
+
+def test_an_unreachable_recorded_root_serves_the_cache_with_a_warning(
+    dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = copy_dataset(dataset, tmp_path)
+    cache = tmp_path / "cache"
+    build_cache(data, cache, shard_size=SHARD)
+    moved = data.rename(tmp_path / "elsewhere")  # training on a machine with only the cache
+    with caplog.at_level("WARNING", logger="dicontour.cache"):
+        assert len(open_cache(cache)) == 36
+    [record] = caplog.records
+    assert record.levelname == "WARNING"
+    assert f"the dataset it was built from, {data}, is not reachable here" in record.getMessage()
+    # An empty folder where the dataset was (an unmounted mount point) is as unreachable.
+    data.mkdir()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="dicontour.cache"):
+        assert len(open_cache(cache)) == 36
+    assert "no link.csv, dicoms/ or contourfiles/ there" in caplog.records[0].getMessage()
+    # Named explicitly, the moved dataset is checked: unchanged, so fresh.
+    caplog.clear()
+    open_cache(cache, root=moved)
+    assert not caplog.records
+
+
+def test_the_recorded_root_is_the_same_for_a_relative_and_an_absolute_root(
+    dataset: Path, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(dataset.parent)
+    cache = tmp_path / "cache"
+    build_cache(dataset.name, cache, shard_size=SHARD)
+    assert tree_bytes(cache) == tree_bytes(reference)
 
 
 def test_an_added_patient_makes_the_cache_stale(dataset: Path, tmp_path: Path) -> None:

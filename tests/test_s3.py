@@ -165,12 +165,16 @@ def test_a_changed_object_makes_the_bucket_cache_stale(s3, s3_cache: str) -> Non
     fs.copy("data/phantom", "data/changed", recursive=True)
     url = "s3://caches/changing"
     build_cache("s3://data/changed", url, shard_size=5)
-    open_cache(url, root="s3://data/changed")
+    fresh = len(open_cache(url, root="s3://data/changed"))
     path = "data/changed/contourfiles/PH-2/o-contours"
     contour = sorted(fs.ls(path))[0]
     fs.pipe_file(contour, fs.cat_file(contour) + b"\n")  # new content, new ETag
     with pytest.raises(CacheError, match=r"stale: .*changed: contourfiles/PH-2"):
         open_cache(url, root="s3://data/changed")
+    # Without root=, against the root the build recorded in the manifest.
+    with pytest.raises(CacheError, match=r"stale: the dataset s3://data/changed changed"):
+        open_cache(url)
+    assert len(open_cache(url, root=False)) == fresh  # the opt-out serves it as built
 
 
 def test_the_secret_never_shows(s3, s3_cache: str, capsys, caplog) -> None:

@@ -2,7 +2,10 @@
 
 Layout of a cache folder (local or an fsspec URL)::
 
-    CACHE/manifest.json            written last: its presence means "complete"
+    CACHE/manifest.json            written last: its presence means "complete"; its
+                                   "source" is the dataset root (absolute path, or URL
+                                   without credentials) that open_cache checks freshness
+                                   against when no root is given
     CACHE/fingerprint.json         per-group hashes of the dataset's files
     CACHE/has.npy                  bool (N, 2): sample k has an [i, o] mask
     CACHE/shards/<nnnnnn>/images.npy     float32 (n, H, W)
@@ -266,6 +269,8 @@ def _top_manifest(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "dicontour_version": _version(),
+        # The same string for every run over the same root (location() made a local path
+        # absolute), so a resumed build stays byte-identical; no credentials in it.
         "source": where.redacted(),
         "options": {"shard_size": shard_size},
         "dataset": {"sha256": dataset.sha256, "files": dataset.files},

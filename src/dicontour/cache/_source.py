@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import bisect
 import io
+import logging
 import os
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from . import _store
 from ._build import FINGERPRINT, FORMAT, FORMAT_VERSION, HAS, MANIFEST, _version, shard_folder
 from ._fingerprint import Fingerprint, fingerprint, list_files
 
+log = logging.getLogger("dicontour.cache")
 _TARGETS = ("i", "o", "both")
 _HEADER_BYTES = 512
 
@@ -307,20 +309,10 @@ def read_manifest(cache: str | Location) -> dict[str, Any]:
     return _check_format(where, _store.read_json(where, MANIFEST))
 
 
-def check_fresh(cache: str | Location, root: str | Location) -> None:
-    """Refuse a cache whose dataset changed since the build.
-
-    Recomputes the fingerprint of ``root``'s files (sizes and versions from a
-    listing; no file is read) and compares it with the one recorded.
-
-    Raises
-    ------
-    CacheError
-        Stale: the message names the patients' folders that changed.
-    """
-    where, data = location(cache), location(root)
-    manifest = read_manifest(where)
-    now = fingerprint(list_files(data))
+def _refuse_if_changed(
+    where: Location, manifest: dict[str, Any], data: Location, now: Fingerprint
+) -> None:
+    """Raise the stale-cache error if ``now`` differs from the fingerprint recorded."""
     if now.sha256 == manifest["dataset"]["sha256"]:
         return
     try:
@@ -334,18 +326,77 @@ def check_fresh(cache: str | Location, root: str | Location) -> None:
     )
 
 
-def open_cache(cache: str | Location, *, root: str | Location | None = None) -> CacheSource:
-    """Open a complete cache for reading.
+def check_fresh(cache: str | Location, root: str | Location) -> None:
+    """Refuse a cache whose dataset changed since the build.
+
+    Recomputes the fingerprint of ``root``'s files (sizes and versions from a
+    listing; no file is read) and compares it with the one recorded.
+
+    Raises
+    ------
+    CacheError
+        Stale: the message names the patients' folders that changed.
+    """
+    where, data = location(cache), location(root)
+    manifest = read_manifest(where)
+    _refuse_if_changed(where, manifest, data, fingerprint(list_files(data)))
+
+
+def _check_recorded_root(where: Location, manifest: dict[str, Any]) -> None:
+    """Check freshness against the dataset the build recorded, if it can be reached from here.
+
+    Unreachable (no file of the layout there, or the store refuses the
+    listing): the cache is served as built, with a warning on the
+    ``dicontour.cache`` logger that names the recorded root.
+    """
+    recorded = manifest.get("source")
+    if not isinstance(recorded, str) or not recorded:
+        log.warning(
+            "%s: cannot check that the cache is fresh: its manifest records no dataset root; "
+            "pass root= to check it, or root=False to silence this warning",
+            where.redacted(),
+        )
+        return
+    data = location(recorded)
+    try:
+        now = fingerprint(list_files(data))
+    except Exception as exc:  # any store error (credentials, network): the check is optional
+        reason = f"{type(exc).__name__}: {exc}"
+    else:
+        if now.files:  # a dataset is there: compare, and refuse a changed one
+            _refuse_if_changed(where, manifest, data, now)
+            return
+        # Nothing of the layout: moved away, or an empty mount point on another machine.
+        reason = "no link.csv, dicoms/ or contourfiles/ there"
+    log.warning(
+        "%s: cannot check that the cache is fresh: the dataset it was built from, %s, "
+        "is not reachable here (%s); serving the cache as built. Pass root= to check "
+        "against a copy of the dataset, or root=False to skip the check",
+        where.redacted(),
+        recorded,
+        reason,
+    )
+
+
+def open_cache(
+    cache: str | Location, *, root: str | Location | Literal[False] | None = None
+) -> CacheSource:
+    """Open a complete cache for reading, refusing it if its dataset changed since the build.
 
     Parameters
     ----------
     cache : str or Location
         The cache folder or URL.
-    root : str or Location, optional
-        The dataset it was built from.  When given, the cache is refused if
-        the dataset's files changed since the build (see :func:`check_fresh`);
-        without it the dataset is not consulted (training from a copied cache
-        on a machine without the dataset).
+    root : str, Location or False, optional
+        The dataset to check freshness against (see :func:`check_fresh`).
+        By default (None), the dataset root recorded at build time (an
+        absolute path, or a URL without credentials): if it holds no dataset
+        here (training from a copied cache on a machine without the data) or
+        the store refuses the listing, the cache is served and a warning
+        naming that root is logged on the ``dicontour.cache`` logger.  Give
+        the dataset's path here when it moved; ``False`` skips the check (no
+        listing, no warning: for callers who checked already, e.g. with
+        ``dicontour cache verify CACHE --root ROOT``).
 
     Returns
     -------
@@ -354,18 +405,31 @@ def open_cache(cache: str | Location, *, root: str | Location | None = None) -> 
     Raises
     ------
     CacheError
-        Missing, unfinished, another format or dicontour version, or stale.
+        Missing, unfinished, another format or dicontour version, or stale
+        (the message names the patients' folders that changed).
+
+    Notes
+    -----
+    The check lists the dataset's files (no file is read): milliseconds for a
+    local dataset, about one request per 1,000 files on an object store.
+    Every process that opens the cache pays it; with many training processes
+    over a large remote dataset, check once and open with ``root=False``.
 
     Examples
     --------
-    >>> source = open_cache("cache", root="final_data")    # doctest: +SKIP
+    >>> source = open_cache("cache")                       # doctest: +SKIP
     >>> len(source), source.has("o").sum()                 # doctest: +SKIP
     (96, 46)
+    >>> source = open_cache("cache", root="/data/moved")   # doctest: +SKIP
+    >>> source = open_cache("cache", root=False)           # doctest: +SKIP
     """
     where = location(cache)
     manifest = read_manifest(where)
-    if root is not None:
-        check_fresh(where, root)
+    if root is None:
+        _check_recorded_root(where, manifest)
+    elif root is not False:
+        data = location(root)
+        _refuse_if_changed(where, manifest, data, fingerprint(list_files(data)))
     try:
         raw = where.fs.cat_file(where.path(HAS))
         has = np.load(io.BytesIO(raw), allow_pickle=False)

@@ -290,9 +290,11 @@ class BatchLoader:
     ) -> BatchLoader:
         """A loader over a preprocessed cache (a folder or URL made by ``dicontour cache build``).
 
-        ``root``, the dataset the cache was built from, makes a stale cache
-        refuse to open (:func:`dicontour.cache.open_cache`); every other option
-        is the constructor's, with the same guarantees (``rank``/``world_size``
+        A cache whose dataset changed since the build refuses to open: it is
+        checked against ``root`` if given, else against the dataset root the
+        build recorded (served with a logged warning where that root cannot be
+        reached); ``root=False`` skips the check (:func:`dicontour.cache.open_cache`).
+        Every other option is the constructor's, with the same guarantees (``rank``/``world_size``
         included).  The workers copy each sample from the memory-mapped shard
         straight into its shared-memory slot; ``copy=False`` then hands the
         slot over without a second copy (the fastest path, see Notes of
