@@ -139,10 +139,11 @@ def build_fault_tree(root: Path) -> FaultTree:
     root.mkdir(parents=True, exist_ok=True)
     put(
         "link.csv",
-        "patient_id,original_id\nP1,O1\nP2,O2\nP3,O3\nP1,O9\nP5,O5\n",
+        "patient_id,original_id\nP1,O1\nP2,O2\nP3,O3\nP1,O9\nP5,O5\n../P1,O7\n",
     )
     problems: set[tuple[str, str]] = {
         ("duplicate-link", "link.csv"),  # row P1,O9 repeats P1
+        ("bad-link-row", "link.csv"),  # ../P1 is not a folder name; the other rows are used
         ("missing-patient-folder", "dicoms/P3"),
         ("missing-contour-folder", "contourfiles/O2"),
         ("not-in-link-csv", "dicoms/PX"),
@@ -222,14 +223,20 @@ def build_fault_tree(root: Path) -> FaultTree:
     problems.add(("too-many-points", put(i_of(14), "1 1\n" * (MAX_POINTS + 1))))
     # 15: binary garbage.
     problems.add(("unparseable-contour", put(i_of(15), b"\xff\xfe\x00\x81garbage\x00")))
-    # 16: a contour that vanishes between listing and reading (a dangling link).
+    # 16: a dangling link; 18: a link to a valid contour outside the root.  Neither
+    # is read, so slice 16 and 18 stay unlabelled.
+    outside = root.parent / "outside-the-root.txt"
+    outside.write_text(I_SQUARE)
     try:
         os.symlink(root / "nowhere.txt", root / i_of(16))
+        os.symlink(outside, root / i_of(18))
     except (OSError, NotImplementedError):
-        pass  # no symlinks here; the code is then not exercised
+        linked = False  # no symlinks here; the codes are then not exercised
     else:
-        problems.add(("missing-contour", i_of(16)))
-    # 17, 18: unlabelled.
+        linked = True
+        problems.add(("broken-link", i_of(16)))
+        problems.add(("link-outside-root", i_of(18)))
+    # 17, 18 (and 16): unlabelled.
 
     # P5: one slice of a different size.
     p5 = root / "dicoms/P5"
@@ -246,7 +253,7 @@ def build_fault_tree(root: Path) -> FaultTree:
         problems=frozenset(problems),
         samples=samples,
         dicoms=len(good_dicoms) + 5 + 2 + 3,  # P1 (with 8..12), P2, P5
-        unlabelled=2 + 2,  # P1 slices 17 and 18, P2's two slices
+        unlabelled=2 + linked + 2,  # P1 slices 17, 18 (16 when linked), P2's two slices
         patients=3,  # P1, P2, P5 (P3 has no folder; P1,O9 repeats P1)
     )
 

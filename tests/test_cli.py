@@ -102,10 +102,10 @@ def test_unusable_root_exits_2_with_one_line(tmp_path, capsys, json_flag):
 
 
 def test_malformed_link_csv_exits_2(tmp_path, capsys):
-    (tmp_path / "link.csv").write_text("patient_id,original_id\nonly-one-cell\n")
+    (tmp_path / "link.csv").write_text("id,folder\nP,O\n")
     code, _, err = _run(capsys, "scan", str(tmp_path))
     assert code == 2
-    assert "link.csv line 2" in err and err.count("\n") == 1
+    assert "link.csv: first line must be" in err and err.count("\n") == 1
 
 
 def test_debug_shows_the_exception(tmp_path):

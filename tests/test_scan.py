@@ -40,8 +40,11 @@ def test_every_problem_code_is_triggered(fault_tree, fault_index):
         "contour-on-background",
         "duplicate-contour",
     }
-    if not any(code == "missing-contour" for code, _ in fault_tree.problems):
-        expected.discard("missing-contour")  # no symlinks on this system to fake it
+    # Special files, unlistable folders and files vanishing mid-scan cannot live in a
+    # shared tree (copies would block or fail): tests/test_files.py triggers them.
+    expected -= {"not-a-regular-file", "unreadable-folder", "missing-contour"}
+    if not any(code == "broken-link" for code, _ in fault_tree.problems):
+        expected -= {"broken-link", "link-outside-root"}  # no symlinks on this system
     assert codes == expected
 
 
@@ -124,7 +127,8 @@ def test_summary_counts(fault_tree, fault_index):
     assert summary["problems"] == {code: codes.count(code) for code in sorted(set(codes))}
     assert sum(summary["severity"].values()) == len(fault_tree.problems)
     p1 = summary["per_patient"]["P1"]
-    assert (p1["dicoms"], p1["labelled_slices"], p1["unlabelled_slices"]) == (17, 5, 2)
+    unlabelled = 2 + (fault_tree.unlabelled - 4)  # 17 and 18; 16 too when its link exists
+    assert (p1["dicoms"], p1["labelled_slices"], p1["unlabelled_slices"]) == (17, 5, unlabelled)
     assert (p1["i_contours"], p1["o_contours"]) == (3, 4)
     assert set(summary["per_patient"]) == {"P1", "P2", "P5"}
 
@@ -167,7 +171,8 @@ def test_same_result_through_fsspec(fault_tree, fault_index):
                 continue
             fs.pipe(f"{target}/{relative}", path.read_bytes())
         remote = scan(f"memory://{target}")
-        local = [(c, p) for c, p in _found(fault_index) if c != "missing-contour"]
+        links = ("broken-link", "link-outside-root")  # the copy leaves links out
+        local = [(c, p) for c, p in _found(fault_index) if c not in links]
         assert _found(remote) == local
         assert [r.to_dict() for r in remote] == [r.to_dict() for r in fault_index]
         k = next(k for k, r in enumerate(remote) if r.i_contour and r.o_contour)
@@ -337,16 +342,17 @@ def test_no_link_csv(tmp_path):
     [
         ("", "first line must be 'patient_id,original_id'"),
         ("id,folder\nP,O\n", "first line must be 'patient_id,original_id'"),
-        ("patient_id,original_id\nP,O\nQ\n", r"line 3: expected 'patient_id,original_id'"),
-        ("patient_id,original_id\nP,\n", r"line 2: expected"),
-        ("patient_id,original_id\n../P,O\n", "plain folder names"),
-        ("patient_id,original_id\nP,O\x00\n", "plain folder names"),
-        ('patient_id,original_id\nP,"' + "O" * 200_000 + '"\n', "not a valid CSV"),
+        ("\n\n", "first line must be 'patient_id,original_id'"),
+        ("P,O\npatient_id,original_id\n", "first line must be 'patient_id,original_id'"),
+        (b"\xff\xfe,original_id\nP,O\n", "first line must be 'patient_id,original_id'"),
     ],
-    ids=["empty", "bad-header", "one-cell", "empty-cell", "path-in-id", "nul-in-id", "huge-field"],
+    ids=["empty", "bad-header", "blank-lines-only", "header-not-first", "header-not-utf8"],
 )
 def test_malformed_link_csv(tmp_path, text, match):
-    (tmp_path / "link.csv").write_text(text)
+    if isinstance(text, bytes):
+        (tmp_path / "link.csv").write_bytes(text)
+    else:
+        (tmp_path / "link.csv").write_text(text)
     with pytest.raises(LayoutError, match=match) as info:
         scan(tmp_path)
     assert "link.csv" in str(info.value)

@@ -15,7 +15,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .errors import ContourError
+from ._files import open_regular
+from .errors import ContourError, RefusedFileError
 
 #: Most points accepted in one contour, checked before parsing into an array.
 MAX_POINTS = 100_000
@@ -147,8 +148,10 @@ def read_contour(
     if isinstance(source, str | os.PathLike):
         where = name or os.fspath(source)
         try:
-            with open(source, "rb") as handle:
+            with open_regular(source, name=where) as handle:  # a FIFO would block open()
                 data = handle.read(MAX_BYTES + 1)
+        except RefusedFileError as exc:
+            raise ContourError(where, exc.reason, code=exc.code) from exc
         except FileNotFoundError as exc:
             raise ContourError(where, "file does not exist", code="missing-contour") from exc
         except OSError as exc:

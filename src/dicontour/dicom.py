@@ -13,6 +13,8 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
@@ -22,7 +24,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from .errors import DicomError
+from ._files import open_regular
+from .errors import DicomError, RefusedFileError
 
 #: Largest image accepted, in pixels (rows x columns x frames).  Checked from the
 #: header, before any pixel buffer is allocated.
@@ -110,9 +113,32 @@ def _name(source: PathOrFile, name: str | None) -> str:
     return str(getattr(source, "name", "<file object>"))
 
 
+@contextmanager
+def _opened(source: PathOrFile, where: str) -> Iterator[BinaryIO]:
+    """A path opened as a regular file only (a FIFO would block); a file object as is."""
+    if not isinstance(source, str | os.PathLike):
+        yield source
+        return
+    try:
+        handle = open_regular(source, name=where)
+    except RefusedFileError as exc:
+        raise DicomError(where, exc.reason, code=exc.code) from exc
+    except FileNotFoundError as exc:
+        raise DicomError(where, "file does not exist", code="missing-dicom") from exc
+    except OSError as exc:
+        raise DicomError(where, f"cannot read file ({exc})") from exc
+    with handle:
+        yield handle
+
+
 def _dcmread(source: PathOrFile, where: str, **kwargs: object) -> pydicom.Dataset:
     try:
-        return pydicom.dcmread(source, **kwargs)
+        ds = pydicom.dcmread(source, **kwargs)
+        if not isinstance(source, str | os.PathLike) and getattr(ds, "buffer", None) is None:
+            # pydicom would re-open a binary file by its name for deferred values (a
+            # second, unchecked open; an fd number as name fails): read the open file.
+            ds.buffer = source
+        return ds
     except FileNotFoundError as exc:
         raise DicomError(where, "file does not exist", code="missing-dicom") from exc
     except InvalidDicomError as exc:
@@ -244,17 +270,28 @@ def _raw_layout(
     # pydicom would not mask or sign-extend anything.
     if int(ds.get("BitsStored", bits) or bits) != bits:
         return None
-    if not isinstance(source, str | os.PathLike):
+    stat = _stat_of(source)
+    if stat is None:  # not a local file: nothing to read directly
         return None
     signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
     dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}").str
-    stat = os.stat(source)
     return RawPixels(offset=offset, dtype=dtype, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
 
 
-def _size_of(source: PathOrFile) -> int | None:
+def _stat_of(source: PathOrFile) -> os.stat_result | None:
+    """The stat of a path or of a local file object's descriptor (None for others)."""
     if isinstance(source, str | os.PathLike):
-        return os.stat(source).st_size
+        return os.stat(source)
+    try:
+        return os.fstat(source.fileno())
+    except (AttributeError, io.UnsupportedOperation, ValueError):
+        return None
+
+
+def _size_of(source: PathOrFile) -> int | None:
+    stat = _stat_of(source)
+    if stat is not None:
+        return stat.st_size
     size = getattr(source, "size", None)
     if isinstance(size, int):
         return size
@@ -302,12 +339,13 @@ def read_dicom_header(
     (64, 64)
     """
     where = _name(source, name)
-    ds = _dcmread(source, where, defer_size=_DEFER_BYTES)
-    header = _checked_header(ds, where, max_pixels=max_pixels)
-    try:
-        raw = _raw_layout(ds, header, source, where)
-    except OSError as exc:
-        raise DicomError(where, f"cannot stat file ({exc})") from exc
+    with _opened(source, where) as handle:
+        ds = _dcmread(handle, where, defer_size=_DEFER_BYTES)
+        header = _checked_header(ds, where, max_pixels=max_pixels)
+        try:
+            raw = _raw_layout(ds, header, handle, where)
+        except OSError as exc:
+            raise DicomError(where, f"cannot stat file ({exc})") from exc
     return replace(header, raw=raw)
 
 
@@ -344,14 +382,17 @@ def read_dicom(
     (dtype('float32'), (64, 64))
     """
     where = _name(source, name)
-    # Pixel data is left on disk until the header has passed the size limit, so
-    # an oversized file is refused before its pixels are read or allocated.
-    ds = _dcmread(source, where, defer_size=_DEFER_BYTES)
-    header = _checked_header(ds, where, max_pixels=max_pixels)
-    try:
-        pixels = ds.pixel_array
-    except Exception as exc:  # decoders raise many types; keep the cause chained
-        raise DicomError(where, f"cannot decode pixel data ({type(exc).__name__}: {exc})") from exc
+    with _opened(source, where) as handle:
+        # Pixel data is left on disk until the header has passed the size limit, so
+        # an oversized file is refused before its pixels are read or allocated.
+        ds = _dcmread(handle, where, defer_size=_DEFER_BYTES)
+        header = _checked_header(ds, where, max_pixels=max_pixels)
+        try:
+            pixels = ds.pixel_array
+        except Exception as exc:  # decoders raise many types; keep the cause chained
+            raise DicomError(
+                where, f"cannot decode pixel data ({type(exc).__name__}: {exc})"
+            ) from exc
     if pixels.shape != header.shape:
         raise DicomError(where, f"decoded shape {pixels.shape} != Rows x Columns {header.shape}")
     return DicomImage(image=_rescale(pixels, header), header=header)
@@ -366,13 +407,24 @@ def _rescale(pixels: np.ndarray, header: DicomHeader) -> np.ndarray:
     return image
 
 
-def read_dicom_pixels(path: str | os.PathLike[str], header: DicomHeader) -> np.ndarray:
+def read_dicom_pixels(
+    source: PathOrFile, header: DicomHeader, *, name: str | None = None
+) -> np.ndarray:
     """Read the image of a slice whose header was read before, as fast as possible.
 
     When ``header.raw`` is set and the file's size and modification time are
     unchanged, the pixels are read directly at the recorded offset (about ten
     times faster than a full parse); otherwise the file is decoded again with
     :func:`read_dicom`, which also re-validates it.
+
+    Parameters
+    ----------
+    source : str, path or binary file object
+        The file; a path is opened once, as a regular file only.
+    header : DicomHeader
+        From :func:`read_dicom_header` on the same file.
+    name : str, optional
+        The name used in errors (defaults to the path).
 
     Returns
     -------
@@ -383,24 +435,26 @@ def read_dicom_pixels(path: str | os.PathLike[str], header: DicomHeader) -> np.n
     DicomError
         The file became unreadable, or its shape changed since the header read.
     """
-    raw = header.raw
-    if raw is not None:
-        try:
-            with open(path, "rb") as handle:
-                stat = os.fstat(handle.fileno())
-                if stat.st_size == raw.size and stat.st_mtime_ns == raw.mtime_ns:
+    where = _name(source, name)
+    with _opened(source, where) as handle:
+        raw = header.raw
+        if raw is not None:
+            try:
+                stat = _stat_of(handle)
+                if stat and stat.st_size == raw.size and stat.st_mtime_ns == raw.mtime_ns:
+                    start = handle.tell()
                     handle.seek(raw.offset)
                     count = header.rows * header.columns
                     pixels = np.fromfile(handle, dtype=raw.dtype, count=count)
                     if pixels.size == count:
                         return _rescale(pixels.reshape(header.shape), header)
-        except FileNotFoundError as exc:
-            raise DicomError(path, "file does not exist", code="missing-dicom") from exc
-        except OSError as exc:
-            raise DicomError(path, f"cannot read file ({exc})") from exc
-    decoded = read_dicom(path)
+                    handle.seek(start)
+            except OSError as exc:
+                raise DicomError(where, f"cannot read file ({exc})") from exc
+        decoded = read_dicom(handle, name=where)
     if decoded.header.shape != header.shape:
         raise DicomError(
-            path, f"image shape changed since the scan: {decoded.header.shape} != {header.shape}"
+            where,
+            f"image shape changed since the scan: {decoded.header.shape} != {header.shape}",
         )
     return decoded.image

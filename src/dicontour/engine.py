@@ -33,6 +33,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -50,6 +51,9 @@ EngineKind = Literal["local", "dask"]
 #: Tasks in flight per worker: enough to keep workers busy between hand-offs,
 #: few enough that queued task arguments never dominate memory.
 IN_FLIGHT_PER_WORKER = 2
+#: Seconds :meth:`LocalEngine.close` lets workers finish their task before
+#: terminating them.
+CLOSE_GRACE_SECONDS = 5.0
 
 
 class EngineError(DicontourError, RuntimeError):
@@ -241,10 +245,32 @@ class LocalEngine(_Base):
                 future.cancel()
 
     def close(self) -> None:
-        """Stop the worker processes (idempotent)."""
+        """Stop the worker processes (idempotent), never waiting forever.
+
+        Queued tasks are cancelled; workers get :data:`CLOSE_GRACE_SECONDS` to
+        finish their current task, then are terminated (a task blocked in a
+        system call would otherwise hold ``close`` and Ctrl-C for good).
+        """
         pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        if pool is None:
+            return
+        # The executor keeps its processes private; they are the only handle on a
+        # worker stuck in a task, which shutdown(wait=True) would wait on forever.
+        workers = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + CLOSE_GRACE_SECONDS
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+                worker.join(1.0)
+            if worker.is_alive():
+                worker.kill()
+                worker.join(1.0)
+        manager = getattr(pool, "_executor_manager_thread", None)
+        if manager is not None:
+            manager.join(1.0)  # it ends once its workers have
 
 
 def _distributed() -> Any:

@@ -79,6 +79,26 @@ class ContourError(_FileError, ValueError):
         return (partial(type(self), line=self.line, code=self.code), (self.path, self.reason))
 
 
+class RefusedFileError(_FileError, OSError):
+    """A path that dicontour will not read: not a regular file, or a link it does not follow.
+
+    Raised before any byte is read (a FIFO would block a read forever, a device
+    never ends, a link out of the dataset root would leak what it points to).
+
+    Attributes
+    ----------
+    path : str
+        The path as asked for (never the link's target).
+    reason : str
+        What it is, and why it is not read.
+    code : str
+        The scan's problem code: ``not-a-regular-file``, ``link-outside-root``,
+        ``broken-link`` or ``unreadable-folder``.
+    """
+
+    default_code = "not-a-regular-file"
+
+
 class LayoutError(DicontourError, ValueError):
     """The dataset root cannot be used at all (missing, no or malformed ``link.csv``)."""
 

@@ -21,8 +21,8 @@ from typing import Any, Literal
 import numpy as np
 
 from .contour import read_contour
-from .dicom import DicomHeader, read_dicom, read_dicom_header, read_dicom_pixels
-from .errors import ContourError, DicomError
+from .dicom import DicomHeader, read_dicom_header, read_dicom_pixels
+from .errors import ContourError, DicomError, RefusedFileError
 from .problems import Problem
 from .raster import polygon_to_mask
 from .storage import Location, location
@@ -118,9 +118,18 @@ class Sample:
 
 @contextmanager
 def _opened(root: Location, relative: str, error: type[DicomError | ContourError]) -> Iterator[Any]:
-    """Open a file of a remote root, turning storage errors into ``error`` naming it."""
+    """Open a dataset file through ``root`` (the one gate, see :mod:`dicontour.storage`).
+
+    Storage errors and refusals (a FIFO, a link out of the root) become ``error``
+    naming the file, with the refusal's problem code.
+    """
     try:
         handle = root.open(relative)
+    except RefusedFileError as exc:
+        raise error(relative, exc.reason, code=exc.code) from exc
+    except FileNotFoundError as exc:
+        missing = "missing-dicom" if error is DicomError else "missing-contour"
+        raise error(relative, "file does not exist", code=missing) from exc
     except OSError as exc:
         raise error(relative, f"cannot open ({type(exc).__name__}: {exc})") from exc
     with handle:
@@ -129,29 +138,20 @@ def _opened(root: Location, relative: str, error: type[DicomError | ContourError
 
 def read_header(root: Location, relative: str) -> DicomHeader:
     """The header of the DICOM file ``relative`` under ``root`` (a folder or a store)."""
-    if root.is_local:
-        return read_dicom_header(root.path(relative), name=relative)
     with _opened(root, relative, DicomError) as handle:
         return read_dicom_header(handle, name=relative)
 
 
 def read_points(root: Location, relative: str) -> np.ndarray:
     """The (N, 2) (x, y) points of the contour file ``relative`` under ``root``."""
-    if root.is_local:
-        return read_contour(root.path(relative), name=relative)
     with _opened(root, relative, ContourError) as handle:
         return read_contour(handle, name=relative)
 
 
 def read_image(root: Location, record: SampleRecord) -> np.ndarray:
     """The float32 image of ``record``; the direct-offset fast path on local files."""
-    if root.is_local:
-        return read_dicom_pixels(root.path(record.dicom), record.header)
     with _opened(root, record.dicom, DicomError) as handle:
-        image = read_dicom(handle, name=record.dicom).image
-    if image.shape != record.shape:
-        raise DicomError(record.dicom, f"image shape changed since the scan: {image.shape}")
-    return image
+        return read_dicom_pixels(handle, record.header, name=record.dicom)
 
 
 def read_mask(root: Location, relative: str, shape: tuple[int, int]) -> np.ndarray:

@@ -29,6 +29,16 @@ CODES: dict[str, tuple[Severity, str]] = {
     "not-in-link-csv": ("warning", "a folder that no link.csv row names; its files are not used"),
     "duplicate-link": ("error", "a patient_id or original_id on more than one link.csv row"),
     "stray-file": ("info", "a file or folder that is not part of the layout; ignored"),
+    "bad-link-row": (
+        "error",
+        "a link.csv row that cannot be used (not two plain folder names, not UTF-8 text, "
+        "control characters); the other rows are",
+    ),
+    # what is never read (see dicontour.storage)
+    "not-a-regular-file": ("error", "a FIFO, socket or device where a file or folder belongs"),
+    "link-outside-root": ("error", "a symbolic link leading outside the dataset root"),
+    "broken-link": ("error", "a symbolic link to nothing (dangling) or in a loop"),
+    "unreadable-folder": ("error", "a folder that cannot be listed (permissions, I/O error)"),
     # DICOM files
     "missing-dicom": ("error", "a contour for a slice whose DICOM file does not exist"),
     "unreadable-dicom": ("error", "a DICOM file that is not DICOM, truncated or undecodable"),

@@ -18,6 +18,7 @@ import csv
 import io
 import os
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ContourError, DicomError, LayoutError
+from .errors import ContourError, DicomError, LayoutError, RefusedFileError
 from .index import Index, SampleRecord, read_header, read_points
 from .problems import Problem, problem
 from .qa.checks import I_OUTSIDE_O_TOLERANCE as I_OUTSIDE_O_TOLERANCE  # re-exported
@@ -62,71 +63,166 @@ class PatientScan:
     unlabelled: int = 0
 
 
+#: Largest link.csv accepted, in bytes (checked before reading it): a real one is
+#: a few bytes per patient, so this is over 100,000 patients.
+MAX_LINK_CSV_BYTES = 16 * 2**20
+_LINE_END = re.compile(rb"\r\n|\r|\n")  # the csv module's own line ends, split as bytes
+_HEADER = ["patient_id", "original_id"]
+
+
 def read_link_csv(root: str | Location) -> list[Patient]:
-    """Read ``link.csv``.
+    """Read ``link.csv``: one :class:`Patient` per row.
+
+    Blank lines are skipped, before the header too.  :func:`scan` reports a bad
+    row as a ``bad-link-row`` problem and uses the others; called directly,
+    this function raises on it.
 
     Raises
     ------
     LayoutError
-        The root or link.csv is missing, or link.csv lacks the
-        ``patient_id,original_id`` header or has a malformed row.
+        The root or link.csv is missing or not a regular file, link.csv is over
+        :data:`MAX_LINK_CSV_BYTES`, lacks the ``patient_id,original_id``
+        header, or has a bad row.
     """
-    where = location(root)
-    fs = where.fs
-    link = where.path("link.csv")
+    patients, problems = _read_links(location(root))
+    if problems:
+        raise LayoutError(f"link.csv {problems[0].message}")
+    return patients
+
+
+def _read_links(where: Location) -> tuple[list[Patient], list[Problem]]:
+    """The usable rows of link.csv, and a ``bad-link-row`` problem for each other row."""
+    data = _link_bytes(where)
+    lines = _LINE_END.split(data.removeprefix(b"\xef\xbb\xbf"))
+    rows = iter(enumerate(lines, start=1))
+    header: list[str] = []
+    for number, line in rows:
+        if not line.strip():
+            continue
+        cells = _parse_line(line)
+        header = [cell.strip().lower() for cell in cells] if isinstance(cells, list) else []
+        if header[:2] != _HEADER:
+            shown = cells if isinstance(cells, list) else f"line {number}: {cells}"
+            raise LayoutError(
+                f"link.csv: first line must be 'patient_id,original_id' (blank lines before "
+                f"it are skipped), got {shown}"
+            )
+        break
+    if header[:2] != _HEADER:
+        raise LayoutError("link.csv: first line must be 'patient_id,original_id', got []")
+    patients, problems = [], []
+    for number, line in rows:
+        cells = _parse_line(line)
+        if isinstance(cells, str):
+            why = cells
+        else:
+            cells = [cell.strip() for cell in cells]
+            if not any(cells):
+                continue
+            why = _bad_ids(cells)
+        if why is None:
+            patients.append(Patient(cells[0], cells[1]))
+            continue
+        shown = repr(line[:80].decode("utf-8", "backslashreplace"))
+        problems.append(
+            problem("bad-link-row", "link.csv", f"line {number}: {why}, got {shown}; row not used")
+        )
+    return patients, problems
+
+
+def _link_bytes(where: Location) -> bytes:
+    """The bytes of link.csv, refused before reading when over the limit or not a file."""
     try:
-        is_dir, is_file = fs.isdir(where.base), fs.isfile(link)
+        is_dir = where.fs.isdir(where.base)
+        is_file = True if where.is_local else where.fs.isfile(where.path("link.csv"))
     except Exception as exc:  # object stores raise their own types (botocore, aiohttp, ...)
         raise LayoutError(
             f"{where.redacted()}: cannot reach the dataset root ({type(exc).__name__})"
         ) from exc
     if not is_dir:
         raise LayoutError(f"{where.redacted()}: dataset root does not exist or is not a folder")
+    missing = f"{where.redacted()}: no link.csv (patient_id,original_id) in the root"
     if not is_file:
-        raise LayoutError(f"{where.redacted()}: no link.csv (patient_id,original_id) in the root")
+        raise LayoutError(missing)
+    limit = f"over the limit of {MAX_LINK_CSV_BYTES} bytes (dicontour.scan.MAX_LINK_CSV_BYTES)"
     try:
-        text = fs.cat_file(link).decode("utf-8-sig")
-    except (UnicodeDecodeError, OSError) as exc:
-        raise LayoutError(f"link.csv: cannot read as UTF-8 text ({exc})") from exc
-    try:  # newline="": the csv module itself splits \n, \r\n and \r
-        rows = list(csv.reader(io.StringIO(text, newline="")))
+        with where.open("link.csv") as handle:
+            # The size comes from the opened file, so nothing is read beyond the limit.
+            size = _open_size(handle)
+            if size is not None and size > MAX_LINK_CSV_BYTES:
+                raise LayoutError(f"link.csv: {size} bytes, {limit}; not read")
+            data = handle.read(MAX_LINK_CSV_BYTES + 1)
+    except FileNotFoundError as exc:
+        raise LayoutError(missing) from exc
+    except RefusedFileError as exc:
+        raise LayoutError(f"link.csv: {exc.reason}") from exc
+    except OSError as exc:
+        raise LayoutError(f"link.csv: cannot read ({exc})") from exc
+    if len(data) > MAX_LINK_CSV_BYTES:  # a size the store did not tell
+        raise LayoutError(f"link.csv: more than {MAX_LINK_CSV_BYTES} bytes, {limit}")
+    return data
+
+
+def _open_size(handle: Any) -> int | None:
+    try:
+        return os.fstat(handle.fileno()).st_size
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        size = getattr(handle, "size", None)  # fsspec's remote files
+        return size if isinstance(size, int) else None
+
+
+def _parse_line(line: bytes) -> list[str] | str:
+    """The cells of one line, or why they cannot be had."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+    try:
+        return next(csv.reader([text]), [])
     except csv.Error as exc:
-        raise LayoutError(f"link.csv: not a valid CSV file ({exc})") from exc
-    header = [cell.strip().lower() for cell in rows[0]] if rows else []
-    if header[:2] != ["patient_id", "original_id"]:
-        raise LayoutError(f"link.csv: first line must be 'patient_id,original_id', got {header}")
-    patients = []
-    for number, row in enumerate(rows[1:], start=2):
-        cells = [cell.strip() for cell in row]
-        if not any(cells):
-            continue
-        if len(cells) < 2 or not cells[0] or not cells[1]:
-            raise LayoutError(
-                f"link.csv line {number}: expected 'patient_id,original_id', got {row}"
-            )
-        if any("/" in cell or "\0" in cell or cell in (".", "..") for cell in cells[:2]):
-            raise LayoutError(f"link.csv line {number}: ids must be plain folder names, got {row}")
-        patients.append(Patient(cells[0], cells[1]))
-    return patients
+        return f"not valid CSV ({exc})"
 
 
-def _children(where: Location, relative: str) -> dict[str, bool]:
-    """Names inside ``relative`` mapped to whether each is a folder ({} if absent)."""
-    if where.is_local:
-        # os.scandir answers from one directory read; fsspec's ls stats every entry.
-        try:
-            with os.scandir(where.path(relative)) as entries:
-                return {entry.name: entry.is_dir() for entry in entries}
-        except (FileNotFoundError, NotADirectoryError):
-            return {}
+def _bad_ids(cells: list[str]) -> str | None:
+    """Why a row's two ids cannot name folders, or None when they can."""
+    if len(cells) < 2 or not cells[0] or not cells[1]:
+        return "expected 'patient_id,original_id'"
+    for cell in cells[:2]:
+        if "/" in cell or "\\" in cell or cell in (".", ".."):
+            return "ids must be plain folder names (no '/', '\\', '.' or '..')"
+        if any(unicodedata.category(char) == "Cc" for char in cell):
+            return "ids must be plain folder names (a control character)"
+    return None
+
+
+def _children(
+    where: Location, relative: str, problems: list[Problem], patient_id: str | None = None
+) -> dict[str, bool]:
+    """Names inside ``relative`` that may be read, mapped to whether each is a folder.
+
+    Everything else is reported in ``problems`` (one problem per refused entry,
+    or one for the whole folder when it cannot be listed) and left out.
+    """
     try:
-        entries = where.fs.ls(where.path(relative), detail=True)
-    except (FileNotFoundError, NotADirectoryError):
+        entries = where.entries(relative)
+    except RefusedFileError as exc:
+        problems.append(problem(exc.code, relative or ".", exc.reason, patient_id=patient_id))
         return {}
-    return {
-        entry["name"].rstrip("/").rsplit("/", 1)[-1]: entry["type"] == "directory"
-        for entry in entries
-    }
+    found = {}
+    for entry in entries:
+        if entry.kind == "refused":
+            path = f"{relative}/{entry.name}" if relative else entry.name
+            problems.append(
+                problem(
+                    entry.code or "not-a-regular-file",
+                    path,
+                    entry.reason or "not read",
+                    patient_id=patient_id,
+                )
+            )
+        else:
+            found[entry.name] = entry.kind == "folder"
+    return found
 
 
 def _contour_files(
@@ -136,7 +232,8 @@ def _contour_files(
     folder = f"contourfiles/{patient.original_id}"
     found: dict[str, dict[int, str]] = {"i": {}, "o": {}}
     expected = set(_CONTOUR_DIRS.values())
-    for name, is_dir in sorted(_children(where, folder).items()):
+    listed = _children(where, folder, problems, patient.patient_id)
+    for name, is_dir in sorted(listed.items()):
         if name not in expected or not is_dir:
             problems.append(
                 problem(
@@ -147,7 +244,10 @@ def _contour_files(
                 )
             )
     for kind, sub in _CONTOUR_DIRS.items():
-        for name, is_dir in sorted(_children(where, f"{folder}/{sub}").items()):
+        if not listed.get(sub):  # absent, a file (reported above) or refused (reported)
+            continue
+        contents = _children(where, f"{folder}/{sub}", problems, patient.patient_id)
+        for name, is_dir in sorted(contents.items()):
             match = None if is_dir else _CONTOUR_NAME[kind].match(name)
             path = f"{folder}/{sub}/{name}"
             if match is None:
@@ -211,7 +311,7 @@ def scan_patient(root: str | Location, patient: Patient) -> PatientScan:
     pid = patient.patient_id
     dicom_folder = f"dicoms/{pid}"
     slices: dict[int, str] = {}
-    for name, is_dir in sorted(_children(where, dicom_folder).items()):
+    for name, is_dir in sorted(_children(where, dicom_folder, problems, pid).items()):
         match = None if is_dir else _DICOM_NAME.match(name)
         if match is None:
             problems.append(
@@ -315,10 +415,15 @@ def _layout_problems(
 ) -> tuple[list[Patient], list[Problem]]:
     """Check link.csv against the folders; return the usable patients and the findings."""
     problems: list[Problem] = []
-    dicom_entries = _children(where, "dicoms")
-    contour_entries = _children(where, "contourfiles")
+    top_entries = _children(where, "", problems)
+    # A top folder that is refused (reported above) is not listed, so never read.
+    dicom_entries = _children(where, "dicoms", problems) if top_entries.get("dicoms") else {}
+    contour_entries = (
+        _children(where, "contourfiles", problems) if top_entries.get("contourfiles") else {}
+    )
     dicom_dirs = {name for name, is_dir in dicom_entries.items() if is_dir}
     contour_dirs = {name for name, is_dir in contour_entries.items() if is_dir}
+    refused = {found.path for found in problems}  # reported already: not "missing" too
     usable, seen_pid, seen_oid = [], set(), set()
     for patient in patients:
         if patient.patient_id in seen_pid or patient.original_id in seen_oid:
@@ -336,6 +441,8 @@ def _layout_problems(
         seen_oid.add(patient.original_id)
         has_contours = patient.original_id in contour_dirs
         if patient.patient_id not in dicom_dirs:
+            if f"dicoms/{patient.patient_id}" in refused:
+                continue
             problems.append(
                 problem(
                     "missing-patient-folder",
@@ -350,7 +457,7 @@ def _layout_problems(
                 )
             )
             continue
-        if not has_contours:
+        if not has_contours and f"contourfiles/{patient.original_id}" not in refused:
             problems.append(
                 problem(
                     "missing-contour-folder",
@@ -377,7 +484,7 @@ def _layout_problems(
                 "no link.csv row names this folder; its contours are not used",
             )
         )
-    for top in sorted(_children(where, "")):
+    for top in sorted(top_entries):
         if top not in {"link.csv", "dicoms", "contourfiles"} and not top.startswith("."):
             problems.append(problem("stray-file", top, "not part of the layout; ignored"))
     for folder, entries in (("dicoms", dicom_entries), ("contourfiles", contour_entries)):
@@ -419,7 +526,9 @@ def scan(root: str | Location, *, progress: bool = False, mapper: Mapper | None 
     Raises
     ------
     LayoutError
-        Only when the root is unusable: missing, no link.csv, malformed link.csv.
+        Only when the root is unusable: missing, no link.csv, a link.csv that is
+        not a regular file, over :data:`MAX_LINK_CSV_BYTES` or without its header
+        line.  A bad row of link.csv is a ``bad-link-row`` problem.
 
     Examples
     --------
@@ -428,7 +537,9 @@ def scan(root: str | Location, *, progress: bool = False, mapper: Mapper | None 
     96
     """
     where = location(root)
-    patients, problems = _layout_problems(where, read_link_csv(where))
+    links, bad_rows = _read_links(where)
+    patients, problems = _layout_problems(where, links)
+    problems += bad_rows
     worker = _PatientScanner(where)
     results: Iterable[PatientScan] = (mapper or map)(worker, patients)
     if progress:

@@ -1,21 +1,58 @@
 """Where a dataset lives: a local folder or an fsspec URL (``s3://``, ``gs://``, ``file://``).
 
 Paths inside a dataset are always relative, with forward slashes; this module
-joins them to the root and opens them.  Credentials for object stores come
-from fsspec's usual sources (environment, config files), never from dicontour.
+joins them to the root, lists folders and opens files.  It is the one place
+that decides what of a dataset may be read:
+
+* only regular files are opened (a FIFO would block forever, a device never
+  ends); local files through :func:`dicontour._files.open_regular`;
+* a symbolic link is followed only when it resolves inside the root;
+* everything else is *refused*: :meth:`Location.entries` lists it with a
+  problem code (``not-a-regular-file``, ``link-outside-root``,
+  ``broken-link``), :meth:`Location.open` raises
+  :class:`~dicontour.errors.RefusedFileError`, and a folder that cannot be
+  listed is ``unreadable-folder``.
+
+Object stores have no links, FIFOs or devices: there, folders and files are
+what the store says.  Credentials for object stores come from fsspec's usual
+sources (environment, config files), never from dicontour.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from dataclasses import dataclass
 from functools import cached_property
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from .errors import LayoutError
+from ._files import kind_of, open_regular
+from .errors import LayoutError, RefusedFileError
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One name in a listed folder, classified before anything is opened.
+
+    Attributes
+    ----------
+    name : str
+        The name inside the folder.
+    kind : {"folder", "file", "refused"}
+        A folder or regular file that may be read (links resolved inside the
+        root count as what they point to), or something that is never read.
+    code, reason : str or None
+        For a refused entry: its problem code and why.
+    """
+
+    name: str
+    kind: Literal["folder", "file", "refused"]
+    code: str | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,11 +86,138 @@ class Location:
         """The full path (local) or store key (remote) of ``relative``."""
         return f"{self.base}/{relative}" if relative else self.base
 
+    @cached_property
+    def _real_base(self) -> str:
+        return os.path.realpath(self.base)
+
+    def _inside(self, real: str) -> bool:
+        base = self._real_base
+        return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+
+    def _check_inside(self, relative: str) -> None:
+        """Raise ``link-outside-root`` when ``relative`` resolves outside the root."""
+        if not self._inside(os.path.realpath(self.path(relative))):
+            raise RefusedFileError(
+                relative,
+                "a symbolic link (or a path through one) leading outside the dataset root; "
+                "not followed",
+                code="link-outside-root",
+            )
+
     def open(self, relative: str) -> BinaryIO:
-        """Open ``relative`` for binary reading."""
+        """Open the regular file ``relative`` for binary reading.
+
+        Raises
+        ------
+        RefusedFileError
+            (local roots) ``relative`` resolves outside the root, is a loop of
+            links, or is not a regular file.  Nothing has been read.
+        FileNotFoundError, OSError
+            As the filesystem raises them.
+        """
         if self.is_local:
-            return open(self.path(relative), "rb")
+            self._check_inside(relative)
+            return open_regular(self.path(relative), name=relative)
         return self.fs.open(self.path(relative), "rb")
+
+    def entries(self, relative: str) -> list[Entry]:
+        """The entries of the folder ``relative``, sorted by name, each classified.
+
+        Nothing is opened: local entries are classified from ``lstat`` and, for
+        links, from where they resolve (see the module docstring).
+
+        Returns
+        -------
+        list of Entry
+            Empty when ``relative`` does not exist or is not a folder.
+
+        Raises
+        ------
+        RefusedFileError
+            The folder itself cannot be listed (``unreadable-folder``: no
+            permission, an I/O error) or resolves outside the root
+            (``link-outside-root``).
+        """
+        if not self.is_local:
+            return self._remote_entries(relative)
+        if relative:
+            self._check_inside(relative)
+        folder = self.path(relative)
+        try:
+            # os.scandir answers from one directory read; fsspec's ls stats every entry.
+            with os.scandir(folder) as listing:
+                names = sorted(entry.name for entry in listing)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise RefusedFileError(
+                relative or ".",
+                f"cannot list folder ({exc.strerror or type(exc).__name__}); its contents are "
+                "not used",
+                code="unreadable-folder",
+            ) from exc
+        return [self._classify(name, os.path.join(folder, name)) for name in names]
+
+    def _classify(self, name: str, path: str) -> Entry:
+        try:
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode):
+                real = os.path.realpath(path, strict=True)
+                if not self._inside(real):
+                    return Entry(
+                        name,
+                        "refused",
+                        "link-outside-root",
+                        "a symbolic link leading outside the dataset root; not followed",
+                    )
+                mode = os.stat(real).st_mode
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                why = "a loop of symbolic links"
+            elif isinstance(exc, FileNotFoundError):
+                why = "a symbolic link to nothing (dangling)"
+            else:
+                why = f"cannot be examined ({exc.strerror or type(exc).__name__})"
+            return Entry(name, "refused", "broken-link", f"{why}; not read")
+        if stat.S_ISDIR(mode):
+            return Entry(name, "folder")
+        if stat.S_ISREG(mode):
+            return Entry(name, "file")
+        return Entry(
+            name, "refused", "not-a-regular-file", f"{kind_of(mode)}, not a regular file; not read"
+        )
+
+    def _remote_entries(self, relative: str) -> list[Entry]:
+        try:
+            listed = self.fs.ls(self.path(relative), detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except PermissionError as exc:
+            raise RefusedFileError(
+                relative or ".",
+                f"cannot list folder ({exc}); its contents are not used",
+                code="unreadable-folder",
+            ) from exc
+        found = []
+        for info in listed:
+            name = info["name"].rstrip("/").rsplit("/", 1)[-1]
+            kind = info.get("type")
+            if kind == "directory":
+                found.append(Entry(name, "folder"))
+            elif kind == "file":
+                found.append(Entry(name, "file"))
+            else:
+                found.append(
+                    Entry(name, "refused", "not-a-regular-file", f"a store entry of type {kind!r}")
+                )
+        return sorted(found, key=lambda entry: entry.name)
+
+    def size(self, relative: str) -> int:
+        """The size in bytes of the file ``relative`` (links followed like :meth:`open`)."""
+        if self.is_local:
+            self._check_inside(relative)
+            return os.stat(self.path(relative)).st_size
+        return int(self.fs.size(self.path(relative)))
 
     def redacted(self) -> str:
         """The URL without any user:password part, safe for logs and errors."""

@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import RefusedFileError
 from ..storage import Location
 
 #: The parts of a dataset root that the fingerprint covers.
@@ -55,19 +56,35 @@ def list_files(root: Location) -> dict[str, str]:
     """``{relative path: "<size> <tag>"}`` for every file of the layout under ``root``."""
     found: dict[str, str] = {}
     if root.is_local:
-        for top in LAYOUT:
-            path = root.path(top)
-            if os.path.isfile(path):
-                stat = os.stat(path)
-                found[top] = f"{stat.st_size} {stat.st_mtime_ns}"
+        # Listed through the Location, which follows only links inside the root and
+        # never stats through a loop; a refused entry is fingerprinted by its code,
+        # so repairing it (a link fixed, a FIFO replaced) makes the cache stale.
+        pending = [top for top in LAYOUT if top != "link.csv"]
+        try:
+            stat = os.stat(root.path("link.csv"))
+            found["link.csv"] = f"{stat.st_size} {stat.st_mtime_ns}"
+        except OSError:
+            pass
+        while pending:
+            folder = pending.pop()
+            try:
+                entries = root.entries(folder)
+            except RefusedFileError as exc:
+                found[folder] = f"refused {exc.code}"
                 continue
-            for folder, dirs, names in os.walk(path):
-                dirs.sort()
-                relative = os.path.relpath(folder, root.base).replace(os.sep, "/")
-                for name in names:
-                    stat = os.stat(os.path.join(folder, name))
-                    found[f"{relative}/{name}"] = f"{stat.st_size} {stat.st_mtime_ns}"
-        return found
+            for entry in entries:
+                relative = f"{folder}/{entry.name}"
+                if entry.kind == "folder":
+                    pending.append(relative)
+                elif entry.kind == "refused":
+                    found[relative] = f"refused {entry.code}"
+                else:
+                    try:
+                        stat = os.stat(root.path(relative))
+                    except OSError:  # vanished since the listing
+                        continue
+                    found[relative] = f"{stat.st_size} {stat.st_mtime_ns}"
+        return dict(sorted(found.items()))
     fs, base = root.fs, root.base.rstrip("/")
     for top in LAYOUT:
         path = root.path(top)
