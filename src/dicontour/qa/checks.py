@@ -425,20 +425,27 @@ def check_index(index: Index, *, progress: bool = False) -> list[Problem]:
         try:
             sample = index.load(k)
         except (DicomError, ContourError) as exc:
-            fallback = "unreadable-dicom" if isinstance(exc, DicomError) else "unparseable-contour"
-            found.append(
-                problem(
-                    exc.code if exc.code in CODES else fallback,
-                    record.dicom if isinstance(exc, DicomError) else exc.path,
-                    f"{exc.reason} (changed since the scan)",
-                    patient_id=record.patient_id,
-                    slice=record.slice,
-                )
-            )
+            found.append(unloadable(record, exc))
             continue
         found.extend(contour_on_background(record, sample))
     found.extend(duplicate_contours(index))
     return found
+
+
+def unloadable(record: SampleRecord, error: DicomError | ContourError) -> Problem:
+    """The problem for a slice that passed the scan but cannot be loaded now.
+
+    A file changed since the scan, or compressed pixels the header-only scan
+    could not test; its code is the error's.
+    """
+    fallback = "unreadable-dicom" if isinstance(error, DicomError) else "unparseable-contour"
+    return problem(
+        error.code if error.code in CODES else fallback,
+        record.dicom if isinstance(error, DicomError) else error.path,
+        f"{error.reason} (the scan passed it; loading failed)",
+        patient_id=record.patient_id,
+        slice=record.slice,
+    )
 
 
 def with_problems(index: Index, extra: Iterable[Problem]) -> Index:

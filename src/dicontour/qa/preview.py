@@ -29,10 +29,11 @@ from urllib.parse import quote
 
 import numpy as np
 
+from ..errors import ContourError, DicomError
 from ..index import Index, Sample, SampleRecord, read_image, read_points
 from ..problems import Problem
 from ..raster import polygon_to_mask
-from .checks import contour_on_background, duplicate_contours
+from .checks import contour_on_background, duplicate_contours, unloadable
 
 #: RGB colours: i-contour (blood pool) red, o-contour (epicardium) cyan.
 I_COLOUR = (255, 70, 70)
@@ -253,8 +254,11 @@ def write_preview(
     ------
     ValueError
         ``limit`` below 1 or ``scale`` below 1.
-    DicomError, ContourError
-        A file that became unreadable since the scan.
+    OSError
+        The output folder cannot be written.
+
+    A slice that cannot be loaded (a file changed since the scan, pixels that
+    do not decode) is listed as a problem beside the others; the rest are drawn.
 
     Examples
     --------
@@ -279,7 +283,11 @@ def write_preview(
         iterator = tqdm(steps, desc="preview", unit="slice", leave=False)
     for pid, k in iterator:
         record = index[k]
-        sample, points = _load_with_points(index, record)
+        try:
+            sample, points = _load_with_points(index, record)
+        except (DicomError, ContourError) as exc:  # one bad slice: a problem, not the end
+            problems.append(unloadable(record, exc))
+            continue
         if checks:
             problems.extend(contour_on_background(record, sample))
         picture = render_slice(
@@ -399,6 +407,9 @@ def _html(
             parts.append(_problem_list(patient_wide))
         if not slices:
             parts.append("<p>No labelled slice.</p>")
+            other = _unshown(by_slice, pid, set())
+            if other:  # slices that could not be loaded
+                parts += ["<h3>Problems of slices not shown</h3>", _problem_list(other)]
             continue
         parts.append(
             f'<p><a href="{quote(sheets[pid])}"><img class="sheet" src="{quote(sheets[pid])}" '
@@ -422,15 +433,22 @@ def _html(
                 f"<td>{_problem_list(by_slice.get((pid, record.slice), []))}</td></tr>"
             )
         parts.append("</table>")
-        other = [
-            p
-            for (owner, number), found in sorted(
-                by_slice.items(), key=lambda item: (str(item[0][0]), item[0][1] or 0)
-            )
-            if owner == pid and number is not None and number not in shown
-            for p in found
-        ]
+        other = _unshown(by_slice, pid, shown)
         if other:
             parts += ["<h3>Problems of slices not shown</h3>", _problem_list(other)]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _unshown(
+    by_slice: dict[tuple[str | None, int | None], list[Problem]], pid: str, shown: set[int]
+) -> list[Problem]:
+    """The problems of patient ``pid``'s slices that are not among ``shown``."""
+    return [
+        p
+        for (owner, number), found in sorted(
+            by_slice.items(), key=lambda item: (str(item[0][0]), item[0][1] or 0)
+        )
+        if owner == pid and number is not None and number not in shown
+        for p in found
+    ]
