@@ -442,3 +442,163 @@ def test_cache_fingerprint_lists_through_the_same_gate(tmp_path):
     assert files["contourfiles/etc"] == "refused link-outside-root"
     assert not any("passwd" in name for name in files)
     assert sum(not value.startswith("refused") for value in files.values()) == 1 + 3 + 6
+
+
+# ------------------------------------------------- property: generated trees
+
+_PATIENTS = ("P1", "P2", "P3")
+#: Folders of the layout where something can be added or replaced.
+_LEVELS = (
+    "",
+    "dicoms",
+    "contourfiles",
+    *(f"dicoms/{pid}" for pid in _PATIENTS),
+    *(f"contourfiles/O{pid[1:]}" for pid in _PATIENTS),
+    *(f"contourfiles/O{pid[1:]}/{kind}-contours" for pid in _PATIENTS for kind in "io"),
+)
+#: Names for added entries: they look like the layout but never pair into a new sample.
+_ADDED = ("x", "9.dcm", "P9", "O9", "i-contours", contour_name("i", 8)[11:])
+_KINDS = ("fifo", "dangling", "loop", "outside-file", "outside-folder", "inside-file", "inside-dir")
+
+
+_REFUSAL = {
+    "fifo": "not-a-regular-file",
+    "dangling": "broken-link",
+    "loop": "broken-link",
+    "outside-file": "link-outside-root",
+    "outside-folder": "link-outside-root",
+}
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    base = tmp_path_factory.mktemp("template")
+    root = _dataset(base / "data", patients=_PATIENTS, slices=(1, 2))
+    outside = base / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("SECRET 1\n")
+    write_dicom(outside / "secret.dcm", np.zeros(SHAPE, np.int16), PatientName="SECRET")
+    return root, scan(root)
+
+
+def _special(path: Path, kind: str, root: Path) -> None:
+    """Make ``path`` a special entry of ``kind``."""
+    outside = root.parent / "outside"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dangling":
+        os.symlink(root / "no-such-thing", path)
+    elif kind == "loop":
+        os.symlink(path.name, path)
+    elif kind == "outside-file":
+        os.symlink(outside / ("secret.dcm" if path.suffix == ".dcm" else "secret.txt"), path)
+    elif kind == "outside-folder":
+        os.symlink(outside, path)
+    elif kind == "inside-file":
+        os.symlink(root / "dicoms/P1/1.dcm", path)
+    else:  # inside-dir
+        os.symlink(root / "dicoms", path)
+
+
+def _within_root(record_paths: list[str], replaced: set[str]) -> bool:
+    """Whether none of the files (or their folders) of a sample was replaced."""
+    return not any(
+        path == gone or path.startswith(gone + "/") for path in record_paths for gone in replaced
+    )
+
+
+@posix_only
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+def test_generated_trees_with_special_entries(template, tmp_path_factory):
+    import shutil
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    source, clean = template
+    replaceable = sorted(
+        {r.dicom for r in clean}
+        | {p for r in clean for p in (r.i_contour, r.o_contour) if p}
+        | {level for level in _LEVELS if level}
+        | {"link.csv"}
+    )
+    faults = st.lists(
+        st.one_of(
+            st.tuples(st.just("add"), st.sampled_from(_LEVELS), st.sampled_from(_ADDED)),
+            st.tuples(st.just("replace"), st.sampled_from(replaceable), st.just("")),
+        ).flatmap(lambda t: st.tuples(st.just(t), st.sampled_from(_KINDS))),
+        min_size=1,
+        max_size=5,
+    )
+
+    @settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(faults)
+    def check(changes):
+        work = tmp_path_factory.mktemp("tree")
+        root = work / "data"
+        shutil.copytree(source, root, symlinks=True)
+        shutil.copytree(source.parent / "outside", work / "outside")
+        replaced: set[str] = set()
+        added: set[str] = set()
+        special: dict[str, str] = {}  # relative path -> kind
+        for (action, where, name), kind in changes:
+            if any(where == gone or where.startswith(gone + "/") for gone in replaced):
+                continue  # inside something already replaced
+            if action == "replace":
+                target = root / where
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink()
+                replaced.add(where)
+                special[where] = kind
+                _special(target, kind, root)
+            else:
+                relative = f"{where}/{name}" if where else name
+                if (
+                    relative in added
+                    or (root / relative).exists()
+                    or (root / relative).is_symlink()
+                ):
+                    continue
+                added.add(relative)
+                special[relative] = kind
+                _special(root / relative, kind, root)
+        try:
+            index = _within(scan, root)
+        except LayoutError:  # the only error a scan may raise, and only for link.csv
+            assert "link.csv" in replaced
+            return
+        after = {(r.patient_id, r.slice): r.to_dict() for r in index}
+        for record in clean:
+            paths = [p for p in (record.dicom, record.i_contour, record.o_contour) if p]
+            if _within_root(paths, replaced):
+                assert after.get((record.patient_id, record.slice)) == record.to_dict()
+        assert set(after) <= {(r.patient_id, r.slice) for r in clean}
+        document = json.dumps(index.to_dict())
+        assert "secret" not in document.lower() and str(work / "outside") not in document
+        assert all(p.code in dicontour.CODES for p in index.problems)
+        paths = {p.path for p in index.problems}
+        for relative in added:  # in folders always listed: each addition is reported
+            folder = relative.rpartition("/")[0]
+            if folder in ("", "dicoms", "contourfiles") and folder not in replaced:
+                assert relative in paths
+        for relative, kind in special.items():
+            if kind.startswith("inside"):
+                continue
+            # Never read or listed: at most the refusal itself is reported.
+            beneath = {p.code for p in index.problems if p.path.startswith(relative + "/")}
+            assert beneath <= {"missing-patient-folder", "missing-contour-folder"}
+            codes = {p.code for p in index.problems if p.path == relative}
+            assert codes <= {_REFUSAL[kind]}, (relative, kind, codes)
+            folder = relative.rpartition("/")[0]
+            if folder in ("", "dicoms", "contourfiles") and folder not in replaced:
+                assert codes == {_REFUSAL[kind]}
+        for k in range(len(index)):
+            index.load(k)  # what the scan kept can be loaded
+
+    check()

@@ -548,9 +548,19 @@ def scan(root: str | Location, *, progress: bool = False, mapper: Mapper | None 
         results = tqdm(results, total=len(patients), desc="scan", unit="patient", leave=False)
     scans = list(results)
     records = [record for result in scans for record in result.records]
-    problems += [found for result in scans for found in result.problems]
+    problems += _not_in(problems, [found for result in scans for found in result.problems])
     problems.sort(key=lambda p: (p.path, p.code))
     return Index(where, records, problems, _summary(scans, records, problems))
+
+
+def _not_in(layout: list[Problem], found: list[Problem]) -> list[Problem]:
+    """The patients' ``found`` problems that the layout's listing has not reported already.
+
+    A refused patient folder is found by the layout's listing and again by the
+    patient's own (which cannot know): it is reported once.
+    """
+    known = {(p.code, p.path, p.message) for p in layout}
+    return [p for p in found if (p.code, p.path, p.message) not in known]
 
 
 @dataclass(frozen=True)

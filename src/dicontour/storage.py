@@ -140,9 +140,19 @@ class Location:
         """
         if not self.is_local:
             return self._remote_entries(relative)
-        if relative:
-            self._check_inside(relative)
         folder = self.path(relative)
+        if relative:
+            # The folder gets the verdict its parent's listing gave it, so a refused
+            # folder is refused with the same code and reason wherever it is asked for.
+            if not os.path.lexists(folder):
+                return []
+            verdict = self._classify(relative.rsplit("/", 1)[-1], folder)
+            if verdict.kind == "refused":
+                raise RefusedFileError(
+                    relative, verdict.reason or "not read", code=verdict.code or "broken-link"
+                )
+            if verdict.kind == "file":
+                return []
         try:
             # os.scandir answers from one directory read; fsspec's ls stats every entry.
             with os.scandir(folder) as listing:
