@@ -33,6 +33,9 @@ from fsspec.implementations.local import LocalFileSystem
 from ._files import kind_of, open_regular
 from .errors import LayoutError, RefusedFileError
 
+#: Linux's view of this process's open files: readlink gives an fd's real path.
+_PROC_FD = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else ""
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -115,10 +118,23 @@ class Location:
         FileNotFoundError, OSError
             As the filesystem raises them.
         """
-        if self.is_local:
+        if not self.is_local:
+            return self.fs.open(self.path(relative), "rb")
+        if not _PROC_FD:
             self._check_inside(relative)
             return open_regular(self.path(relative), name=relative)
-        return self.fs.open(self.path(relative), "rb")
+        handle = open_regular(self.path(relative), name=relative)
+        try:
+            # Where the opened descriptor really is: one readlink instead of a realpath
+            # (a stat per path component), and nothing can be swapped in after it.
+            real = os.readlink(f"{_PROC_FD}/{handle.fileno()}")
+        except OSError:
+            real = os.path.realpath(self.path(relative))
+        if not self._inside(real.removesuffix(" (deleted)")):
+            handle.close()
+            self._check_inside(relative)  # raises, with the reason
+            raise RefusedFileError(relative, "outside the dataset root", code="link-outside-root")
+        return handle
 
     def entries(self, relative: str) -> list[Entry]:
         """The entries of the folder ``relative``, sorted by name, each classified.
@@ -153,10 +169,11 @@ class Location:
                 )
             if verdict.kind == "file":
                 return []
+            self._check_inside(relative)  # a link further up the path
         try:
             # os.scandir answers from one directory read; fsspec's ls stats every entry.
             with os.scandir(folder) as listing:
-                names = sorted(entry.name for entry in listing)
+                found = sorted(listing, key=lambda entry: entry.name)
         except (FileNotFoundError, NotADirectoryError):
             return []
         except OSError as exc:
@@ -166,9 +183,15 @@ class Location:
                 "not used",
                 code="unreadable-folder",
             ) from exc
-        return [self._classify(name, os.path.join(folder, name)) for name in names]
+        return [self._classify(entry.name, entry.path, entry) for entry in found]
 
-    def _classify(self, name: str, path: str) -> Entry:
+    def _classify(self, name: str, path: str, entry: os.DirEntry | None = None) -> Entry:
+        # A plain folder or file is told by the directory read itself (d_type), no stat.
+        if entry is not None and not entry.is_symlink():
+            if entry.is_dir(follow_symlinks=False):
+                return Entry(name, "folder")
+            if entry.is_file(follow_symlinks=False):
+                return Entry(name, "file")
         try:
             mode = os.lstat(path).st_mode
             if stat.S_ISLNK(mode):
