@@ -12,11 +12,16 @@ The k-fold assignment
    (sorting first makes the result independent of link.csv's row order).
 2. Walk the shuffled list and give each patient to the fold holding the fewest
    samples so far (ties: the fold with fewer patients, then the lower number).
+3. Then, while moving one patient from the fold with the most samples to the
+   one with the fewest, or swapping one patient between them, narrows their
+   gap, make the change that narrows it most.  (Step 2 alone can leave a large
+   patient drawn late on top of an already full fold.)
 
 Every patient lands in exactly one validation fold; the first k patients go
-to k different (empty) folds, so no fold is empty; and the largest fold exceeds
-the smallest by at most the largest patient's sample count (greedy list
-scheduling).  The seed decides the order, hence which patients share a fold.
+to k different (empty) folds and step 3 never empties one, so no fold is
+empty; and the largest fold exceeds the smallest by at most the largest
+patient's sample count.  The seed decides the starting order, hence which
+patients share a fold.
 
 Splits files
 ------------
@@ -71,7 +76,7 @@ def assign_folds(sizes: Mapping[str, int], k: int, *, seed: int = 0) -> list[lis
     Examples
     --------
     >>> assign_folds({"A": 10, "B": 10, "C": 5, "D": 5}, 2, seed=0)
-    [['B', 'D'], ['C', 'A']]
+    [['C', 'B'], ['A', 'D']]
     """
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 2:
         raise ValueError(f"k must be an integer of at least 2; got {k!r}")
@@ -87,7 +92,41 @@ def assign_folds(sizes: Mapping[str, int], k: int, *, seed: int = 0) -> list[lis
         f = min(range(k), key=lambda j: (totals[j], len(folds[j]), j))
         folds[f].append(patient)
         totals[f] += sizes[patient]
+    while _rebalance(folds, totals, sizes):
+        pass
     return folds
+
+
+def _rebalance(folds: list[list[str]], totals: list[int], sizes: Mapping[str, int]) -> bool:
+    """Narrow the gap between the heaviest and lightest fold by one move or swap, if any does.
+
+    Moving samples worth d from the heavy fold to the light one narrows a gap g
+    when 0 < d < g, most when d is nearest g / 2.  Each change lowers the sum of
+    squared fold totals, so the loop calling this ends.
+    """
+    heavy = max(range(len(folds)), key=lambda j: (totals[j], -j))
+    light = min(range(len(folds)), key=lambda j: (totals[j], j))
+    gap = totals[heavy] - totals[light]
+    best: tuple[float, int, int] | None = None  # (distance from gap / 2, i in heavy, j in light)
+    for i, patient in enumerate(folds[heavy]):
+        moves = [(sizes[patient], -1)] if len(folds[heavy]) > 1 else []
+        moves += [(sizes[patient] - sizes[other], j) for j, other in enumerate(folds[light])]
+        for d, j in moves:
+            if 0 < d < gap and (best is None or abs(d - gap / 2) < best[0]):
+                best = (abs(d - gap / 2), i, j)
+    if best is None:
+        return False
+    _, i, j = best
+    patient = folds[heavy].pop(i)
+    folds[light].append(patient)
+    totals[heavy] -= sizes[patient]
+    totals[light] += sizes[patient]
+    if j >= 0:
+        other = folds[light].pop(j)
+        folds[heavy].append(other)
+        totals[light] -= sizes[other]
+        totals[heavy] += sizes[other]
+    return True
 
 
 def choose_holdout(sizes: Mapping[str, int], fraction: float, *, seed: int = 0) -> list[str]:
@@ -105,7 +144,7 @@ def choose_holdout(sizes: Mapping[str, int], fraction: float, *, seed: int = 0) 
     Examples
     --------
     >>> choose_holdout({"A": 10, "B": 10, "C": 5, "D": 5}, 0.2, seed=0)
-    ['D']
+    ['C']
     """
     if not isinstance(fraction, int | float | np.floating) or not 0 < fraction < 1:
         raise ValueError(f"fraction must be a number between 0 and 1 (exclusive); got {fraction!r}")
