@@ -526,3 +526,13 @@ def test_cli_split_more_folds_than_patients_exits_2(phantom, capsys):
 def test_cli_split_unusable_root_exits_2(tmp_path, capsys):
     assert main(["split", str(tmp_path / "nothing"), "--folds", "2"]) == 2
     assert "dataset root does not exist" in capsys.readouterr().err
+
+
+def test_check_problems_keep_the_patients_and_counts(phantom):
+    from dicontour.qa import check_index, with_problems
+
+    index = dicontour.scan(phantom)
+    checked = with_problems(index, check_index(index))
+    assert checked.patients == index.patients and checked.counts == index.counts
+    sub = checked.subset(patients=[index.patients[0]])
+    assert sub.summary["dicoms"] == index.summary["per_patient"][index.patients[0]]["dicoms"]
