@@ -55,7 +55,7 @@ from ..storage import Location, location
 from . import _layout, _store
 from ._check import ShardCheck, check_shard, check_small_files
 from ._fingerprint import Fingerprint, fingerprint, list_files
-from ._layout import ARRAYS, FINGERPRINT, HAS, MANIFEST, SHARDS
+from ._layout import ARRAYS, FINGERPRINT, HAS, LOCK, MANIFEST, SHARDS
 from ._lock import build_lock
 
 FORMAT = "dicontour-cache"
@@ -260,18 +260,40 @@ class BuildReport:
         return asdict(self)
 
 
+def _is_a_cache(store: Location, found: _layout.Audit) -> bool:
+    """Whether a folder is a cache (or an unfinished one), judged before touching it.
+
+    Names of the scheme alone are not enough: a user's own ``manifest.json``
+    or ``has.npy`` must not pass.  A cache has a shards folder, or a
+    dicontour manifest, or nothing at all but a build's lock and temporaries.
+    """
+    if _store.exists(store, SHARDS):
+        return True
+    if MANIFEST in found.files:
+        try:
+            return _store.read_json(store, MANIFEST).get("format") == FORMAT
+        except (CacheError, AttributeError):
+            return False
+    return not found.problems and all(
+        name == LOCK or _layout.is_temporary(name) for name in found.files
+    )
+
+
 def _check_destination(store: Location) -> _layout.Audit:
     """Refuse a destination holding anything the cache did not write; return its audit."""
     found = _layout.audit(store)
-    if not found.problems:
-        return found
-    foreign = [p.split(":", 1)[0] for p in found.problems if "/" not in p.split(":", 1)[0]]
-    if foreign and MANIFEST not in found.files:
+    if not _is_a_cache(store, found):
+        held = sorted(
+            {p.split(":", 1)[0].split("/")[0] for p in found.problems}
+            | {name.split("/")[0] for name in found.files}
+        )
         raise CacheError(
             f"{store.redacted()}: not empty and not a dicontour cache (it holds "
-            f"{', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}); "
+            f"{', '.join(held[:3])}{' ...' if len(held) > 3 else ''}); "
             "give a new or empty folder"
         )
+    if not found.problems:
+        return found
     listed = "; ".join(found.problems[:5])
     more = f"; and {len(found.problems) - 5} more" if len(found.problems) > 5 else ""
     raise CacheError(
@@ -321,8 +343,10 @@ def _complete(
         stripped["shards"] = [
             {k: v for k, v in s.items() if k != "manifest_sha256"} for s in current["shards"]
         ]
-        if stripped != planned or any(e["name"] not in found.shards for e in planned["shards"]):
-            return False
+        if stripped != planned or found.shards != {e["name"] for e in planned["shards"]}:
+            return False  # a shard missing, or one left over from another plan
+        if any(_layout.is_temporary(name) for name in found.files):
+            return False  # a killed build's leftovers: the build removes them
         checks = [ShardCheck.of(store, entry) for entry in current["shards"]]
     except (CacheError, AttributeError, KeyError, TypeError, ValueError):
         return False
