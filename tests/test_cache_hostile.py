@@ -468,8 +468,14 @@ def test_fuzz_damage_is_refused_or_repaired_never_served(
                 got_image, got_mask = source.read(k, "i")
                 assert np.array_equal(got_image, image) and np.array_equal(got_mask, i_mask), what
                 assert bool(source.has("o")[k]) == has_o, what
-        report = verify_cache(cache, root=dataset, strict=False)  # a report, never a crash
-        assert report.ok or report.failures, what
+        try:
+            report = verify_cache(cache, root=dataset, strict=False)
+        except CacheError:  # no complete cache to verify (its manifest is gone or unreadable)
+            report = None
+        # Only the top-level manifest has no checksum of its own; a flip there that keeps it
+        # valid JSON changes nothing served (checked above) and makes the build rewrite it.
+        if report is not None and report.ok:
+            assert kind == "flip" and target == cache / "manifest.json", what
         try:
             build_cache(dataset, cache, shard_size=SHARD)
         except CacheError as exc:
