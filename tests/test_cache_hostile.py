@@ -138,6 +138,13 @@ def test_a_cache_path_that_is_a_link_is_refused_for_a_build(
     assert tree(outside) == before
 
 
+def test_a_cache_may_be_read_through_a_link(dataset: Path, reference: Path, tmp_path: Path) -> None:
+    link = tmp_path / "staged"
+    link.symlink_to(reference)  # reading touches nothing: a link to the folder is fine
+    assert len(open_cache(link, root=dataset)) == 36
+    assert verify_cache(link, root=dataset).ok
+
+
 def test_a_folder_of_user_files_is_never_touched(
     dataset: Path, tmp_path: Path, outside: Path
 ) -> None:

@@ -392,7 +392,13 @@ def build_cache(
     Raises
     ------
     CacheError
-        ``cache`` holds something else, or the dataset has no labelled slice.
+        ``cache`` is a link or a file, or holds anything but the cache's own
+        files (a folder of other files, a symbolic link anywhere in it, a
+        folder where the cache keeps a file): nothing is written or removed
+        then, and the message names what is in the way.  Or another build of
+        this cache is running (the message names its pid and host), the
+        dataset has no labelled slice, or writing failed (said in words,
+        naming the file).
     LayoutError
         ``root`` is not a dataset.
     DicomError, ContourError
