@@ -194,6 +194,33 @@ def test_a_stale_shard_folder_of_the_scheme_is_removed_file_by_file(
     assert cache_bytes(cache) == cache_bytes(reference)
 
 
+def test_removal_never_goes_through_a_link_even_one_made_after_the_audit(
+    reference: Path, tmp_path: Path, outside: Path
+) -> None:
+    from dicontour.cache._layout import remove_file, remove_shard
+    from dicontour.storage import location
+
+    cache = copy_of(reference, tmp_path)
+    where = location(cache)
+    shutil.rmtree(cache / "shards")
+    (cache / "shards").symlink_to(outside)  # as if swapped in while a build runs
+    before = tree(outside)
+    with pytest.raises(CacheError, match=r"shards: not a folder \(a symbolic link\)"):
+        remove_file(where, "shards/000000/images.npy")
+    with pytest.raises(CacheError, match=r"shards: not a folder"):
+        remove_shard(where, "000000")
+    with pytest.raises(CacheError, match=r"thesis.tex: not a file of the cache, not removed"):
+        remove_file(where, "thesis.tex")
+    assert tree(outside) == before
+    (cache / "shards").unlink()
+    (cache / "shards" / "000000").mkdir(parents=True)
+    (cache / "shards" / "000000" / "images.npy").write_bytes(b"ours")
+    (cache / "shards" / "000000" / "mine.txt").write_bytes(b"theirs")
+    with pytest.raises(CacheError, match=r"000000/mine.txt: not a file of the cache"):
+        remove_shard(where, "000000")
+    assert (cache / "shards" / "000000" / "mine.txt").read_bytes() == b"theirs"
+
+
 # ------------------------------------------------------------------ OS errors in words
 
 

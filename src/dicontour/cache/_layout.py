@@ -31,6 +31,7 @@ import contextlib
 import os
 import re
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..errors import CacheError
@@ -247,32 +248,73 @@ def _refuse_unless_own_file(where: Location, relative: str) -> None:
         raise CacheError(f"{_store.name(where, relative)}: not a file of the cache, not removed")
 
 
+_NOFOLLOW_FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+
+
+@contextlib.contextmanager
+def _folder(where: Location, parts: list[str]) -> Iterator[int | None]:
+    """A descriptor of the local folder ``parts`` under the cache, no link followed on the way.
+
+    Removals then go through it (``unlink(name, dir_fd=...)``), so a folder
+    swapped for a link after the audit cannot redirect them elsewhere.
+    Yields None when the folder does not exist.
+    """
+    handle = os.open(where.base, _NOFOLLOW_FOLDER)
+    try:
+        for depth, part in enumerate(parts):
+            try:
+                inner = os.open(part, _NOFOLLOW_FOLDER, dir_fd=handle)
+            except FileNotFoundError:
+                yield None
+                return
+            except OSError as exc:  # ELOOP or ENOTDIR: a link or a file in the way
+                path = where.path("/".join(parts[: depth + 1]))
+                try:
+                    what = _kind(os.stat(part, dir_fd=handle, follow_symlinks=False).st_mode)
+                except OSError:
+                    what = _store.words(exc)
+                raise CacheError(
+                    f"{path}: not a folder (a {what}); dicontour removes nothing through it"
+                ) from exc
+            os.close(handle)
+            handle = inner
+        yield handle
+    finally:
+        os.close(handle)
+
+
+def _unlink_own(where: Location, handle: int, relative: str) -> None:
+    name = relative.rsplit("/", 1)[-1]
+    try:
+        info = os.stat(name, dir_fd=handle, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(info.st_mode):
+        raise CacheError(
+            f"{where.path(relative)}: a {_kind(info.st_mode)} is in the way where the cache "
+            "keeps a file; dicontour removes only files it wrote: remove it yourself"
+        )
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=handle)
+
+
 def remove_file(where: Location, relative: str) -> None:
     """Delete one regular file of the scheme; a missing one is fine.
 
     Raises
     ------
     CacheError
-        ``relative`` is outside the scheme, or it is a link, a folder or
-        anything but a regular file (then nothing is removed).
+        ``relative`` is outside the scheme, or it (or a folder above it) is a
+        link, or it is anything but a regular file: then nothing is removed.
     """
     _refuse_unless_own_file(where, relative)
-    path = where.path(relative)
     if not where.is_local:
         with contextlib.suppress(FileNotFoundError):
-            where.fs.rm_file(path)
+            where.fs.rm_file(where.path(relative))
         return
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISREG(info.st_mode):
-        raise CacheError(
-            f"{path}: a {_kind(info.st_mode)} is in the way where the cache keeps a file; "
-            "dicontour removes only files it wrote: remove it yourself"
-        )
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+    with _folder(where, relative.split("/")[:-1]) as handle:
+        if handle is not None:
+            _unlink_own(where, handle, relative)
 
 
 def remove_shard(where: Location, name: str) -> None:
@@ -288,16 +330,20 @@ def remove_shard(where: Location, name: str) -> None:
         raise CacheError(f"{_store.name(where, SHARDS)}/{name}: not a shard folder, not removed")
     folder = f"{SHARDS}/{name}"
     if where.is_local:
-        path = where.path(folder)
-        try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            return
-        if not stat.S_ISDIR(info.st_mode):
-            raise CacheError(f"{path}: a {_kind(info.st_mode)} is in the way of a shard folder")
-        for entry in sorted(os.listdir(path)):
-            remove_file(where, f"{folder}/{entry}")  # refuses, naming it, what is not ours
-        os.rmdir(path)
+        with _folder(where, [SHARDS, name]) as handle:
+            if handle is None:
+                return
+            for entry in sorted(os.listdir(handle)):
+                relative = f"{folder}/{entry}"
+                if not own_file(relative):
+                    raise CacheError(
+                        f"{where.path(relative)}: not a file of the cache; the shard folder "
+                        "is left in place: remove it yourself"
+                    )
+                _unlink_own(where, handle, relative)
+        with _folder(where, [SHARDS]) as handle:
+            if handle is not None:
+                os.rmdir(name, dir_fd=handle)  # only an empty folder goes
         return
     base = where.path(folder).rstrip("/")
     where.fs.invalidate_cache(base)
