@@ -447,7 +447,7 @@ def test_a_lock_left_by_a_killed_build_does_not_block(
 
 # ------------------------------------------------------------------ fuzz: any damage
 
-KINDS = ("flip", "truncate", "delete", "folder", "link", "junk")
+KINDS = ("flip", "truncate", "delete", "folder", "link", "junk", "link-folder")
 
 
 def _mutate(cache: Path, outside: Path, rng: np.random.Generator) -> tuple[str, Path]:
@@ -471,10 +471,15 @@ def _mutate(cache: Path, outside: Path, rng: np.random.Generator) -> tuple[str, 
         target.unlink()
         pointed = [outside / "thesis.tex", outside / "000000", outside][rng.integers(3)]
         target.symlink_to(pointed)
-    else:
+    elif kind == "junk":
         folders = sorted({cache, cache / "shards", *(p.parent for p in files)})
         target = folders[rng.integers(len(folders))] / f"junk-{rng.integers(1000)}.bin"
         target.write_bytes(b"junk")
+    else:  # a folder of the cache replaced by a link to someone's folder
+        folders = sorted({cache / "shards", *(p.parent for p in files)} - {cache})
+        target = folders[rng.integers(len(folders))]
+        shutil.rmtree(target)
+        target.symlink_to(outside)
     return kind, target
 
 
@@ -483,7 +488,7 @@ def test_fuzz_damage_is_refused_or_repaired_never_served(
 ) -> None:
     before = tree(outside)
     seen = set()
-    for seed in range(24):
+    for seed in range(28):
         rng = np.random.default_rng(seed)
         cache = tmp_path / f"cache-{seed}"
         shutil.copytree(reference, cache)
@@ -514,7 +519,7 @@ def test_fuzz_damage_is_refused_or_repaired_never_served(
             build_cache(dataset, cache, shard_size=SHARD)
         except CacheError as exc:
             # Refused: only for what the cache did not write, and the message names it.
-            assert kind in ("folder", "link", "junk"), f"{what}: {exc}"
+            assert kind in ("folder", "link", "junk", "link-folder"), f"{what}: {exc}"
             assert str(target.relative_to(cache)) in str(exc), f"{what}: {exc}"
             if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)

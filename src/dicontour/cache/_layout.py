@@ -13,9 +13,10 @@ symbolic link, and names what does not fit: a link (whatever it points to),
 a folder where the scheme has a file or the reverse, a name outside the
 scheme.  A build refuses to start on any of them, and :func:`remove_file`
 and :func:`remove_shard` delete only regular files of the scheme, one by one
-(never ``rmtree``, never through a link): a cache folder pointed at the
-wrong place, or a link planted inside one, can make a build fail but never
-makes it delete what it did not write.
+(never ``rmtree``), through folder descriptors opened without following a
+link: a cache folder pointed at the wrong place, or a link planted inside
+one, even after the audit, can make a build fail but never makes it delete
+what it did not write.
 
 Examples
 --------
@@ -161,6 +162,8 @@ def _audit_local(where: Location) -> Audit:
         folder = pending.pop()
         try:
             entries = sorted(os.scandir(where.path(folder)), key=lambda e: e.name)
+        except FileNotFoundError:  # removed since it was listed (a build is running)
+            continue
         except OSError as exc:
             found.in_the_way.append(f"{folder or '.'}: cannot list ({_store.words(exc)})")
             continue
@@ -168,6 +171,8 @@ def _audit_local(where: Location) -> Audit:
             relative = f"{folder}/{entry.name}" if folder else entry.name
             try:
                 info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # a temporary renamed since the listing
+                continue
             except OSError as exc:
                 found.in_the_way.append(f"{relative}: cannot inspect ({_store.words(exc)})")
                 continue
