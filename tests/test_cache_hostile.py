@@ -7,6 +7,7 @@ rebuilt byte-identical to an uninterrupted build.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -243,6 +244,34 @@ def test_a_file_or_folder_in_the_way_is_said_in_words(
     assert main(["cache", "verify", str(cache)]) == 1
     err = capsys.readouterr().err
     assert "manifest.json: cannot read (a folder is in the way where a file should be)" in err
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        (errno.ENOSPC, "no space left on the device"),
+        (errno.EACCES, "permission denied"),
+        (errno.EROFS, "read-only file system"),
+        (errno.EISDIR, "a folder is in the way where a file should be"),
+    ],
+)
+def test_a_failed_write_is_said_in_words(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, code: int, words: str
+) -> None:
+    cache = tmp_path / "cache"
+
+    def failing(source: str, target: str) -> None:
+        raise OSError(code, os.strerror(code), target)
+
+    monkeypatch.setattr(os, "replace", failing)
+    args = ["cache", "build", str(dataset), str(cache), "--workers", "1", "--quiet"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Errno" not in err and "Traceback" not in err
+    assert f"{cache}/shards/000000/images.npy: {words}" in err
+    monkeypatch.undo()
+    assert not (cache / LOCK).exists()  # the lock goes with the failed build
+    assert not list(cache.rglob("*.tmp-*"))  # and its temporaries
 
 
 # ------------------------------------------------------------------ rot is never served
