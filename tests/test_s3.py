@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -147,6 +148,39 @@ def test_interrupted_remote_build_resumes(s3, s3_cache: str) -> None:
     report = build_cache("s3://data/phantom", "s3://caches/resumed", shard_size=5)
     assert report.built == 2 and report.reused == report.shards - 2
     assert fs.cat_file("caches/resumed/manifest.json") == fs.cat_file("caches/serial/manifest.json")
+
+
+def test_a_flipped_byte_in_the_bucket_is_refused_then_rebuilt(s3, s3_cache: str) -> None:
+    fs = s3fs.S3FileSystem()
+    fs.copy("caches/serial", "caches/flipped", recursive=True)
+    key = "caches/flipped/shards/000002/masks.npy"
+    data = bytearray(fs.cat_file(key))
+    data[-1] ^= 1
+    fs.pipe_file(key, bytes(data))
+    url = "s3://caches/flipped"
+    with pytest.raises(CacheError, match=r"damaged \(shards/000002/masks.npy: sha256 mismatch"):
+        open_cache(url, root="s3://data/phantom")
+    report = build_cache("s3://data/phantom", url, shard_size=5)
+    assert not report.up_to_date and report.built == 1
+    assert fs.cat_file(key) == fs.cat_file("caches/serial/shards/000002/masks.npy")
+    assert not fs.exists("caches/flipped/.dicontour-build.lock")
+
+
+def test_a_remote_build_lock_names_its_holder(s3, s3_cache: str) -> None:
+    fs = s3fs.S3FileSystem()
+    fs.copy("caches/serial", "caches/locked", recursive=True)
+    lock = "caches/locked/.dicontour-build.lock"
+    fs.pipe_file(lock, b"pid 4242 on host elsewhere, started 2026-01-01 00:00:00")
+    with pytest.raises(
+        CacheError,
+        match=r"another build of this cache is running \(pid 4242 on host elsewhere.*"
+        r"if no build is running .* delete s3://caches/locked/.dicontour-build.lock",
+    ):
+        build_cache("s3://data/phantom", "s3://caches/locked", shard_size=5)
+    # A holder on this host whose process is gone: a killed build, taken over.
+    fs.pipe_file(lock, f"pid 999999 on host {socket.gethostname()}, started x".encode())
+    assert build_cache("s3://data/phantom", "s3://caches/locked", shard_size=5).up_to_date
+    assert not fs.exists(lock)
 
 
 def test_train_from_the_bucket_with_worker_processes(s3, s3_cache: str) -> None:

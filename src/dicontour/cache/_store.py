@@ -15,10 +15,11 @@ file either complete or absent, never half written.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
-import shutil
+import stat
 import uuid
 from typing import Any, BinaryIO
 
@@ -60,9 +61,9 @@ def read_json(where: Location, relative: str) -> Any:
     try:
         data = where.fs.cat_file(where.path(relative))
     except FileNotFoundError as exc:
-        raise CacheError(f"{_name(where, relative)}: missing") from exc
+        raise CacheError(f"{name(where, relative)}: missing") from exc
     except OSError as exc:
-        raise CacheError(f"{_name(where, relative)}: cannot read ({exc})") from exc
+        raise CacheError(f"{name(where, relative)}: cannot read ({words(exc)})") from exc
     return parse_json(where, relative, data)
 
 
@@ -77,11 +78,47 @@ def parse_json(where: Location, relative: str, data: bytes) -> Any:
     try:
         return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CacheError(f"{_name(where, relative)}: not valid JSON ({exc})") from exc
+        raise CacheError(f"{name(where, relative)}: not valid JSON ({exc})") from exc
 
 
-def _name(where: Location, relative: str) -> str:
-    return f"{where.redacted().rstrip('/')}/{relative}"
+def name(where: Location, relative: str) -> str:
+    """``relative`` inside ``where``, for messages (no credentials)."""
+    return f"{where.redacted().rstrip('/')}/{relative}" if relative else where.redacted()
+
+
+_WORDS = {
+    errno.ENOENT: "does not exist",
+    errno.EEXIST: "something is in the way (it already exists)",
+    errno.ENOTDIR: "a file is in the way where a folder should be",
+    errno.EISDIR: "a folder is in the way where a file should be",
+    errno.ENOTEMPTY: "the folder is not empty",
+    errno.ELOOP: "a symbolic link is in the way",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EIO: "input/output error (a failing disk or network mount)",
+}
+
+
+def words(exc: OSError) -> str:
+    """What an ``OSError`` means, in words (``FileExistsError: [Errno 17]`` is not a reason).
+
+    Examples
+    --------
+    >>> words(NotADirectoryError(20, "Not a directory"))
+    'a file is in the way where a folder should be'
+    """
+    if exc.errno in _WORDS:
+        return _WORDS[exc.errno]
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def cache_error(where: Location, exc: OSError) -> CacheError:
+    """A :class:`CacheError` for ``exc`` met in the cache ``where``, naming the file in words."""
+    path = exc.filename if isinstance(exc.filename, str) and exc.filename else where.redacted()
+    return CacheError(f"{path}: {words(exc)}")
 
 
 def exists(where: Location, relative: str) -> bool:
@@ -99,9 +136,27 @@ def _temporary(path: str) -> str:
 def _ensure_folder(where: Location, relative: str) -> None:
     folder = where.path(relative).rpartition("/")[0]
     if where.is_local:
-        os.makedirs(folder, exist_ok=True)
+        _make_folders(where, relative)
     elif not is_object_store(where):
         where.fs.makedirs(folder, exist_ok=True)
+
+
+def _make_folders(where: Location, relative: str) -> None:
+    # Level by level with lstat: os.makedirs would follow a link (shards -> /elsewhere)
+    # and write the shards there.
+    parts = relative.split("/")[:-1]
+    for depth in range(1, len(parts) + 1):
+        path = where.path("/".join(parts[:depth]))
+        try:
+            os.mkdir(path)
+            continue
+        except FileExistsError:
+            pass
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            raise CacheError(
+                f"{path}: something else than a folder (a file or a link) is in the way "
+                "where the cache keeps a folder"
+            )
 
 
 def write_bytes(where: Location, relative: str, data: bytes) -> None:
@@ -198,57 +253,3 @@ def sha256_of(where: Location, relative: str) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
-
-
-def remove(where: Location, relative: str) -> None:
-    """Delete a file or a folder tree; a missing one is fine."""
-    path = where.path(relative)
-    try:
-        if where.is_local:
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            else:
-                os.remove(path)
-        else:
-            where.fs.rm(path, recursive=True)
-    except FileNotFoundError:
-        pass
-
-
-def children(where: Location, relative: str) -> list[str]:
-    """Names inside the folder ``relative`` ([] when it does not exist)."""
-    path = where.path(relative)
-    if where.is_local:
-        try:
-            return sorted(os.listdir(path))
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-    where.fs.invalidate_cache(path)
-    try:
-        entries = where.fs.ls(path, detail=False)
-    except FileNotFoundError:
-        return []
-    folder = str(path).rstrip("/")
-    names = [str(e).rstrip("/") for e in entries if str(e).rstrip("/") != folder]
-    return sorted(name.rsplit("/", 1)[-1] for name in names)
-
-
-def remove_temporaries(where: Location, relative: str) -> int:
-    """Delete the temporary files a killed build left under ``relative``; return how many."""
-    if is_object_store(where):
-        return 0
-    path = where.path(relative)
-    if where.is_local:
-        found = [
-            os.path.join(folder, name)
-            for folder, _, names in os.walk(path)
-            for name in names
-            if TEMP_MARK in name
-        ]
-        for name in found:
-            os.remove(name)
-        return len(found)
-    found = [name for name in where.fs.find(path) if TEMP_MARK in name.rsplit("/", 1)[-1]]
-    for name in found:
-        where.fs.rm(name)
-    return len(found)

@@ -1,8 +1,7 @@
-"""Check a cache: every checksum, every count and shape, and optionally its freshness."""
+"""Check a cache: every checksum, every count and shape, its folder, optionally its freshness."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -10,57 +9,12 @@ from typing import Any
 from ..engine import Engine, LocalEngine
 from ..errors import CacheError
 from ..storage import Location, location
-from . import _store
-from ._build import ARRAYS, FINGERPRINT, HAS, MANIFEST, SHARDS, shard_folder
-from ._source import check_fresh, read_manifest
+from . import _layout
+from ._check import ShardCheck, check_shard, check_small_files
+from ._source import _NotTheDataset, check_fresh, read_manifest
 
 #: Failures listed in a CacheError message before "and N more".
 SHOWN = 20
-
-
-@dataclass(frozen=True)
-class _ShardCheck:
-    cache: Location
-    name: str
-    manifest_sha256: str
-    count: int
-    shape: tuple[int, int]
-
-
-def _check_shard(task: _ShardCheck) -> tuple[list[str], int]:
-    """(failures, bytes read) for one shard."""
-    where, folder = task.cache, shard_folder(task.name)
-    try:
-        raw = where.fs.cat_file(where.path(f"{folder}/{MANIFEST}"))
-    except FileNotFoundError:
-        return [f"{folder}/{MANIFEST}: missing"], 0
-    if hashlib.sha256(raw).hexdigest() != task.manifest_sha256:
-        return [f"{folder}/{MANIFEST}: checksum differs from the top-level manifest"], len(raw)
-    # The bytes just checked, not a second read that could see another version.
-    manifest = _store.parse_json(where, f"{folder}/{MANIFEST}", raw)
-    failures = []
-    if manifest.get("count") != task.count or manifest.get("shape") != list(task.shape):
-        failures.append(
-            f"{folder}/{MANIFEST}: {manifest.get('count')} samples of {manifest.get('shape')}, "
-            f"the top-level manifest says {task.count} of {list(task.shape)}"
-        )
-    total = len(raw)
-    for name in ARRAYS:
-        entry = manifest.get("arrays", {}).get(name)
-        if entry is None:
-            failures.append(f"{folder}/{name}: not in the shard manifest")
-            continue
-        try:
-            digest, size = _store.sha256_of(where, f"{folder}/{name}")
-        except FileNotFoundError:
-            failures.append(f"{folder}/{name}: missing")
-            continue
-        total += size
-        if size != entry["bytes"]:
-            failures.append(f"{folder}/{name}: {size} bytes, {entry['bytes']} expected")
-        elif digest != entry["sha256"]:
-            failures.append(f"{folder}/{name}: sha256 mismatch (corrupted)")
-    return failures, total
 
 
 @dataclass(frozen=True)
@@ -77,7 +31,8 @@ class VerifyReport:
     failures : list of str
         Each problem found, naming the file; empty when the cache is intact.
     fresh : bool or None
-        Whether the dataset is unchanged since the build (None: not checked).
+        Whether the dataset is unchanged since the build (None: not checked,
+        or the root given is missing or another dataset: see ``failures``).
     seconds : float
     """
 
@@ -126,6 +81,13 @@ def verify_cache(
     CacheError
         No complete cache there, or (``strict``) any failure, all of them listed.
 
+    Notes
+    -----
+    Besides the checksums, the cache folder itself is checked: a symbolic
+    link anywhere in it, an entry of the wrong type, or a file or folder
+    outside the cache's naming scheme is a failure (a build refuses to run
+    until it is removed).
+
     Examples
     --------
     >>> verify_cache("cache").ok                               # doctest: +SKIP
@@ -135,38 +97,23 @@ def verify_cache(
     where = location(cache)
     manifest = read_manifest(where)
     engine = engine or LocalEngine(workers=1)
-    failures: list[str] = []
-    total = 0
-    for name, entry in ((HAS, manifest.get("has")), (FINGERPRINT, manifest.get("fingerprint"))):
-        try:
-            digest, size = _store.sha256_of(where, name)
-        except FileNotFoundError:
-            failures.append(f"{name}: missing")
-            continue
-        total += size
-        if entry is None or digest != entry.get("sha256"):
-            failures.append(f"{name}: sha256 mismatch (corrupted)")
+    found = _layout.audit(where, link_ok=True)
+    failures, total = check_small_files(where, manifest)
+    failures += found.problems
     shards = manifest["shards"]
-    if sum(entry["count"] for entry in shards) != manifest["samples"]:
-        failures.append(f"{MANIFEST}: shard counts do not add up to {manifest['samples']}")
-    checks = [
-        _ShardCheck(where, e["name"], e["manifest_sha256"], e["count"], tuple(e["shape"]))
-        for e in shards
-    ]
-    for _, (found, size) in engine.run(_check_shard, checks):
-        failures.extend(found)
+    checks = [ShardCheck.of(where, entry) for entry in shards]
+    for _, (shard_failures, size) in engine.run(check_shard, checks):
+        failures.extend(shard_failures)
         total += size
     names = {entry["name"] for entry in shards}
-    failures.extend(
-        f"{SHARDS}/{name}: not in the manifest"
-        for name in _store.children(where, SHARDS)
-        if name not in names
-    )
+    failures.extend(f"shards/{name}: not in the manifest" for name in sorted(found.shards - names))
     fresh = None
     if root is not None:
         try:
             check_fresh(where, root)
             fresh = True
+        except _NotTheDataset as exc:
+            failures.append(str(exc))
         except CacheError as exc:
             fresh = False
             failures.append(str(exc))

@@ -20,8 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "build",
         help="decode every sample once into .npy shards",
         description="Decode every labelled slice of ROOT once into shards of .npy arrays in "
-        "CACHE. Run again to resume an interrupted build or update a stale cache: intact "
-        "shards whose files did not change are kept.",
+        "CACHE. Run again to resume an interrupted build, update a stale cache or repair a "
+        "damaged one: intact shards (every checksum checked) whose files did not change are "
+        "kept. CACHE must be new, empty or a cache: a folder holding anything else, or any "
+        "symbolic link, is refused, and only the cache's own files are ever removed. One "
+        "build at a time per cache (a lock file in CACHE).",
     )
     build.add_argument("root", help="dataset root: a folder or an fsspec URL (s3://...)")
     build.add_argument("cache", help="cache folder or fsspec URL (new, empty, or an earlier cache)")
@@ -36,8 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     verify = inner.add_parser(
         "verify",
         help="check every checksum of a cache",
-        description="Read every file of CACHE and check it against the manifests; with "
-        "--root, also check that the dataset did not change since the build.",
+        description="Read every file of CACHE and check it against the manifests, and list "
+        "anything in CACHE that is not the cache's own (links, foreign files); with --root, "
+        "also check that ROOT is the dataset the cache was built from and did not change.",
     )
     verify.add_argument("cache", help="cache folder or fsspec URL")
     verify.add_argument("--root", help="the dataset the cache was built from: check freshness")
@@ -68,7 +72,10 @@ def run_build(args: argparse.Namespace) -> int:
         return 0
     seconds = report.seconds
     if report.up_to_date:
-        print(f"{report.cache}: up to date ({report.samples} samples in {report.shards} shards)")
+        print(
+            f"{report.cache}: up to date ({report.samples} samples in {report.shards} shards, "
+            f"every checksum checked in {seconds['check']:.2f} s)"
+        )
         return 0
     rate = report.samples / seconds["total"] if seconds["total"] else 0.0
     print(

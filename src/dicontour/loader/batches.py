@@ -285,7 +285,13 @@ class BatchLoader:
 
     @classmethod
     def from_cache(
-        cls, cache: Any, batch_size: int = 8, *, root: Any = None, **options: Any
+        cls,
+        cache: Any,
+        batch_size: int = 8,
+        *,
+        root: Any = None,
+        checksums: bool = True,
+        **options: Any,
     ) -> BatchLoader:
         """A loader over a preprocessed cache (a folder or URL made by ``dicontour cache build``).
 
@@ -293,6 +299,9 @@ class BatchLoader:
         checked against ``root`` if given, else against the dataset root the
         build recorded (served with a logged warning where that root cannot be
         reached); ``root=False`` skips the check (:func:`dicontour.cache.open_cache`).
+        A damaged cache refuses to open too, naming the damaged files: every
+        byte is checked against its sha256 first, unless ``checksums=False``
+        (sizes and structure only).
         Every other option is the constructor's, with the same guarantees (``rank``/``world_size``
         included).  The workers copy each sample from the memory-mapped shard
         straight into its shared-memory slot; ``copy=False`` then hands the
@@ -306,7 +315,7 @@ class BatchLoader:
         """
         from ..cache import open_cache  # the cache imports the loader's protocol
 
-        return cls(open_cache(cache, root=root), batch_size, **options)
+        return cls(open_cache(cache, root=root, checksums=checksums), batch_size, **options)
 
     def _common_shape(self) -> tuple[int, int]:
         shapes = np.asarray(self.source.shapes(), dtype=np.int64)[self._eligible]

@@ -1,0 +1,360 @@
+"""What a cache folder may hold, and the only way the cache removes anything.
+
+A cache owns exactly the names of its naming scheme, nothing else::
+
+    manifest.json  fingerprint.json  has.npy  .dicontour-build.lock   files
+    shards/                                                           a folder
+    shards/<6 digits>/                                                folders
+    shards/<6 digits>/{images,masks,has}.npy, manifest.json           files
+    .<one of those file names>.tmp-<hex>                              a build's temporaries
+
+:func:`audit` lists every entry of a cache folder without following a
+symbolic link, and names what does not fit: a link (whatever it points to),
+a folder where the scheme has a file or the reverse, a name outside the
+scheme.  A build refuses to start on any of them, and :func:`remove_file`
+and :func:`remove_shard` delete only regular files of the scheme, one by one
+(never ``rmtree``), through folder descriptors opened without following a
+link: a cache folder pointed at the wrong place, or a link planted inside
+one, even after the audit, can make a build fail but never makes it delete
+what it did not write.
+
+Examples
+--------
+>>> own_file("shards/000003/images.npy"), own_file("shards/000003/notes.txt")
+(True, False)
+>>> own_file(".manifest.json.tmp-0a1b"), is_temporary(".manifest.json.tmp-0a1b")
+(True, True)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from ..errors import CacheError
+from ..storage import Location
+from . import _store
+
+MANIFEST = "manifest.json"
+FINGERPRINT = "fingerprint.json"
+HAS = "has.npy"
+SHARDS = "shards"
+ARRAYS = ("images.npy", "masks.npy", "has.npy")
+LOCK = ".dicontour-build.lock"
+
+_TOP_FILES = (MANIFEST, FINGERPRINT, HAS)
+_SHARD_FILES = (*ARRAYS, MANIFEST)
+_SHARD_NAME = re.compile(r"[0-9]{6}")
+
+
+def _alternatives(names: tuple[str, ...]) -> str:
+    return "|".join(re.escape(name) for name in names)
+
+
+_TEMPORARY = re.compile(rf"\.(?:{_alternatives((*_TOP_FILES, *ARRAYS))})\.tmp-[0-9a-f]+")
+_TOP_FILE = re.compile(rf"(?:{_alternatives((*_TOP_FILES, LOCK))})|{_TEMPORARY.pattern}")
+_IN_SHARD = re.compile(rf"(?:{_alternatives(_SHARD_FILES)})|{_TEMPORARY.pattern}")
+
+
+def is_temporary(relative: str) -> bool:
+    """Whether ``relative`` names a temporary file of a build (left behind by a kill)."""
+    return _TEMPORARY.fullmatch(relative.rsplit("/", 1)[-1]) is not None
+
+
+def own_file(relative: str) -> bool:
+    """Whether the scheme has a file at ``relative`` (a path inside the cache)."""
+    parts = relative.split("/")
+    if len(parts) == 1:
+        return _TOP_FILE.fullmatch(parts[0]) is not None
+    return (
+        len(parts) == 3
+        and parts[0] == SHARDS
+        and _SHARD_NAME.fullmatch(parts[1]) is not None
+        and _IN_SHARD.fullmatch(parts[2]) is not None
+    )
+
+
+def _own_folder(relative: str) -> bool:
+    parts = relative.split("/")
+    return parts == [SHARDS] or (
+        len(parts) == 2 and parts[0] == SHARDS and _SHARD_NAME.fullmatch(parts[1]) is not None
+    )
+
+
+@dataclass(frozen=True)
+class Audit:
+    """What :func:`audit` found in a cache folder.
+
+    Attributes
+    ----------
+    files : dict of str to int
+        The regular files of the scheme (relative path -> size in bytes).
+    shards : set of str
+        The shard folders (``"000003"``).
+    in_the_way : list of str
+        ``"<relative path>: <what is wrong>"`` for each symbolic link (anywhere)
+        and each entry of the wrong type where the scheme has a file or folder.
+    foreign : list of str
+        The same for names outside the scheme (files and folders someone added).
+    """
+
+    files: dict[str, int] = field(default_factory=dict)
+    shards: set[str] = field(default_factory=set)
+    in_the_way: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[str]:
+        """Everything that is not the cache's own, sorted by path."""
+        return sorted(self.in_the_way + self.foreign)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISLNK(mode):
+        return "symbolic link"
+    return "special file (device, pipe or socket)"
+
+
+def _classify(found: Audit, relative: str, mode: int, size: int, path: str) -> bool:
+    """Record one entry; True when it is one of the scheme's folders (to descend into)."""
+    kind = _kind(mode)
+    if stat.S_ISLNK(mode):
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        found.in_the_way.append(
+            f"{relative}: a symbolic link (to {target}); a cache holds no links and "
+            "dicontour never follows one inside a cache"
+        )
+        return False
+    if own_file(relative):
+        if kind == "file":
+            found.files[relative] = size
+            return False
+        found.in_the_way.append(f"{relative}: a {kind} is in the way where the cache keeps a file")
+        return False
+    if _own_folder(relative):
+        if kind == "folder":
+            if relative != SHARDS:
+                found.shards.add(relative.rsplit("/", 1)[-1])
+            return True
+        found.in_the_way.append(
+            f"{relative}: a {kind} is in the way where the cache keeps a folder"
+        )
+        return False
+    found.foreign.append(f"{relative}: not a file of the cache (a {kind} dicontour did not write)")
+    return False
+
+
+def _audit_local(where: Location) -> Audit:
+    found = Audit()
+    pending = [""]
+    while pending:
+        folder = pending.pop()
+        try:
+            entries = sorted(os.scandir(where.path(folder)), key=lambda e: e.name)
+        except FileNotFoundError:  # removed since it was listed (a build is running)
+            continue
+        except OSError as exc:
+            found.in_the_way.append(f"{folder or '.'}: cannot list ({_store.words(exc)})")
+            continue
+        for entry in entries:
+            relative = f"{folder}/{entry.name}" if folder else entry.name
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # a temporary renamed since the listing
+                continue
+            except OSError as exc:
+                found.in_the_way.append(f"{relative}: cannot inspect ({_store.words(exc)})")
+                continue
+            if _classify(found, relative, info.st_mode, info.st_size, entry.path):
+                pending.append(relative)
+    return found
+
+
+def _audit_remote(where: Location) -> Audit:
+    found = Audit()
+    base = where.base.rstrip("/")
+    where.fs.invalidate_cache(base)
+    try:
+        listing = where.fs.find(base, detail=True)
+    except FileNotFoundError:
+        return found
+    for key, info in sorted(listing.items()):
+        relative = key.rstrip("/")[len(base) + 1 :]
+        if not relative or info.get("type") == "directory":
+            continue
+        size = int(info.get("size") or 0)
+        if own_file(relative):
+            found.files[relative] = size
+            if relative.startswith(f"{SHARDS}/"):
+                found.shards.add(relative.split("/")[1])
+        else:
+            found.foreign.append(f"{relative}: not a file of the cache")
+    return found
+
+
+def check_folder(where: Location, *, link_ok: bool = False) -> bool:
+    """Refuse a cache path that is not a real folder; return whether it exists.
+
+    ``link_ok`` accepts a link to a folder (reading a cache through a link
+    touches nothing; a build refuses it, since it deletes files there).
+
+    Raises
+    ------
+    CacheError
+        The path is a symbolic link (unless ``link_ok``), a file, or another
+        non-folder.
+    """
+    if not where.is_local:
+        return True
+    try:
+        info = os.stat(where.base) if link_ok else os.lstat(where.base)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise CacheError(f"{where.base}: cannot inspect ({_store.words(exc)})") from exc
+    if stat.S_ISLNK(info.st_mode):
+        raise CacheError(
+            f"{where.base}: a symbolic link (to {os.readlink(where.base)}); dicontour writes "
+            f"and removes only inside a real folder: give the folder itself "
+            f"({os.path.realpath(where.base)})"
+        )
+    if not stat.S_ISDIR(info.st_mode):
+        raise CacheError(f"{where.base}: exists and is a {_kind(info.st_mode)}, not a folder")
+    return True
+
+
+def audit(where: Location, *, link_ok: bool = False) -> Audit:
+    """Every entry of the cache folder ``where``, links inside it never followed.
+
+    Raises
+    ------
+    CacheError
+        ``where`` itself is a link (unless ``link_ok``) or not a folder (see
+        :func:`check_folder`).
+    """
+    if not check_folder(where, link_ok=link_ok):
+        return Audit()
+    return _audit_local(where) if where.is_local else _audit_remote(where)
+
+
+def _refuse_unless_own_file(where: Location, relative: str) -> None:
+    if not own_file(relative):  # a programming error: no caller may ask for this
+        raise CacheError(f"{_store.name(where, relative)}: not a file of the cache, not removed")
+
+
+_NOFOLLOW_FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+
+
+@contextlib.contextmanager
+def _folder(where: Location, parts: list[str]) -> Iterator[int | None]:
+    """A descriptor of the local folder ``parts`` under the cache, no link followed on the way.
+
+    Removals then go through it (``unlink(name, dir_fd=...)``), so a folder
+    swapped for a link after the audit cannot redirect them elsewhere.
+    Yields None when the folder does not exist.
+    """
+    handle = os.open(where.base, _NOFOLLOW_FOLDER)
+    try:
+        for depth, part in enumerate(parts):
+            try:
+                inner = os.open(part, _NOFOLLOW_FOLDER, dir_fd=handle)
+            except FileNotFoundError:
+                yield None
+                return
+            except OSError as exc:  # ELOOP or ENOTDIR: a link or a file in the way
+                path = where.path("/".join(parts[: depth + 1]))
+                try:
+                    what = _kind(os.stat(part, dir_fd=handle, follow_symlinks=False).st_mode)
+                except OSError:
+                    what = _store.words(exc)
+                raise CacheError(
+                    f"{path}: not a folder (a {what}); dicontour removes nothing through it"
+                ) from exc
+            os.close(handle)
+            handle = inner
+        yield handle
+    finally:
+        os.close(handle)
+
+
+def _unlink_own(where: Location, handle: int, relative: str) -> None:
+    name = relative.rsplit("/", 1)[-1]
+    try:
+        info = os.stat(name, dir_fd=handle, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(info.st_mode):
+        raise CacheError(
+            f"{where.path(relative)}: a {_kind(info.st_mode)} is in the way where the cache "
+            "keeps a file; dicontour removes only files it wrote: remove it yourself"
+        )
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=handle)
+
+
+def remove_file(where: Location, relative: str) -> None:
+    """Delete one regular file of the scheme; a missing one is fine.
+
+    Raises
+    ------
+    CacheError
+        ``relative`` is outside the scheme, or it (or a folder above it) is a
+        link, or it is anything but a regular file: then nothing is removed.
+    """
+    _refuse_unless_own_file(where, relative)
+    if not where.is_local:
+        with contextlib.suppress(FileNotFoundError):
+            where.fs.rm_file(where.path(relative))
+        return
+    with _folder(where, relative.split("/")[:-1]) as handle:
+        if handle is not None:
+            _unlink_own(where, handle, relative)
+
+
+def remove_shard(where: Location, name: str) -> None:
+    """Delete shard folder ``name``: its files of the scheme one by one, then the folder.
+
+    Raises
+    ------
+    CacheError
+        The folder holds anything else (a link, a subfolder, a foreign file):
+        then those are named and left in place.
+    """
+    if _SHARD_NAME.fullmatch(name) is None:
+        raise CacheError(f"{_store.name(where, SHARDS)}/{name}: not a shard folder, not removed")
+    folder = f"{SHARDS}/{name}"
+    if where.is_local:
+        with _folder(where, [SHARDS, name]) as handle:
+            if handle is None:
+                return
+            for entry in sorted(os.listdir(handle)):
+                relative = f"{folder}/{entry}"
+                if not own_file(relative):
+                    raise CacheError(
+                        f"{where.path(relative)}: not a file of the cache; the shard folder "
+                        "is left in place: remove it yourself"
+                    )
+                _unlink_own(where, handle, relative)
+        with _folder(where, [SHARDS]) as handle:
+            if handle is not None:
+                os.rmdir(name, dir_fd=handle)  # only an empty folder goes
+        return
+    base = where.path(folder).rstrip("/")
+    where.fs.invalidate_cache(base)
+    try:
+        keys = where.fs.find(base)
+    except FileNotFoundError:
+        return
+    for key in keys:
+        remove_file(where, key.rstrip("/")[len(where.base.rstrip("/")) + 1 :])
