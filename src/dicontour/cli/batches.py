@@ -10,23 +10,10 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 from typing import Any
 
-from ._format import print_json, problem_section, show_progress, table
-
-
-def _count(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
+from ._format import echo, print_json, problem_section, show_progress, table
+from ._options import count, duration, workers
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,19 +21,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "batches", help="iterate training batches like a training loop and report their speed"
     )
     parser.add_argument("root", help="dataset root: a folder or an fsspec URL (s3://...)")
-    parser.add_argument("--batch-size", type=_count(1), default=8, help="samples per batch (8)")
-    parser.add_argument("--epochs", type=_count(1), default=2, help="epochs to run (2)")
-    parser.add_argument("--workers", type=_count(0), default=2, help="worker processes (2)")
-    parser.add_argument("--prefetch", type=_count(1), default=4, help="batch slots (4)")
+    parser.add_argument("--batch-size", type=count(1), default=8, help="samples per batch (8)")
+    parser.add_argument("--epochs", type=count(1), default=2, help="epochs to run (2)")
+    parser.add_argument("--workers", type=workers, default=2, help="worker processes (2)")
+    parser.add_argument("--prefetch", type=count(1), default=4, help="batch slots (4)")
     parser.add_argument("--target", choices=["i", "o", "both"], default="i", help="mask (i)")
-    parser.add_argument("--seed", type=_count(0), default=0, help="order seed (0)")
+    parser.add_argument("--seed", type=count(0), default=0, help="order seed (0)")
     parser.add_argument("--normalize", choices=["zscore", "percentile"], default=None)
     parser.add_argument(
-        "--size", type=_count(1), nargs=2, metavar=("H", "W"), help="centre-crop or pad to H x W"
+        "--size", type=count(1), nargs=2, metavar=("H", "W"), help="centre-crop or pad to H x W"
     )
     parser.add_argument(
         "--step-ms",
-        type=float,
+        type=duration,
         default=0.0,
         help="pretend each training step computes for this long (0)",
     )
@@ -96,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(document)
     else:
-        print(report(document))
+        echo(report(document))
     return 0
 
 
