@@ -79,7 +79,12 @@ def run_build(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     from ..cache import verify_cache
+    from ..scan import read_link_csv
 
+    if args.root is not None:
+        # An unusable dataset root is a usage error (exit 2) for every command,
+        # not a stale cache.
+        read_link_csv(args.root)
     with engine_from_args(args, workers=1) as engine:
         report = verify_cache(args.cache, root=args.root, engine=engine, strict=False)
     if args.json:
