@@ -5,15 +5,15 @@ adds its parser and sets ``run(args) -> int``.  :func:`main` is the one place
 that turns an exception into one line on stderr and an exit code, for every
 command (``--debug`` shows the traceback instead):
 
-== =====================================================================
-0  the command completed (a scan that found problems included)
-1  it failed: ``--strict`` with errors, a failed cache verify, a
-   :class:`~dicontour.DicontourError`, an ``OSError`` (said in words:
-   "file exists", "not a folder", "permission denied"...), out of memory
-2  a usage error: bad options (argparse), option values the library
-   refuses (``ValueError``), an unusable dataset root (``LayoutError``)
+=== ==================================================================
+0   the command completed (a scan that found problems included)
+1   it failed: ``--strict`` with errors, a failed cache verify, a
+    :class:`~dicontour.DicontourError`, an ``OSError`` (said in words:
+    "file exists", "not a folder", "permission denied"...), out of memory
+2   a usage error: bad options (argparse), option values the library
+    refuses (``ValueError``), an unusable dataset root (``LayoutError``)
 130 interrupted (Ctrl-C)
-== =====================================================================
+=== ==================================================================
 
 Everything written for people goes through :func:`._format.echo`, which
 escapes control characters (see :mod:`._format`); ``--json`` stays exact.
