@@ -162,6 +162,8 @@ def _every_command(root: Path, out: Path) -> list[list[str]]:
         ["cache", "verify", cache, "--root", str(root)],
         ["demo", str(out / f"demo{NASTY}")],
         ["demo", str(out / f"demo{NASTY}")],  # reused
+        ["split", str(root), "--folds", "2", "--out", str(out / f"splits{NASTY}.json")],
+        ["split", str(root), "--holdout", "0.3", "--exclude", "i-outside-o"],
         # error lines: an unusable root, an output path that is a file, an unknown id
         ["scan", str(out / f"missing{NASTY}")],
         ["cache", "build", str(root), str(root / "link.csv")],
@@ -182,8 +184,8 @@ def test_no_command_prints_a_control_character(hostile, tmp_path, capsys):
         assert all(line.startswith("dicontour: warning: ") for line in lines[:-1]), argv
         assert not lines or lines[-1].startswith("dicontour: "), argv
         codes.append(code)
-    assert codes[:14] == [0] * 14, codes
-    assert codes[14:] == [2, 1, 1]
+    assert codes[:16] == [0] * 16, codes
+    assert codes[16:] == [2, 1, 1]
 
 
 def test_a_corrupt_cache_lists_its_failures_escaped(hostile, tmp_path, capsys):
@@ -329,6 +331,7 @@ EXIT_CODES = [
     (["cache", "build", "ROOT", "OUT"], 0),
     (["cache", "verify", "CACHE"], 0),
     (["demo", "OUT"], 0),
+    (["split", "FAULTY", "--folds", "2"], 0),
     # 1: failures
     (["scan", "FAULTY", "--strict"], 1),
     (["check", "FAULTY", "--strict"], 1),
@@ -350,6 +353,7 @@ EXIT_CODES = [
     (["scan", "gs://bucket/data"], 2),
     (["scan", "foo://bucket/data"], 2),
     (["demo", "FILE"], 2),
+    (["split", "MISSING", "--folds", "2"], 2),
     # 2: usage errors, from argparse or from the library refusing a value
     ([], 2),
     (["scan"], 2),
@@ -375,6 +379,10 @@ EXIT_CODES = [
     (["preview", "ROOT", "OUT", "--limit", "0"], 2),
     (["segment", "ROOT", "--method", "nope"], 2),
     (["demo", "OUT", "--seed", "x"], 2),
+    (["split", "ROOT", "--folds", "1"], 2),
+    (["split", "ROOT", "--folds", "99"], 2),  # more folds than patients: the library refuses
+    (["split", "ROOT", "--holdout", "1.5"], 2),
+    (["split", "ROOT", "--folds", "2", "--workers", "-1"], 2),
 ]
 
 
@@ -420,6 +428,7 @@ INTERRUPTED = [
     ["cache", "build", "ROOT", "OUT"],
     ["cache", "verify", "CACHE"],
     ["demo", "OUT"],
+    ["split", "ROOT", "--folds", "2"],
 ]
 
 
