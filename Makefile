@@ -1,30 +1,38 @@
 # dicontour: two commands on a fresh machine -- `make demo` and `make test`.
+# Each level installs only what it needs, and remembers it in a stamp file:
+#   .venv/.demo  the package and its core dependencies (enough for `dicontour demo`)
+#   .venv/.test  plus every extra the tests use (qa, dask, s3, test)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.demo
+TEST_STAMP := $(VENV)/.test
 
 .PHONY: install demo test lint bench clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+$(DEMO_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(DEMO_STAMP)
+
+$(TEST_STAMP): $(DEMO_STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[qa,dask,s3,test]"
-	touch $(STAMP)
+	touch $(TEST_STAMP)
 
-install: $(STAMP)  ## the .venv with the package and every test extra
+install: $(TEST_STAMP)  ## the .venv with the package and every test extra
 
-demo: $(STAMP)  ## write the built-in phantom dataset and scan it
+demo: $(DEMO_STAMP)  ## write the built-in phantom dataset and scan it (core dependencies only)
 	$(BIN)/dicontour demo demo-data
 
-test: $(STAMP)  ## ruff, then the whole test suite
+test: $(TEST_STAMP)  ## ruff, then the whole test suite
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
-bench: $(STAMP)  ## speed figures, each beside a baseline measured in the same run
+bench: $(TEST_STAMP)  ## speed figures, each beside a baseline measured in the same run
 	$(BIN)/python -m pip install --quiet "torch==2.13.0" || echo "torch not installed: torch baselines skipped"
 	$(BIN)/python benchmarks/run.py $(BENCH)
 

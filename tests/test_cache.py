@@ -484,7 +484,8 @@ def test_cli_build_then_up_to_date(dataset: Path, reference: Path, tmp_path: Pat
     assert tree_bytes(cache) == tree_bytes(reference)
     assert main([*args, "--workers", "1"]) == 0
     assert "up to date" in capsys.readouterr().out
-    assert main([*args, "--engine", "local", "--scheduler", "tcp://127.0.0.1:1"]) == 1
+    # a scheduler without --engine dask is a usage error: exit 2, like every usage error
+    assert main([*args, "--engine", "local", "--scheduler", "tcp://127.0.0.1:1"]) == 2
     assert "needs the dask engine" in capsys.readouterr().err
 
 

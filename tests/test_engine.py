@@ -92,8 +92,15 @@ def test_open_engine_checks_its_options() -> None:
         DaskEngine("tcp://127.0.0.1:8786", workers=2)
     with pytest.raises(ValueError, match="engine must be"):
         open_engine("spark")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="at least 1"):
-        LocalEngine(workers=0)
+    with pytest.raises(ValueError, match="at least 0"):
+        LocalEngine(workers=-1)
+
+
+def test_zero_workers_runs_in_this_process() -> None:
+    # 0 means "in this process", as for BatchLoader(workers=0): no pool is started.
+    with LocalEngine(workers=0) as engine:
+        assert list(engine.map(lambda _: os.getpid(), [1, 2])) == [os.getpid()] * 2
+        assert engine._pool is None
 
 
 def test_missing_dask_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

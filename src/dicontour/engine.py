@@ -17,7 +17,7 @@ message and traceback, whatever that exception's pickling support.
 Engines
 -------
 :class:`LocalEngine`
-    ``workers=1`` runs in this process; more workers use a pool of fresh
+    ``workers=0`` or ``1`` runs in this process; more workers use a pool of fresh
     (``spawn``) processes, which rebuild any fsspec filesystem from its URL and
     read credentials from the environment they start with.
 :class:`DaskEngine`
@@ -166,13 +166,14 @@ def _start_worker(parent: int) -> None:
 
 
 class LocalEngine(_Base):
-    """Run tasks in this process (``workers=1``) or in a pool of fresh processes.
+    """Run tasks in this process (``workers=0`` or ``1``) or in a pool of fresh processes.
 
     Parameters
     ----------
     workers : int, optional
-        Worker processes; the number of CPUs by default.  With 1, tasks run
-        in this process, one after another, without starting anything.
+        Worker processes; the number of CPUs by default.  With 0 or 1, tasks
+        run in this process, one after another, without starting anything
+        (0 says so explicitly, as ``BatchLoader(workers=0)`` does).
 
     Notes
     -----
@@ -193,8 +194,8 @@ class LocalEngine(_Base):
 
     def __init__(self, workers: int | None = None) -> None:
         count = (os.cpu_count() or 1) if workers is None else workers
-        if count < 1:
-            raise ValueError(f"workers must be at least 1, got {workers!r}")
+        if count < 0:
+            raise ValueError(f"workers must be at least 0 (0: in this process), got {workers!r}")
         self.workers = count
         self._pool: ProcessPoolExecutor | None = None
 
@@ -213,7 +214,7 @@ class LocalEngine(_Base):
 
     def run(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[tuple[int, R]]:
         """Run ``fn`` on every item; yield ``(position, result)`` as tasks finish."""
-        if self.workers == 1:
+        if self.workers <= 1:
             for position, item in enumerate(items):
                 yield position, fn(item)
             return

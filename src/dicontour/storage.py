@@ -57,6 +57,9 @@ class Entry:
     code: str | None = None
     reason: str | None = None
 
+#: The dicontour extra that installs the fsspec implementation of a URL scheme.
+_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
+
 
 @dataclass(frozen=True)
 class Location:
@@ -69,7 +72,20 @@ class Location:
 
     @cached_property
     def _resolved(self) -> tuple[fsspec.AbstractFileSystem, str]:
-        fs, base = fsspec.core.url_to_fs(self.url)
+        try:
+            fs, base = fsspec.core.url_to_fs(self.url)
+        except ImportError as exc:  # fsspec knows the scheme; its package is not installed
+            extra = _EXTRAS.get(self.url.partition("://")[0])
+            hint = f"pip install 'dicontour[{extra}]'" if extra else "install the package it names"
+            raise LayoutError(f"{self.redacted()}: {exc}; {hint}") from exc
+        except ValueError as exc:
+            if "Protocol not known" not in str(exc):
+                raise
+            scheme = self.url.partition("://")[0]
+            raise LayoutError(
+                f"{self.redacted()}: unknown storage scheme {scheme!r}; use a local folder or "
+                "an fsspec URL such as s3://bucket/data or gs://bucket/data"
+            ) from exc
         return fs, base.rstrip("/") or "/"
 
     @property
@@ -268,6 +284,9 @@ def location(root: str | os.PathLike[str] | Location) -> Location:
 
     Raises
     ------
+    LayoutError
+        When the filesystem is first used (``.fs``): the scheme is unknown, or
+        the package that implements it (``gcsfs`` for ``gs://``) is missing.
     LayoutError
         The URL carries credentials (``s3://key:secret@bucket``): they would
         end up in shell history, process lists and logs.  Use the store's usual

@@ -6,7 +6,8 @@ import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..engine import DaskEngine, EngineError, LocalEngine, open_engine
+from ..engine import DaskEngine, LocalEngine, open_engine
+from . import _options
 
 
 def add_engine_options(parser: argparse.ArgumentParser, *, default_workers: str) -> None:
@@ -20,9 +21,10 @@ def add_engine_options(parser: argparse.ArgumentParser, *, default_workers: str)
     )
     group.add_argument(
         "--workers",
-        type=int,
+        type=_options.workers,
         metavar="N",
-        help=f"worker processes of the local engine or local Dask cluster ({default_workers})",
+        help="worker processes of the local engine or local Dask cluster; 0: in this process "
+        f"({default_workers})",
     )
     group.add_argument(
         "--scheduler",
@@ -39,10 +41,8 @@ def engine_from_args(
     chosen = args.workers if args.workers is not None else workers
     if args.scheduler is not None:
         chosen = args.workers
-    try:
-        engine = open_engine(args.engine, workers=chosen, scheduler=args.scheduler)
-    except ValueError as exc:
-        raise EngineError(str(exc)) from exc
+    # A ValueError here (a scheduler with --engine local) is a usage error: exit 2.
+    engine = open_engine(args.engine, workers=chosen, scheduler=args.scheduler)
     try:
         yield engine
     finally:

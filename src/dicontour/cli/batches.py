@@ -10,24 +10,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 from typing import Any
 
 from ..targets import TARGETS
-from ._format import print_json, problem_section, show_progress, table
-
-
-def _count(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
+from ._format import echo, print_json, problem_section, show_progress, table
+from ._options import count, duration, workers
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,19 +22,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "batches", help="iterate training batches like a training loop and report their speed"
     )
     parser.add_argument("root", help="dataset root: a folder or an fsspec URL (s3://...)")
-    parser.add_argument("--batch-size", type=_count(1), default=8, help="samples per batch (8)")
-    parser.add_argument("--epochs", type=_count(1), default=2, help="epochs to run (2)")
-    parser.add_argument("--workers", type=_count(0), default=2, help="worker processes (2)")
-    parser.add_argument("--prefetch", type=_count(1), default=4, help="batch slots (4)")
+    parser.add_argument("--batch-size", type=count(1), default=8, help="samples per batch (8)")
+    parser.add_argument("--epochs", type=count(1), default=2, help="epochs to run (2)")
+    parser.add_argument("--workers", type=workers, default=2, help="worker processes (2)")
+    parser.add_argument("--prefetch", type=count(1), default=4, help="batch slots (4)")
     parser.add_argument("--target", choices=TARGETS, default="i", help="mask (i)")
-    parser.add_argument("--seed", type=_count(0), default=0, help="order seed (0)")
+    parser.add_argument("--seed", type=count(0), default=0, help="order seed (0)")
     parser.add_argument("--normalize", choices=["zscore", "percentile"], default=None)
     parser.add_argument(
-        "--size", type=_count(1), nargs=2, metavar=("H", "W"), help="centre-crop or pad to H x W"
+        "--size", type=count(1), nargs=2, metavar=("H", "W"), help="centre-crop or pad to H x W"
     )
     parser.add_argument(
         "--step-ms",
-        type=float,
+        type=duration,
         default=0.0,
         help="pretend each training step computes for this long (0)",
     )
@@ -89,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                 "shape": list(loader.shape),
                 "step_ms": args.step_ms,
             },
-            "first_batch_seconds": round(first_batch, 4),
+            "first_batch_seconds": first_batch,
             "epochs": epochs,
             "restarts": loader.restarts,
             "problems": [p.to_dict() for p in loader.problems],
@@ -97,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(document)
     else:
-        print(report(document))
+        echo(report(document))
     return 0
 
 
@@ -129,10 +116,11 @@ def _epoch(loader: Any, step: float) -> dict[str, Any]:
         "epoch": epoch,
         "batches": batches,
         "samples": samples,
-        "seconds": round(seconds, 4),
-        "samples_per_second": round(samples / seconds, 1) if seconds else None,
-        "wait_seconds": round(waited, 4),
-        "wait_share": round(waited / seconds, 4) if seconds else None,
+        # Unrounded: a program reading --json computes with these; the table rounds.
+        "seconds": seconds,
+        "samples_per_second": samples / seconds if seconds else None,
+        "wait_seconds": waited,
+        "wait_share": waited / seconds if seconds else None,
         "skipped": len(loader.skipped),
         "first_batch_at": first_batch_at if first_batch_at is not None else start,
     }

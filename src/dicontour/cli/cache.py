@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from ._engine import add_engine_options, engine_from_args
-from ._format import print_json, show_progress
+from ._format import echo, print_json, printable, show_progress
+from ._options import count
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     build.add_argument("root", help="dataset root: a folder or an fsspec URL (s3://...)")
     build.add_argument("cache", help="cache folder or fsspec URL (new, empty, or an earlier cache)")
     build.add_argument(
-        "--shard-size", type=int, default=256, metavar="N", help="samples per shard (256)"
+        "--shard-size", type=count(1), default=256, metavar="N", help="samples per shard (256)"
     )
     add_engine_options(build, default_workers="default: one per CPU")
     build.add_argument("--json", action="store_true", help="print the build report as JSON")
@@ -53,12 +53,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_build(args: argparse.Namespace) -> int:
     from ..cache import build_cache
 
-    if args.shard_size < 1:
-        print(
-            f"dicontour: error: --shard-size must be at least 1, got {args.shard_size}",
-            file=sys.stderr,
-        )
-        return 2
     with engine_from_args(args, workers=os.cpu_count() or 1) as engine:
         report = build_cache(
             args.root,
@@ -72,13 +66,13 @@ def run_build(args: argparse.Namespace) -> int:
         return 0
     seconds = report.seconds
     if report.up_to_date:
-        print(
+        echo(
             f"{report.cache}: up to date ({report.samples} samples in {report.shards} shards, "
             f"every checksum checked in {seconds['check']:.2f} s)"
         )
         return 0
     rate = report.samples / seconds["total"] if seconds["total"] else 0.0
-    print(
+    echo(
         f"{report.cache}: {report.samples} samples in {report.shards} shards "
         f"({report.built} built, {report.reused} kept) in {seconds['total']:.1f} s "
         f"(list {seconds['list']:.1f} s, scan {seconds['scan']:.1f} s, "
@@ -86,24 +80,29 @@ def run_build(args: argparse.Namespace) -> int:
     )
     errors = report.problems.get("error", 0)
     if errors:
-        print(f"the scan found {errors} error(s); see `dicontour scan {args.root}`")
+        echo(f"the scan found {errors} error(s); see `dicontour scan {args.root}`")
     return 0
 
 
 def run_verify(args: argparse.Namespace) -> int:
     from ..cache import verify_cache
+    from ..scan import read_link_csv
 
+    if args.root is not None:
+        # An unusable dataset root is a usage error (exit 2) for every command,
+        # not a stale cache.
+        read_link_csv(args.root)
     with engine_from_args(args, workers=1) as engine:
         report = verify_cache(args.cache, root=args.root, engine=engine, strict=False)
     if args.json:
         print_json(report.to_dict())
         return 0 if report.ok else 1
     freshness = {None: "", True: ", dataset unchanged", False: ", STALE"}[report.fresh]
-    print(
+    echo(
         f"{report.cache}: {report.samples} samples in {report.shards} shards, "
         f"{report.bytes / 1e6:,.1f} MB checked in {report.seconds:.1f} s{freshness}: "
         + ("OK" if report.ok else f"{len(report.failures)} problem(s)")
     )
     for failure in report.failures:
-        print(f"  {failure}")
+        echo(f"  {printable(failure)}")  # one line each
     return 0 if report.ok else 1

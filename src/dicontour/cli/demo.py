@@ -7,6 +7,7 @@ import os
 
 from ..errors import LayoutError
 from ..scan import scan
+from ._format import echo
 from .scan import report
 
 
@@ -26,16 +27,16 @@ def run(args: argparse.Namespace) -> int:
     from ..phantom import write_phantom
 
     if os.path.isfile(os.path.join(args.dir, "link.csv")):
-        print(f"using the example dataset already in {args.dir}")
+        echo(f"using the example dataset already in {args.dir}")
     else:
         try:
             info = write_phantom(args.dir, seed=args.seed)
         except ValueError as exc:  # DIR is a file or a folder with other content
             raise LayoutError(f"cannot write the example dataset: {exc}") from exc
-        print(
+        echo(
             f"wrote {info.dicoms} DICOMs, {info.i_contours} i-contours and "
             f"{info.o_contours} o-contours for {len(info.patients)} patients to {args.dir}, "
             f"with {len(info.faults)} deliberate faults"
         )
-    print(report(scan(args.dir)))
+    echo(report(scan(args.dir)))
     return 0

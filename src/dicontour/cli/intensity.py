@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._format import print_json, show_progress, table
+from ._format import echo, print_json, show_progress, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,10 +60,10 @@ def run(args: argparse.Namespace) -> int:
         "Otsu Dice",
         "well-aligned",
     ]
-    print(
+    echo(
         "blood pool (inside i) vs myocardium (between i and o), pooled per patient;\n"
         "oracle Dice: best single threshold inside o, per slice, averaged\n" + table(headers, rows)
     )
     if args.out:
-        print(f"\nwrote {args.out}/slices.csv, patients.csv, intensity.json, histograms/")
+        echo(f"\nwrote {args.out}/slices.csv, patients.csv, intensity.json, histograms/")
     return 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._format import show_progress
+from ._format import echo, show_progress
+from ._options import count
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="only this patient (repeat for several)",
     )
     parser.add_argument(
-        "--limit", type=_positive, metavar="N", help="at most N labelled slices per patient"
+        "--limit", type=count(1), metavar="N", help="at most N labelled slices per patient"
     )
     parser.add_argument(
         "--no-checks",
@@ -31,16 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         progress=show_progress(args),
     )
     slices = sum(1 for path in result.images if path.name != "sheet.png")
-    print(
+    echo(
         f"wrote {result.html}: {slices} slices of {len(result.patients)} patients, "
         f"{len(result.problems)} problems shown"
     )

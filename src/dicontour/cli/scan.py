@@ -7,7 +7,7 @@ import argparse
 from ..index import Index
 from ..scan import scan
 from ._engine import add_engine_options, engine_from_args
-from ._format import print_json, problem_section, show_progress, table
+from ._format import echo, print_json, problem_section, show_progress, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +33,7 @@ def output(args: argparse.Namespace, index: Index) -> int:
     if args.json:
         print_json(index.to_dict())
     else:
-        print(report(index))
+        echo(report(index))
     return 1 if args.strict and index.errors() else 0
 
 

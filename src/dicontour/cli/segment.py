@@ -14,8 +14,9 @@ import argparse
 import json
 from pathlib import Path
 
+from ..errors import DicontourError
 from ..qa.segment import DEFAULT_METHOD, METHODS
-from ._format import print_json, show_progress, table
+from ._format import echo, print_json, show_progress, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(evaluation.to_dict())
     else:
-        print(_summary(evaluation, aligned))
+        echo(_summary(evaluation, aligned))
         if args.out:
-            print(f"\nwrote {args.out}/slices.csv, summary.csv, summary.txt, best.png, worst.png")
+            echo(f"\nwrote {args.out}/slices.csv, summary.csv, summary.txt, best.png, worst.png")
     return 0
 
 
@@ -90,9 +91,12 @@ def _study(args: argparse.Namespace, slices, aligned: list[str]) -> int:
 
     methods = [args.method] if args.method else list(METHODS)
     if len(aligned) < 2:
-        print(f"dicontour segment --study: needs at least 2 well-aligned patients, got {aligned}")
-        return 1
-    results = [leave_one_patient_out(slices, name) for name in methods]
+        raise DicontourError(
+            f"segment --study needs at least 2 well-aligned patients, got {aligned}"
+        )
+    results = [
+        leave_one_patient_out(slices, name, progress=show_progress(args)) for name in methods
+    ]
     rows = []
     for result in results:
         for p in result.patients:
@@ -144,5 +148,5 @@ def _study(args: argparse.Namespace, slices, aligned: list[str]) -> int:
     if args.json:
         print_json(document)
     else:
-        print(text)
+        echo(text)
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from ..index import Split
@@ -11,20 +10,8 @@ from ..problems import EXCLUDES
 from ..scan import scan
 from ..splits import write_splits
 from ._engine import add_engine_options, engine_from_args
-from ._format import print_json, show_progress, table
-
-
-def _int(minimum: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}; got {value}")
-        return value
-
-    return parse
+from ._format import echo, print_json, printable, show_progress, table
+from ._options import count
 
 
 def _fraction(text: str) -> float:
@@ -46,14 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("root", help="dataset root: a folder or an fsspec URL (s3://...)")
     how = parser.add_mutually_exclusive_group(required=True)
-    how.add_argument("--folds", type=_int(2), metavar="K", help="k-fold cross-validation")
+    how.add_argument("--folds", type=count(2), metavar="K", help="k-fold cross-validation")
     how.add_argument(
         "--holdout",
         type=_fraction,
         metavar="FRACTION",
         help="one split: FRACTION of samples in val",
     )
-    parser.add_argument("--seed", type=_int(0), default=0, help="shuffle seed (0)")
+    parser.add_argument("--seed", type=count(0), default=0, help="shuffle seed (0)")
     parser.add_argument(
         "--exclude",
         action="extend",
@@ -74,14 +61,12 @@ def run(args: argparse.Namespace) -> int:
     with engine_from_args(args, workers=1) as engine:
         index = scan(args.root, progress=show_progress(args), mapper=engine.map)
     index = index.subset(exclude=args.exclude)
-    try:
-        if args.folds is not None:
-            splits = index.folds(args.folds, seed=args.seed)
-        else:
-            splits = [index.holdout(args.holdout, seed=args.seed)]
-    except ValueError as exc:  # more folds than patients: the request does not fit the data
-        print(f"dicontour: error: {exc}", file=sys.stderr)
-        return 2
+    # More folds than patients raises ValueError: the request does not fit the
+    # data, a usage error (exit 2) said in one line by dicontour.cli.main.
+    if args.folds is not None:
+        splits = index.folds(args.folds, seed=args.seed)
+    else:
+        splits = [index.holdout(args.holdout, seed=args.seed)]
     if args.out:
         write_splits(args.out, splits)
     document = {
@@ -98,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(document)
     else:
-        print(report(document))
+        echo(report(document))
     return 0
 
 
@@ -141,7 +126,7 @@ def report(document: dict[str, Any]) -> str:
             f"excluded ({', '.join(document['exclude'])}): {len(excluded)} contour(s)"
             + (":" if excluded else "")
         )
-        lines += [f"  {e['case_id']}  {e['contour']}  {e['code']}" for e in excluded]
+        lines += [printable(f"  {e['case_id']}  {e['contour']}  {e['code']}") for e in excluded]
     else:
         lines.append("excluded: nothing (--exclude CODE leaves out flagged contours)")
     if document["out"]:

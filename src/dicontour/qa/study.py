@@ -20,6 +20,7 @@ patients are those with slices carrying both contours and no
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -259,17 +260,22 @@ class StudyResult:
 
 
 def _grid_scores(
-    spec: MethodSpec, slices: Sequence[LabelledSlice]
+    spec: MethodSpec, slices: Sequence[LabelledSlice], *, progress: bool = False
 ) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
     """Dice and IoU of every slice for every grid point: arrays (combos, slices)."""
     combos = spec.combinations()
     dices = np.empty((len(combos), len(slices)))
     ious = np.empty_like(dices)
-    for c, params in enumerate(combos):
-        for s, item in enumerate(slices):
-            prediction = spec(item.image, item.o_mask, **params)
-            dices[c, s] = dice(prediction, item.i_mask)
-            ious[c, s] = iou(prediction, item.i_mask)
+    steps: Iterable[tuple[int, int]] = itertools.product(range(len(combos)), range(len(slices)))
+    if progress:
+        from tqdm import tqdm
+
+        steps = tqdm(steps, total=dices.size, desc=f"study {spec.name}", unit="slice", leave=False)
+    for c, s in steps:
+        item = slices[s]
+        prediction = spec(item.image, item.o_mask, **combos[c])
+        dices[c, s] = dice(prediction, item.i_mask)
+        ious[c, s] = iou(prediction, item.i_mask)
     return combos, dices, ious
 
 
@@ -283,7 +289,9 @@ def _choose(dices: np.ndarray, groups: dict[str, np.ndarray], patients: Iterable
     return int(np.argmax(per_patient.mean(axis=1)))
 
 
-def leave_one_patient_out(slices: Sequence[LabelledSlice], method: str) -> StudyResult:
+def leave_one_patient_out(
+    slices: Sequence[LabelledSlice], method: str, *, progress: bool = False
+) -> StudyResult:
     """Tune ``method``'s parameters on all patients but one, score that one, for each.
 
     Every grid point of the method is scored once on every slice; then, for
@@ -297,6 +305,9 @@ def leave_one_patient_out(slices: Sequence[LabelledSlice], method: str) -> Study
         The tuning slices, from at least two patients (usually the
         well-aligned ones: :func:`well_aligned_patients`).
     method : str
+    progress : bool
+        Show a tqdm progress bar on stderr over the grid (every parameter
+        combination on every slice), the study's slow part.
 
     Returns
     -------
@@ -323,7 +334,7 @@ def leave_one_patient_out(slices: Sequence[LabelledSlice], method: str) -> Study
             f"leave-one-patient-out needs slices of at least 2 patients; got {sorted(groups_list)}"
         )
     groups = {pid: np.array(members) for pid, members in groups_list.items()}
-    combos, dices, ious = _grid_scores(spec, slices)
+    combos, dices, ious = _grid_scores(spec, slices, progress=progress)
     everyone = list(groups)
     best = _choose(dices, groups, everyone)
     rows = []
