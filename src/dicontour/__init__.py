@@ -29,7 +29,7 @@ from .errors import (
     LoaderError,
 )
 from .index import Index, Sample, SampleRecord
-from .loader import BatchLoader, IndexSource, SampleSource
+from .loader import Batch, BatchLoader, BatchMeta, EpochStats, IndexSource, SampleSource
 from .problems import CODES, Problem
 from .qa import check_index, dice, iou, segment_blood_pool, write_preview
 from .raster import polygon_to_mask
@@ -39,7 +39,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CODES",
+    "Batch",
     "BatchLoader",
+    "BatchMeta",
     "CacheError",
     "CacheSource",
     "ContourError",
@@ -47,6 +49,7 @@ __all__ = [
     "DicomHeader",
     "DicomImage",
     "DicontourError",
+    "EpochStats",
     "Index",
     "IndexSource",
     "LayoutError",
