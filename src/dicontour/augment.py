@@ -435,7 +435,7 @@ class RandomIntensity:
             lo, hi = float(out.min()), float(out.max())
             if hi > lo:
                 out -= np.float32(lo)
-                out *= np.float32(1.0 / (hi - lo))
+                out /= np.float32(hi - lo)  # not *= 1 / range: overflows for a tiny range
                 np.power(out, np.float32(gamma), out=out)
                 out *= np.float32(hi - lo)
                 out += np.float32(lo)
