@@ -6,7 +6,7 @@ The data flow, and where each step lives::
     scan / index  scan.py, index.py, problems.py    a folder -> Index of samples + problems
     example data  phantom.py                        a synthetic dataset in the same layout
     cache         cache/, engine.py                 decode once into .npy shards, on Dask
-    train         loader/, torch.py                 BatchLoader: shuffled batches from workers
+    train         loader/, augment.py, torch.py     BatchLoader: shuffled batches from workers
 
 Examples
 --------
