@@ -39,6 +39,7 @@ def test_every_problem_code_is_triggered(fault_tree, fault_index):
         "implausible-area",
         "contour-on-background",
         "duplicate-contour",
+        "transform-failed",  # a loader's augmentation: tests/test_loader_augment.py
     }
     # Special files, unlistable folders and files vanishing mid-scan cannot live in a
     # shared tree (copies would block or fail): tests/test_files.py triggers them.

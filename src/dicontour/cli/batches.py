@@ -2,19 +2,23 @@
 
 Per epoch: batches, samples, samples/s, the time the loop spent waiting for
 data (and its share of the epoch), and the samples skipped because a file
-could not be read.  ``--step-ms`` pretends each training step takes that
-long, to show how much loading overlaps with compute.
+could not be read: the loader's own telemetry (``loader.history``).
+``--step-ms`` pretends each training step takes that long, to show how much
+loading overlaps with compute.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..targets import TARGETS
 from ._format import echo, print_json, problem_section, show_progress, table
 from ._options import count, duration, workers
+
+if TYPE_CHECKING:
+    from ..loader.stats import EpochStats
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +52,6 @@ def run(args: argparse.Namespace) -> int:
     from ..scan import scan
 
     index = scan(args.root, progress=show_progress(args))
-    started = time.perf_counter()
     with BatchLoader(
         index,
         args.batch_size,
@@ -59,10 +62,12 @@ def run(args: argparse.Namespace) -> int:
         normalize=args.normalize,
         size=tuple(args.size) if args.size else None,
     ) as loader:
-        epochs = [_epoch(loader, args.step_ms / 1000.0) for _ in range(args.epochs)]
-        first_batch = epochs[0].pop("first_batch_at") - started
-        for epoch in epochs[1:]:
-            epoch.pop("first_batch_at")
+        step = args.step_ms / 1000.0
+        for _ in range(args.epochs):
+            for _batch in loader:
+                if step:
+                    time.sleep(step)  # the pretend training step
+        epochs = [_epoch(stats) for stats in loader.history]
         document = {
             "root": index.location.redacted(),
             "settings": {
@@ -76,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
                 "shape": list(loader.shape),
                 "step_ms": args.step_ms,
             },
-            "first_batch_seconds": first_batch,
+            # The loader's own measure: first next() to first batch, workers' start included.
+            "first_batch_seconds": loader.history[0].first_batch_s,
             "epochs": epochs,
             "restarts": loader.restarts,
             "problems": [p.to_dict() for p in loader.problems],
@@ -88,41 +94,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _epoch(loader: Any, step: float) -> dict[str, Any]:
-    """Run one epoch the way a training loop would, timing the waits for data."""
-    epoch = loader.epoch
-    batches = samples = 0
-    waited = 0.0
-    first_batch_at = None
-    start = time.perf_counter()
-    batches_iter = iter(loader)
-    while True:
-        asked = time.perf_counter()
-        try:
-            images, _masks = next(batches_iter)
-        except StopIteration:
-            waited += time.perf_counter() - asked
-            break
-        got = time.perf_counter()
-        waited += got - asked
-        if first_batch_at is None:
-            first_batch_at = got
-        batches += 1
-        samples += len(images)
-        if step:
-            time.sleep(step)
-    seconds = time.perf_counter() - start
+def _epoch(stats: EpochStats) -> dict[str, Any]:
+    """One epoch's row, from the loader's telemetry (``loader.history``)."""
     return {
-        "epoch": epoch,
-        "batches": batches,
-        "samples": samples,
+        "epoch": stats.epoch,
+        "batches": stats.batches,
+        "samples": stats.samples,
         # Unrounded: a program reading --json computes with these; the table rounds.
-        "seconds": seconds,
-        "samples_per_second": samples / seconds if seconds else None,
-        "wait_seconds": waited,
-        "wait_share": waited / seconds if seconds else None,
-        "skipped": len(loader.skipped),
-        "first_batch_at": first_batch_at if first_batch_at is not None else start,
+        "seconds": stats.seconds,
+        "samples_per_second": stats.samples_per_s if stats.seconds else None,
+        "wait_seconds": stats.wait_s,
+        "wait_share": stats.wait_share if stats.seconds else None,
+        "skipped": stats.skipped,
+        "first_batch_seconds": stats.first_batch_s,
+        "restarts": stats.restarts,
     }
 
 
