@@ -358,9 +358,10 @@ def test_a_missing_root_or_another_dataset_is_said_so_not_stale(
     report = verify_cache(reference, root=missing, strict=False)
     assert report.fresh is None
     assert report.failures == [f"{missing}: the dataset root does not exist"]
-    assert main(["cache", "verify", str(reference), "--root", str(missing)]) == 1
-    out = capsys.readouterr().out
-    assert "does not exist" in out and "STALE" not in out
+    # An unusable root is exit 2 for every command (README: exit codes).
+    assert main(["cache", "verify", str(reference), "--root", str(missing)]) == 2
+    captured = capsys.readouterr()
+    assert "does not exist" in captured.err and "STALE" not in captured.out + captured.err
 
     empty = tmp_path / "empty"
     empty.mkdir()
