@@ -28,11 +28,12 @@ Convention = Literal["center", "challenge"]
 #: Largest coordinate magnitude accepted: products of coordinate differences
 #: then stay finite, so every crossing is computed without overflow.
 MAX_COORDINATE = 1e150
-#: Most (edge, row) crossings the rasteriser computes for one polygon: its
-#: work is bounded by vertices + crossings + pixels.  A hand-drawn contour
-#: crosses each row a few times; this allows 4,096 crossings per row of the
-#: largest image.
-MAX_CROSSINGS = 4096 * 4096
+#: Most (edge, row) crossings the rasteriser computes for one polygon (the sum
+#: over edges of the image rows each spans), so its work is bounded by
+#: vertices + crossings + pixels.  A hand-drawn contour crosses each row about
+#: twice; this allows 256 crossings per row of the largest image, and refuses
+#: a zig-zag of 100,000 vertices across a 256-row image (25.6 million).
+MAX_CROSSINGS = 1 << 20
 # Work arrays hold one band of rows at a time (see polygon_to_mask).
 _BAND_CROSSINGS = 1 << 18
 _BAND_PIXELS = 1 << 20
