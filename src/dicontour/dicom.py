@@ -57,9 +57,10 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 #: Most bytes read while parsing a header: every element's tag and length, and
 #: each value of up to 4 KiB (longer values such as the pixel data are skipped
 #: on disk, not read).  An element takes at least 8 bytes, so this also bounds
-#: the element count, and with it pydicom's memory, before parsing goes on: a
-#: file of millions of tiny elements is refused after its first MiB.
-MAX_HEADER_BYTES = 1024 * 1024
+#: the element count (32,768) and pydicom's memory (about 10 MB) before parsing
+#: goes on: a file of millions of tiny elements is refused after 256 KiB.  The
+#: real MR headers read about 2.5 KiB.
+MAX_HEADER_BYTES = 256 * 1024
 
 _PIXEL_DATA = 0x7FE00010
 # Headers are read with values larger than this left unread on disk; pixel data
