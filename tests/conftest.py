@@ -6,7 +6,6 @@ Keep this file additive: each fixture is independent of the others.
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,11 +81,12 @@ def tiny_elements(count: int) -> bytes:
     pixel data, where :func:`insert_before_pixels` puts them.
     """
     per_group = 0xFF00  # elements 0x0100..0xFFFF of each group
-    chunks = []
-    for k in range(count):
-        group, element = 0x0029 + 2 * (k // per_group), 0x0100 + k % per_group
-        chunks.append(struct.pack("<HH2sH", group, element, b"SH", 0))
-    return b"".join(chunks)
+    k = np.arange(count)
+    elements = np.zeros(count, dtype=[("g", "<u2"), ("e", "<u2"), ("vr", "S2"), ("n", "<u2")])
+    elements["g"] = 0x0029 + 2 * (k // per_group)
+    elements["e"] = 0x0100 + k % per_group
+    elements["vr"] = b"SH"
+    return elements.tobytes()
 
 
 def insert_before_pixels(data: bytes, extra: bytes) -> bytes:

@@ -197,9 +197,7 @@ def read_contour(
     return parse_contour(text, name=where)
 
 
-def check_bounds(
-    points: np.ndarray, shape: tuple[int, int], *, name: str = "<contour>"
-) -> None:
+def check_bounds(points: np.ndarray, shape: tuple[int, int], *, name: str = "<contour>") -> None:
     """Refuse a contour that reaches more than :data:`OUT_OF_BOUNDS_MARGIN` beyond its image.
 
     The scan and every loader apply this same rule, so a contour rewritten

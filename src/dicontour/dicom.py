@@ -36,14 +36,19 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import pydicom
+from pydicom.encaps import generate_fragments
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, get_decoder
+from pydicom.pixels.utils import _get_jpg_parameters
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    JPEG2000TransferSyntaxes,
+    JPEGLSTransferSyntaxes,
+    JPEGTransferSyntaxes,
 )
 
 from .errors import DicomError
@@ -165,14 +170,16 @@ class _OverBudget(Exception):
 class _Budgeted:
     """A binary file wrapper that refuses to read more than ``budget`` bytes.
 
-    Only reads count: pydicom skips values over ``defer_size`` with a seek.
+    Only reads of up to ``_DEFER_BYTES`` count, each one an element's tag,
+    length or value: pydicom skips longer values with a seek.
     ``budget = None`` lifts the limit (for the deferred pixel data, read later).
     """
 
-    def __init__(self, raw: BinaryIO, budget: int) -> None:
+    def __init__(self, raw: BinaryIO, budget: int, size: int | None) -> None:
         self._raw = raw
         self.budget: int | None = budget
         self.spent = 0
+        self._size = size
 
     def read(self, size: int | None = -1) -> bytes:
         if self.budget is not None:
@@ -184,15 +191,23 @@ class _Budgeted:
                     "syntax), a size that cannot be bounded before inflating: not supported",
                     "unreadable-dicom",
                 )
-            if self.spent + size > self.budget:
+            # With defer_size, pydicom reads a value in one piece only up to
+            # defer_size; larger reads are its 8 KiB chunks scanning an
+            # undefined-length value for its end, kept by no one: not counted.
+            if size <= _DEFER_BYTES and self.spent + size > self.budget:
                 raise _OverBudget(
                     f"header too large: parsing it reads more than "
                     f"MAX_HEADER_BYTES={self.budget} bytes (values over {_DEFER_BYTES} "
                     f"bytes such as the pixel data are not counted)",
                     "header-too-large",
                 )
+        if self._size is not None and size is not None and size > 0:
+            # A damaged length (0xDB002000) would make a buffered file allocate
+            # that much before finding the end of the file: ask only for what is there.
+            size = min(size, max(self._size - self._raw.tell(), 0))
         data = self._raw.read(size)
-        self.spent += len(data)
+        if size is not None and size <= _DEFER_BYTES:
+            self.spent += len(data)
         return data
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
@@ -230,7 +245,7 @@ def _parsed(source: PathOrFile, where: str) -> Iterator[pydicom.Dataset]:
     else:
         handle = source
     try:
-        reader = _Budgeted(handle, MAX_HEADER_BYTES)
+        reader = _Budgeted(handle, MAX_HEADER_BYTES, size)
         ds = _dcmread(reader, where, defer_size=_DEFER_BYTES)
         reader.budget = None
         yield ds
@@ -285,9 +300,9 @@ def _header(ds: pydicom.Dataset, where: str, *, max_pixels: int) -> DicomHeader:
     try:
         rows, columns = int(ds.Rows), int(ds.Columns)
         frames = int(ds.get("NumberOfFrames", 1) or 1)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        samples = int(ds.SamplesPerPixel)  # required by the decoder
     except (AttributeError, TypeError, ValueError) as exc:
-        raise DicomError(where, f"missing or invalid Rows/Columns ({exc})") from exc
+        raise DicomError(where, f"missing or invalid Rows/Columns/SamplesPerPixel ({exc})") from exc
     if rows <= 0 or columns <= 0:
         raise DicomError(where, f"image has no pixels: Rows={rows}, Columns={columns}")
     if rows * columns * frames > max_pixels:
@@ -437,15 +452,22 @@ def _raw_layout(
     bits = int(ds.BitsAllocated)
     expected = (header.rows * header.columns * bits + 7) // 8
     size = _size_of(source)
-    if size is not None and header.transfer_syntax != DeflatedExplicitVRLittleEndian:
-        if offset + expected > size:
-            raise DicomError(
-                where,
-                f"truncated: pixel data needs {expected} bytes at offset {offset}, "
-                f"file has {size - offset}",
-            )
+    # (A deflated file's offsets are in the inflated stream, not the file.)
+    in_file = size is not None and header.transfer_syntax != DeflatedExplicitVRLittleEndian
+    if in_file and offset + expected > size:
+        raise DicomError(
+            where,
+            f"truncated: pixel data needs {expected} bytes at offset {offset}, "
+            f"file has {size - offset}",
+        )
     if length < expected:
         raise DicomError(where, f"pixel data holds {length} bytes, {expected} expected")
+    if in_file and offset + length > size:
+        raise DicomError(
+            where,
+            f"truncated: pixel data declares {length} bytes at offset {offset}, "
+            f"file has {size - offset}",
+        )
     # The fast path reads exactly the stored integers, so it is only taken where
     # pydicom would not mask, sign-extend or map anything.
     if (
@@ -582,8 +604,42 @@ def read_dicom(
     return DicomImage(image=image, header=header)
 
 
+def _codestream_shape(ds: pydicom.Dataset, syntax: str) -> tuple[int, int] | None:
+    """(rows, columns) that a JPEG, JPEG-LS or JPEG 2000 frame declares, else None."""
+    fragments = generate_fragments(ds.PixelData)
+    next(fragments)  # the Basic Offset Table
+    head = next(fragments)[:4096]
+    if syntax in JPEGTransferSyntaxes or syntax in JPEGLSTransferSyntaxes:
+        info = _get_jpg_parameters(head)
+        return (int(info["height"]), int(info["width"])) if "height" in info else (-1, -1)
+    if syntax in JPEG2000TransferSyntaxes:
+        at = head.find(b"\xff\x4f\xff\x51")  # start of codestream, then its SIZ segment
+        if at < 0 or len(head) < at + 24:
+            return (-1, -1)
+        x, y, x0, y0 = (int.from_bytes(head[k : k + 4], "big") for k in range(at + 8, at + 24, 4))
+        return (y - y0, x - x0)
+    return None  # RLE and others: decoded to the header's shape
+
+
 def _decode(ds: pydicom.Dataset, header: DicomHeader, where: str) -> np.ndarray:
     """Decode the pixels and apply the modality transform: a finite float32 (H, W) image."""
+    if header.transfer_syntax not in _NATIVE_SYNTAXES:
+        # Decoders allocate what the compressed frame declares (up to 65535^2
+        # for JPEG, 2^32 squared for JPEG 2000), whatever Rows and Columns say:
+        # the two must agree before decoding.
+        try:
+            declared = _codestream_shape(ds, header.transfer_syntax)
+        except Exception as exc:  # damaged items: pydicom raises several types
+            raise DicomError(
+                where, f"cannot decode pixel data: no frame header ({type(exc).__name__}: {exc})"
+            ) from exc
+        if declared is not None and declared != header.shape:
+            raise DicomError(
+                where,
+                f"cannot decode pixel data: the compressed frame declares "
+                f"{declared[0]}x{declared[1]} pixels, Rows x Columns is "
+                f"{header.rows}x{header.columns}",
+            )
     try:
         pixels = ds.pixel_array
         if header.modality_lut:

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ContourError, DicomError, LayoutError
 from .contour import OUT_OF_BOUNDS_MARGIN as OUT_OF_BOUNDS_MARGIN  # re-exported
+from .errors import ContourError, DicomError, LayoutError
 from .index import Index, SampleRecord, read_header, read_polygon
 from .problems import Problem, problem
 from .qa.checks import I_OUTSIDE_O_TOLERANCE as I_OUTSIDE_O_TOLERANCE  # re-exported
