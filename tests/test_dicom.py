@@ -758,3 +758,32 @@ def test_mutated_files_raise_only_dicom_errors_in_bounded_memory(tmp_path):
             np.testing.assert_array_equal(read_dicom_pixels(path, header), decoded.image)
             outcomes["read"] += 1
     assert outcomes["read"] > 20 and outcomes["refused"] > 20, outcomes
+
+
+@pytest.mark.parametrize(
+    ("name", "marker", "start", "size"),
+    [
+        # JPEG 2000 SIZ: Xsiz, Ysiz (4 bytes each) at +8; JPEG SOF: rows, columns at +5.
+        ("MR_small_jp2klossless.dcm", b"\xff\x4f\xff\x51", 8, b"\x00\x00\xff\xf0" * 2),
+        ("MR_small_jpeg_ls_lossless.dcm", b"\xff\xf7", 5, b"\xff\xf0" * 2),  # SOF55
+        ("JPEG-LL.dcm", b"\xff\xc3", 5, b"\xff\xf0" * 2),  # SOF3
+    ],
+)
+def test_compressed_frame_larger_than_the_header_refused_before_decoding(
+    tmp_path, name, marker, start, size
+):
+    # The decoder allocates what the frame declares: 65535 x 65535 (JPEG) or
+    # more (JPEG 2000) whatever Rows and Columns say.
+    from pydicom.data import get_testdata_file
+
+    data = bytearray(Path(get_testdata_file(name)).read_bytes())
+    at = data.find(marker)
+    assert at > 0
+    data[at + start : at + start + len(size)] = size  # 65520 x 65520
+    path = tmp_path / "huge.dcm"
+    path.write_bytes(bytes(data))
+    for function in (read_dicom_header, read_dicom):
+        error, peak = _traced(function, path)
+        assert isinstance(error, DicomError), error
+        assert "compressed frame declares" in error.reason and "65520" in error.reason
+        assert peak < 16 * 2**20
