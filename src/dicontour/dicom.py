@@ -182,33 +182,34 @@ class _Budgeted:
         self._size = size
 
     def read(self, size: int | None = -1) -> bytes:
-        if self.budget is not None:
-            if size is None or size < 0:
-                # Only a deflated dataset is read in one piece; zlib would then
-                # inflate it whole, a size nothing bounds.
-                raise _OverBudget(
-                    "the dataset is read in one piece to be inflated (deflated transfer "
-                    "syntax), a size that cannot be bounded before inflating: not supported",
-                    "unreadable-dicom",
-                )
-            # With defer_size, pydicom reads a value in one piece only up to
-            # defer_size; larger reads are its 8 KiB chunks scanning an
-            # undefined-length value for its end, kept by no one: not counted.
-            if size <= _DEFER_BYTES and self.spent + size > self.budget:
+        if size is not None and 0 <= size <= _DEFER_BYTES:  # an element's part: counted
+            if self.budget is not None and self.spent + size > self.budget:
                 raise _OverBudget(
                     f"header too large: parsing it reads more than "
                     f"MAX_HEADER_BYTES={self.budget} bytes (values over {_DEFER_BYTES} "
                     f"bytes such as the pixel data are not counted)",
                     "header-too-large",
                 )
+            data = self._raw.read(size)
+            self.spent += len(data)
+            return data
+        if self.budget is not None and (size is None or size < 0):
+            # Only a deflated dataset is read in one piece; zlib would then
+            # inflate it whole, a size nothing bounds.
+            raise _OverBudget(
+                "the dataset is read in one piece to be inflated (deflated transfer "
+                "syntax), a size that cannot be bounded before inflating: not supported",
+                "unreadable-dicom",
+            )
+        # With defer_size, pydicom reads a value in one piece only up to
+        # defer_size; larger reads are its 8 KiB chunks scanning an
+        # undefined-length value for its end (kept by no one: not counted), or
+        # deferred values read after parsing.
         if self._size is not None and size is not None and size > 0:
             # A damaged length (0xDB002000) would make a buffered file allocate
             # that much before finding the end of the file: ask only for what is there.
             size = min(size, max(self._size - self._raw.tell(), 0))
-        data = self._raw.read(size)
-        if size is not None and size <= _DEFER_BYTES:
-            self.spent += len(data)
-        return data
+        return self._raw.read(size)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         return self._raw.seek(offset, whence)
