@@ -320,3 +320,15 @@ def test_check_bounds_is_the_margin_rule(x, y, rows, columns):
     else:
         with pytest.raises(ContourError, match="beyond the image"):
             check_bounds(points, (rows, columns))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=120), seed_text=st.sampled_from(["", "1 2\n3 4\n5 6\n"]))
+def test_arbitrary_bytes_raise_only_contour_errors(data, seed_text):
+    handle = io.BytesIO(seed_text.encode() + data)
+    try:
+        points = read_contour(handle, name="fuzz.txt")
+    except ContourError as exc:
+        assert exc.path == "fuzz.txt" and exc.code in dicontour.CODES
+        return
+    assert points.dtype == np.float64 and np.isfinite(points).all() and len(points) >= 3

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 import numpy as np
 
@@ -32,6 +32,8 @@ OUT_OF_BOUNDS_MARGIN = 1.0
 # exactly what the docs say.  NaN and infinity are spelled out to get their own
 # error code.
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# A whole good line in one match (the common case); other lines are diagnosed field by field.
+_LINE = re.compile(rf"[ \t\v\f]*({_NUMBER.pattern})[ \t\v\f]+({_NUMBER.pattern})[ \t\v\f]*")
 _NON_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 # Fields are separated by ASCII blanks; str.split would also split at Unicode
 # spaces and at control characters such as \x1c.
@@ -98,22 +100,14 @@ def _parse_lines(text: str, name: str) -> np.ndarray:
     # and other control characters, which would misnumber the lines in errors.
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     for number, line in enumerate(lines, start=1):
-        fields = [field for field in _BLANKS.split(line) if field]
-        if not fields:
-            continue
-        if len(fields) != 2:
-            raise ContourError(
-                name, f"expected two numbers 'x y', got {line.strip()[:60]!r}", line=number
-            )
-        if any(_NON_FINITE.fullmatch(field) for field in fields):
-            raise ContourError(
-                name,
-                f"coordinate is not finite: {line.strip()[:60]!r}",
-                line=number,
-                code="non-finite-coordinate",
-            )
-        if not all(_NUMBER.fullmatch(field) for field in fields):
-            raise ContourError(name, f"not a number: {line.strip()[:60]!r}", line=number)
+        match = _LINE.fullmatch(line)
+        if match is not None:
+            fields = [match[1], match[2]]
+        else:
+            fields = [field for field in _BLANKS.split(line) if field]
+            if not fields:
+                continue
+            _diagnose(fields, line, number, name)
         x, y = float(fields[0]), float(fields[1])
         if not (math.isfinite(x) and math.isfinite(y)):  # "1e999" overflows to infinity
             raise ContourError(
@@ -128,6 +122,22 @@ def _parse_lines(text: str, name: str) -> np.ndarray:
                 name, f"more than {MAX_POINTS} points", line=number, code="too-many-points"
             )
     return np.asarray(points, dtype=np.float64).reshape(-1, 2)
+
+
+def _diagnose(fields: list[str], line: str, number: int, name: str) -> NoReturn:
+    """Raise the error that a line of ``fields`` not matching the grammar deserves."""
+    if len(fields) != 2:
+        raise ContourError(
+            name, f"expected two numbers 'x y', got {line.strip()[:60]!r}", line=number
+        )
+    if any(_NON_FINITE.fullmatch(field) for field in fields):
+        raise ContourError(
+            name,
+            f"coordinate is not finite: {line.strip()[:60]!r}",
+            line=number,
+            code="non-finite-coordinate",
+        )
+    raise ContourError(name, f"not a number: {line.strip()[:60]!r}", line=number)
 
 
 def _has_three_distinct(points: np.ndarray) -> bool:
