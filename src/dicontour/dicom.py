@@ -360,7 +360,8 @@ def _header(ds: pydicom.Dataset, where: str, *, max_pixels: int) -> DicomHeader:
     except (TypeError, ValueError):
         instance_number = None
     uid = ds.get("SOPInstanceUID")
-    modality_lut = "ModalityLUTSequence" in ds
+    # As pydicom's apply_modality_lut decides: an empty sequence means the rescale.
+    modality_lut = bool(ds.get("ModalityLUTSequence"))
     slope = _number(ds, "RescaleSlope", 1.0, where)
     intercept = _number(ds, "RescaleIntercept", 0.0, where)
     if modality_lut:
