@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from .contour import OUT_OF_BOUNDS_MARGIN as OUT_OF_BOUNDS_MARGIN  # re-exported
 from .errors import ContourError, DicomError, LayoutError, RefusedFileError
-from .index import Index, PatientCounts, SampleRecord, read_header, read_points
+from .index import Index, PatientCounts, SampleRecord, read_header, read_polygon
 from .problems import Problem, problem
 from .qa.checks import I_OUTSIDE_O_TOLERANCE as I_OUTSIDE_O_TOLERANCE  # re-exported
 from .qa.checks import check_patient
@@ -38,9 +39,6 @@ _CONTOUR_NAME = {
     "o": re.compile(r"^IM-\d+-(\d+)-ocontour-manual\.txt$"),
 }
 _CONTOUR_DIRS = {"i": "i-contours", "o": "o-contours"}
-#: How far (pixels) a contour may reach beyond the image's outer edge.  Pixel
-#: centres run 0..W-1, so the image itself spans -0.5..W-0.5 in x (likewise y).
-OUT_OF_BOUNDS_MARGIN = 1.0
 
 
 @dataclass(frozen=True)
@@ -278,26 +276,6 @@ def _duplicate(path: str, kept: str, number: int, patient_id: str) -> Problem:
     )
 
 
-def _check_bounds(points: np.ndarray, shape: tuple[int, int]) -> str | None:
-    """Say how a contour leaves the image, or None when it stays within the margin."""
-    rows, columns = shape
-    low = -0.5 - OUT_OF_BOUNDS_MARGIN
-    x, y = points[:, 0], points[:, 1]
-    if (
-        x.min() < low
-        or y.min() < low
-        or x.max() > columns - 0.5 + OUT_OF_BOUNDS_MARGIN
-        or (y.max() > rows - 0.5 + OUT_OF_BOUNDS_MARGIN)
-    ):
-        return (
-            f"points span x {x.min():.1f}..{x.max():.1f}, y {y.min():.1f}..{y.max():.1f}, "
-            f"more than {OUT_OF_BOUNDS_MARGIN:g} pixel beyond the image "
-            f"({rows} rows x {columns} columns: x and y from -0.5 to {columns - 0.5:g} "
-            f"and {rows - 0.5:g})"
-        )
-    return None
-
-
 def scan_patient(root: str | Location, patient: Patient) -> PatientScan:
     """Scan one patient: pair slices with contours, read headers and contours.
 
@@ -372,7 +350,8 @@ def scan_patient(root: str | Location, patient: Patient) -> PatientScan:
             if path is None:
                 continue
             try:
-                polygon = read_points(where, path)
+                # The same reading and checks as every load (out-of-bounds etc.).
+                polygon = read_polygon(where, path, header.shape)
             except ContourError as exc:
                 problems.append(
                     problem(
@@ -382,12 +361,6 @@ def scan_patient(root: str | Location, patient: Patient) -> PatientScan:
                         patient_id=pid,
                         slice=number,
                     )
-                )
-                continue
-            outside = _check_bounds(polygon, header.shape)
-            if outside:
-                problems.append(
-                    problem("out-of-bounds", path, outside, patient_id=pid, slice=number)
                 )
                 continue
             points[kind] = polygon
