@@ -132,6 +132,8 @@ def _link_bytes(where: Location) -> bytes:
     try:
         is_dir = where.fs.isdir(where.base)
         is_file = True if where.is_local else where.fs.isfile(where.path("link.csv"))
+    except LayoutError:  # no package for the scheme, or an unknown scheme: already in words
+        raise
     except Exception as exc:  # object stores raise their own types (botocore, aiohttp, ...)
         raise LayoutError(
             f"{where.redacted()}: cannot reach the dataset root ({type(exc).__name__})"
