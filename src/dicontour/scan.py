@@ -67,22 +67,23 @@ _LINE_END = re.compile(rb"\r\n|\r|\n")  # the csv module's own line ends, split 
 _HEADER = ["patient_id", "original_id"]
 
 
-def read_link_csv(root: str | Location) -> list[Patient]:
+def read_link_csv(root: str | Location, *, strict: bool = True) -> list[Patient]:
     """Read ``link.csv``: one :class:`Patient` per row.
 
     Blank lines are skipped, before the header too.  :func:`scan` reports a bad
     row as a ``bad-link-row`` problem and uses the others; called directly,
-    this function raises on it.
+    this function raises on it, or with ``strict=False`` leaves it out as the
+    scan does.
 
     Raises
     ------
     LayoutError
         The root or link.csv is missing or not a regular file, link.csv is over
         :data:`MAX_LINK_CSV_BYTES`, lacks the ``patient_id,original_id``
-        header, or has a bad row.
+        header, or (``strict``) has a bad row.
     """
     patients, problems = _read_links(location(root))
-    if problems:
+    if problems and strict:
         raise LayoutError(f"link.csv {problems[0].message}")
     return patients
 

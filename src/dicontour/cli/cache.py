@@ -90,8 +90,8 @@ def run_verify(args: argparse.Namespace) -> int:
 
     if args.root is not None:
         # An unusable dataset root is a usage error (exit 2) for every command,
-        # not a stale cache.
-        read_link_csv(args.root)
+        # not a stale cache.  A bad row is not (the scan reports it and uses the rest).
+        read_link_csv(args.root, strict=False)
     with engine_from_args(args, workers=1) as engine:
         report = verify_cache(args.cache, root=args.root, engine=engine, strict=False)
     if args.json:
