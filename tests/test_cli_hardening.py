@@ -209,6 +209,9 @@ def test_no_command_prints_a_control_character(hostile, tmp_path, capsys):
     for argv in _every_command(root, tmp_path):
         code, out, err = run(capsys, *argv)
         assert_safe(out, err)
+        # the root's name holds "\r\n": an escaped CR then a raw line break means a
+        # name split a line (echo keeps the report's own line breaks, not a name's)
+        assert "\\x0d\n" not in out + err, argv
         # at most one error line; warnings (matplotlib lacks glyphs for control
         # characters in the figures' titles) are one line each and escaped
         lines = err.splitlines()

@@ -7,7 +7,7 @@ import argparse
 from ..index import Index
 from ..scan import scan
 from ._engine import add_engine_options, engine_from_args
-from ._format import echo, print_json, problem_section, show_progress, table
+from ._format import echo, print_json, printable, problem_section, show_progress, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -64,7 +64,7 @@ def report(index: Index) -> str:
         ]
     )
     lines = [
-        f"dataset {index.location.redacted()}",
+        f"dataset {printable(index.location.redacted())}",
         table(["patient", "DICOMs", "labelled", "i-pairs", "o-pairs", "problems"], rows),
         "",
         f"{summary['unlabelled_slices']} unlabelled slices; problems: "
