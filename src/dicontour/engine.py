@@ -344,7 +344,7 @@ class DaskEngine(_Base):
             if self._cluster is not None:
                 self._cluster.close()
             raise EngineError(f"cannot reach the Dask scheduler {scheduler}: {exc}") from exc
-        self.scheduler = scheduler or self._cluster.scheduler_address
+        self.scheduler = scheduler if self._cluster is None else self._cluster.scheduler_address
         threads = self.client.nthreads()
         self.workers = max(1, sum(threads.values()))
 

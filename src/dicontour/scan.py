@@ -108,9 +108,11 @@ def _read_links(where: Location) -> tuple[list[Patient], list[Problem]]:
         break
     if header[:2] != _HEADER:
         raise LayoutError("link.csv: first line must be 'patient_id,original_id', got []")
-    patients, problems = [], []
+    patients: list[Patient] = []
+    problems: list[Problem] = []
     for number, line in rows:
         cells = _parse_line(line)
+        why: str | None
         if isinstance(cells, str):
             why = cells
         else:
@@ -314,11 +316,11 @@ def scan_patient(root: str | Location, patient: Patient) -> PatientScan:
         names = " and ".join(f"{k}-contour" for k, path in files.items() if path)
         dicom = slices.get(number)
         if dicom is None:
-            for path in filter(None, files.values()):
+            for contour in filter(None, files.values()):
                 problems.append(
                     problem(
                         "missing-dicom",
-                        path,
+                        contour,
                         f"no {dicom_folder}/{number}.dcm for this contour",
                         patient_id=pid,
                         slice=number,

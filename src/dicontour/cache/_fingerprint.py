@@ -91,10 +91,10 @@ def list_files(root: Location) -> dict[str, str]:
         fs.invalidate_cache(path)
         try:
             # find() on a file key would also match longer keys with the same prefix
-            entries = {path: fs.info(path)} if top == "link.csv" else fs.find(path, detail=True)
+            infos = {path: fs.info(path)} if top == "link.csv" else fs.find(path, detail=True)
         except FileNotFoundError:
             continue
-        for name, info in entries.items():
+        for name, info in infos.items():
             if info.get("type") == "directory":
                 continue
             relative = name.rstrip("/")[len(base) + 1 :] if name.startswith(base) else name

@@ -29,6 +29,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
+from typing import TextIO
 
 from ..errors import DicontourError, LayoutError
 from . import batches, cache, check, demo, intensity, preview, scan, segment, split
@@ -114,7 +115,14 @@ def _human_diagnostics() -> Iterator[None]:
     logger = logging.getLogger("dicontour")
     logger.addHandler(handler)
 
-    def show(message, category, filename, lineno, file=None, line=None) -> None:
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
         echo(printable(f"dicontour: warning: {category.__name__}: {message}"), err=True)
 
     try:

@@ -13,10 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import DicontourError
 from ..qa.segment import DEFAULT_METHOD, METHODS
 from ._format import echo, print_json, printable, show_progress, table
+
+if TYPE_CHECKING:
+    from ..qa.study import Evaluation, LabelledSlice
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(evaluation, aligned: list[str]) -> str:
+def _summary(evaluation: Evaluation, aligned: list[str]) -> str:
     from ..qa.segment_report import SUMMARY_HEADERS, summary_rows
 
     params = ", ".join(f"{k}={v}" for k, v in evaluation.params.items()) or "no parameters"
@@ -89,7 +93,7 @@ def _fixed(rows: list[list[object]]) -> list[list[object]]:
     return [[f"{cell:.3f}" if isinstance(cell, float) else cell for cell in row] for row in rows]
 
 
-def _study(args: argparse.Namespace, slices, aligned: list[str]) -> int:
+def _study(args: argparse.Namespace, slices: list[LabelledSlice], aligned: list[str]) -> int:
     from ..qa.study import leave_one_patient_out
 
     methods = [args.method] if args.method else list(METHODS)

@@ -174,7 +174,8 @@ class ProcessPool:
 
     def _start(self, number: int) -> _Worker:
         ours, theirs = self._context.Pipe(duplex=True)
-        process = self._context.Process(
+        # typeshed's BaseContext lacks Process; every context get_context returns has it
+        process = self._context.Process(  # type: ignore[attr-defined]
             target=run_worker,
             args=(theirs, self.source, self.config, number),
             name=f"dicontour-loader-{number}",
