@@ -10,10 +10,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import CACHE_PHANTOM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,11 +47,9 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def dataset(phantom: Callable[..., Path]) -> Path:
     """3 patients x 12 slices of 32x32, every slice labelled (36 samples, 18 with o)."""
-    root = tmp_path_factory.mktemp("phantom") / "data"
-    write_phantom(root, patients=3, slices=12, shape=(32, 32), labelled_every=1, faults=False)
-    return root
+    return phantom(**CACHE_PHANTOM)
 
 
 @pytest.fixture(scope="module")
@@ -351,9 +351,8 @@ def test_a_foreign_folder_is_never_overwritten(dataset: Path, tmp_path: Path) ->
     assert (target / "thesis.tex").read_text() == "precious"
 
 
-def test_a_dataset_without_labels_is_refused(tmp_path: Path) -> None:
-    root = tmp_path / "data"
-    write_phantom(root, patients=1, slices=3, shape=(32, 32), labelled_every=5, faults=False)
+def test_a_dataset_without_labels_is_refused(tmp_path: Path, phantom: Callable[..., Path]) -> None:
+    root = phantom(patients=1, slices=3, shape=(32, 32), labelled_every=5, faults=False)
     with pytest.raises(CacheError, match="no labelled slice to cache"):
         build_cache(root, tmp_path / "cache")
 

@@ -14,10 +14,12 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import CACHE_PHANTOM
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -27,7 +29,6 @@ from dicontour.cache._check import npy_bytes
 from dicontour.cache._layout import LOCK, own_file
 from dicontour.cli import main
 from dicontour.errors import CacheError
-from dicontour.phantom import write_phantom
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -55,10 +56,8 @@ def cache_bytes(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("phantom") / "data"
-    write_phantom(root, patients=3, slices=12, shape=(32, 32), labelled_every=1, faults=False)
-    return root
+def dataset(phantom: Callable[..., Path]) -> Path:
+    return phantom(**CACHE_PHANTOM)
 
 
 @pytest.fixture(scope="module")

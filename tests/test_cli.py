@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import I_SQUARE, O_SQUARE, contour_name, write_dicom
+from helpers import I_SQUARE, O_SQUARE, contour_name, write_dicom
 
 from dicontour import LayoutError
 from dicontour import scan as dicontour_scan

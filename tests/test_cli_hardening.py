@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import unicodedata
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -332,17 +333,14 @@ def test_usage_errors_are_escaped_too(argv, capsys):
 
 
 @pytest.fixture(scope="module")
-def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("clean") / "data"
-    write_phantom(root, patients=3, slices=8, shape=(64, 64), faults=False)
-    return root
+def clean(phantom: Callable[..., Path]) -> Path:
+    """A phantom without faults (this module's ``clean`` is a dataset, not the leak check)."""
+    return phantom(patients=3, slices=8, shape=(64, 64), faults=False)
 
 
 @pytest.fixture(scope="module")
-def faulty(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("faulty") / "data"
-    write_phantom(root, patients=3, slices=8, shape=(64, 64), faults=True)
-    return root
+def faulty(phantom: Callable[..., Path]) -> Path:
+    return phantom(patients=3, slices=8, shape=(64, 64), faults=True)
 
 
 @pytest.fixture(scope="module")

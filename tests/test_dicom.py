@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from conftest import REAL_DATA, insert_before_pixels, tiny_elements, write_dicom
+from helpers import REAL_DATA, insert_before_pixels, tiny_elements, write_dicom
 from pydicom.pixels import apply_modality_lut
 from pydicom.uid import ImplicitVRLittleEndian
 

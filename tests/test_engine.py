@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,6 @@ import pytest
 import dicontour
 from dicontour.engine import DaskEngine, EngineError, LocalEngine, open_engine
 from dicontour.errors import DicomError
-from dicontour.phantom import write_phantom
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -76,10 +76,12 @@ def test_a_dead_worker_stops_the_run_with_a_clear_error() -> None:
         list(engine.map(os._exit, [3, 3]))
 
 
-def test_scan_on_the_pool_equals_the_serial_scan(pool: LocalEngine, tmp_path: Path) -> None:
-    write_phantom(tmp_path / "data", patients=4, slices=6, shape=(32, 32), faults=True)
-    serial = dicontour.scan(tmp_path / "data")
-    parallel = dicontour.scan(tmp_path / "data", mapper=pool.map)
+def test_scan_on_the_pool_equals_the_serial_scan(
+    pool: LocalEngine, phantom: Callable[..., Path]
+) -> None:
+    root = phantom(patients=4, slices=6, shape=(32, 32), faults=True)
+    serial = dicontour.scan(root)
+    parallel = dicontour.scan(root, mapper=pool.map)
     assert parallel.to_dict() == serial.to_dict()
     assert len(parallel) > 0 and parallel.errors()
 
@@ -109,11 +111,11 @@ def test_missing_dask_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
         open_engine("dask", workers=1)
 
 
-def test_cli_scan_on_the_local_engine(tmp_path: Path, capsys) -> None:
+def test_cli_scan_on_the_local_engine(phantom: Callable[..., Path], capsys) -> None:
     from dicontour.cli import main
 
-    write_phantom(tmp_path / "data", patients=2, slices=6, shape=(32, 32), faults=False)
-    assert main(["scan", str(tmp_path / "data"), "--json"]) == 0
+    root = phantom(patients=2, slices=6, shape=(32, 32), faults=False)
+    assert main(["scan", str(root), "--json"]) == 0
     serial = capsys.readouterr().out
-    assert main(["scan", str(tmp_path / "data"), "--json", "--workers", "2"]) == 0
+    assert main(["scan", str(root), "--json", "--workers", "2"]) == 0
     assert capsys.readouterr().out == serial

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import I_SQUARE, O_SQUARE, SHAPE, contour_name, write_dicom
+from helpers import I_SQUARE, O_SQUARE, SHAPE, contour_name, write_dicom
 
 import dicontour
 from dicontour import ContourError, DicomError, LayoutError, scan

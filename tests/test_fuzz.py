@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_dicom
+from helpers import write_dicom
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 

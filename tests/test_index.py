@@ -160,7 +160,7 @@ def test_loading_enforces_every_rule_the_scan_enforces(tmp_path, kind, content, 
     # A file rewritten after the scan: the scan of the rewritten tree refuses it
     # with `code`, and loading the old index refuses it with the same code,
     # through Index.load and the loader's IndexSource alike; never clipped or served.
-    from conftest import I_SQUARE, O_SQUARE, contour_name, write_dicom
+    from helpers import I_SQUARE, O_SQUARE, contour_name, write_dicom
 
     from dicontour.loader import IndexSource
 

@@ -16,10 +16,12 @@ import shutil
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import REAL_DATA, REAL_DATA_REASON, Traced, copy_dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,42 +30,14 @@ from dicontour import BatchLoader, IndexSource, LoaderError, SampleSource
 from dicontour.loader import batch_count, epoch_order, rank_share
 from dicontour.loader.prepare import centre_slices, normalize, place
 from dicontour.loader.state import check_state
-from dicontour.phantom import write_phantom
 
 pytestmark = pytest.mark.timeout(60)
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared/data/final_data"
-
-
-class Traced:
-    """A scanned phantom and a map from image bytes back to the sample index."""
-
-    def __init__(self, root: Path) -> None:
-        self.index = dicontour.scan(root)
-        self.samples = [self.index.load(k) for k in range(len(self.index))]
-        self.by_bytes = {s.image.tobytes(): k for k, s in enumerate(self.samples)}
-        assert len(self.by_bytes) == len(self.index), "phantom images must be unique"
-
-    def ids(self, images: np.ndarray) -> list[int]:
-        return [self.by_bytes[image.tobytes()] for image in images]
-
-    def expected(self, target: str, seed: int, epoch: int) -> list[int]:
-        eligible = self.index.select(target)
-        order = np.random.default_rng([seed, epoch]).permutation(len(eligible))
-        return [eligible[p] for p in order]
-
-
-def make_phantom(root: Path, **kwargs: object) -> Traced:
-    options = {"patients": 2, "slices": 20, "shape": (64, 64), "faults": False, "seed": 3}
-    options.update(kwargs)
-    write_phantom(root, **options)
-    return Traced(root)
-
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Traced:
+def data(traced: Traced) -> Traced:
     """2 patients x 20 slices of 64 x 64: 20 i-samples, 10 of them with an o-contour."""
-    return make_phantom(tmp_path_factory.mktemp("loader") / "data")
+    return traced
 
 
 def run_epochs(loader: BatchLoader, data: Traced, epochs: int) -> list[list[list[int]]]:
@@ -132,9 +106,9 @@ def test_drop_last_gives_only_full_batches(data: Traced) -> None:
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 def test_real_data_one_epoch(tmp_path: Path) -> None:
-    if not REAL.exists():
-        pytest.skip("real Sunnybrook data not found at ../shared/data/final_data")
-    index = dicontour.scan(REAL)
+    if not REAL_DATA.exists():
+        pytest.skip(REAL_DATA_REASON)
+    index = dicontour.scan(REAL_DATA)
     with BatchLoader(index, batch_size=8, workers=2) as loader:
         seen = []
         for images, masks in loader:
@@ -262,13 +236,14 @@ def test_normalize_constant_image_gives_zeros() -> None:
 
 
 @pytest.fixture(scope="module")
-def mixed(tmp_path_factory: pytest.TempPathFactory) -> Traced:
+def mixed(tmp_path_factory: pytest.TempPathFactory, phantom: Callable[..., Path]) -> Traced:
     """Patient 1 with 64 x 64 images, patient 2 with 48 x 72 (taken from another phantom)."""
     base = tmp_path_factory.mktemp("mixed")
-    write_phantom(base / "a", patients=1, slices=10, shape=(64, 64), faults=False, seed=1)
-    write_phantom(base / "b", patients=2, slices=10, shape=(48, 72), faults=False, seed=2)
-    shutil.copytree(base / "b/dicoms/PHA00002", base / "a/dicoms/PHA00002")
-    shutil.copytree(base / "b/contourfiles/PH-2", base / "a/contourfiles/PH-2")
+    a = phantom(patients=1, slices=10, shape=(64, 64), faults=False, seed=1)
+    b = phantom(patients=2, slices=10, shape=(48, 72), faults=False, seed=2)
+    copy_dataset(a, base / "a")
+    shutil.copytree(b / "dicoms/PHA00002", base / "a/dicoms/PHA00002")
+    shutil.copytree(b / "contourfiles/PH-2", base / "a/contourfiles/PH-2")
     with open(base / "a/link.csv", "a") as handle:
         handle.write("PHA00002,PH-2\n")
     return Traced(base / "a")
@@ -328,9 +303,10 @@ def test_rank_shares_are_equal_and_cover_the_epoch(data: Traced) -> None:
             assert set(flat) == set(eligible) and len(flat) == 21
 
 
-def test_no_sample_with_the_target_and_empty_epochs(data: Traced, tmp_path: Path) -> None:
-    write_phantom(tmp_path / "d", patients=1, slices=6, labelled_every=2, faults=False)
-    index = dicontour.scan(tmp_path / "d")
+def test_no_sample_with_the_target_and_empty_epochs(
+    data: Traced, phantom: Callable[..., Path]
+) -> None:
+    index = dicontour.scan(phantom(patients=1, slices=6, labelled_every=2, faults=False))
     with pytest.raises(LoaderError, match="an epoch has no batch"):
         BatchLoader(index, batch_size=8, drop_last=True, workers=0)
     empty = dicontour.Index(index.location, [], [], {})

@@ -16,7 +16,7 @@ import pickle
 
 import numpy as np
 import pytest
-from test_loader import Traced, make_phantom
+from helpers import Traced
 
 import dicontour
 from dicontour import Batch, BatchLoader, BatchMeta, EpochStats, IndexSource, LoaderError
@@ -37,9 +37,9 @@ AUGMENT = Compose([RandomFlip(), RandomRot90(), RandomAffine(degrees=10), Random
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Traced:
+def data(traced: Traced) -> Traced:
     """2 patients x 20 slices of 64 x 64: 20 i-samples, 10 of them with an o-contour."""
-    return make_phantom(tmp_path_factory.mktemp("augment") / "data")
+    return traced
 
 
 def digest(image: np.ndarray) -> str:

@@ -6,13 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from conftest import REAL_DATA, REAL_DATA_REASON
+from helpers import REAL_DATA, REAL_DATA_REASON
 from hypothesis import given, settings
 from hypothesis.extra.numpy import arrays
 
 import dicontour
 from dicontour.cli import main
-from dicontour.phantom import write_phantom
 from dicontour.qa.segment import (
     DEFAULT_METHOD,
     METHODS,
@@ -200,10 +199,8 @@ def test_evaluate_document_and_patient_means(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def phantom_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("seg") / "data"
-    write_phantom(root, patients=3, slices=6, shape=(64, 64), labelled_every=1, faults=False)
-    return root
+def phantom_root(phantom):
+    return phantom(patients=3, slices=6, shape=(64, 64), labelled_every=1, faults=False)
 
 
 def test_segment_command_json(phantom_root, capsys):

@@ -13,6 +13,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from helpers import reference_mask
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
@@ -20,23 +21,6 @@ from PIL import Image, ImageDraw
 from dicontour import polygon_to_mask, raster
 from dicontour.contour import MAX_POINTS
 from dicontour.raster import MAX_CROSSINGS, count_crossings
-
-
-def reference_mask(points, shape) -> np.ndarray:
-    """Brute-force even-odd point-in-polygon test of every pixel centre."""
-    height, width = shape
-    pts = [(float(x), float(y)) for x, y in points]
-    mask = np.zeros(shape, dtype=bool)
-    for r in range(height):
-        crossings = []
-        for k in range(len(pts)):
-            (x0, y0), (x1, y1) = pts[k], pts[(k + 1) % len(pts)]
-            if min(y0, y1) <= r < max(y0, y1):
-                (xl, yl), (xh, yh) = ((x0, y0), (x1, y1)) if y0 < y1 else ((x1, y1), (x0, y0))
-                crossings.append(xl + (r - yl) * (xh - xl) / (yh - yl))
-        for c in range(width):
-            mask[r, c] = sum(x <= c for x in crossings) % 2 == 1
-    return mask
 
 
 def shoelace(points: np.ndarray) -> float:

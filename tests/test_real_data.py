@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
+from helpers import reference_mask
 from matplotlib.path import Path as PolygonPath
-from test_raster import reference_mask
 
 import dicontour
 from dicontour import CODES, polygon_to_mask, read_contour

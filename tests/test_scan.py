@@ -11,7 +11,7 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pytest
-from conftest import I_SQUARE, O_SQUARE, SHAPE, contour_name, write_dicom
+from helpers import I_SQUARE, O_SQUARE, SHAPE, contour_name, write_dicom
 
 import dicontour
 from dicontour import CODES, LayoutError, scan
