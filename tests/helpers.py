@@ -345,6 +345,29 @@ def copy_dataset(root: Path, target: Path) -> Path:
     return target
 
 
+class Numbered:
+    """An in-memory source: sample k is a 3 x 2 image filled with k; some lack an o-contour."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def shapes(self) -> np.ndarray:
+        return np.tile([3, 2], (self.n, 1))
+
+    def has(self, target: str) -> np.ndarray:
+        return np.arange(self.n) % 3 != 0 if target != "i" else np.ones(self.n, bool)
+
+    def read(self, k: int, target: str) -> tuple[np.ndarray, np.ndarray]:
+        mask = np.eye(3, 2, dtype=bool)
+        return np.full((3, 2), k, np.float32), np.stack([mask, mask]) if target == "both" else mask
+
+    def describe(self, k: int) -> str:
+        return f"sample {k}"
+
+
 # --------------------------------------------------------------------------- loader faults
 
 

@@ -70,6 +70,7 @@ def copy_dataset(dataset: Path, tmp_path: Path) -> Path:
 # ----------------------------------------------------------------------------- format
 
 
+@pytest.mark.slow
 def test_layout_and_contents_match_the_files(dataset: Path, reference: Path) -> None:
     index = dicontour.scan(dataset)
     manifest = json.loads((reference / "manifest.json").read_text())
@@ -166,6 +167,7 @@ def test_cache_source_pickles_small_and_reads_after(reference: Path) -> None:
     np.testing.assert_array_equal(clone.read(7, "i")[0], source.read(7, "i")[0])
 
 
+@pytest.mark.slow
 def test_real_data_cache_matches_the_index(real_data: Path, tmp_path: Path) -> None:
     report = build_cache(real_data, tmp_path / "cache", shard_size=40)
     assert (report.samples, report.shards, report.built) == (96, 3, 3)
@@ -261,6 +263,7 @@ def test_without_a_root_the_recorded_root_is_checked(
     assert not caplog.records
 
 
+@pytest.mark.slow
 def test_an_unreachable_recorded_root_serves_the_cache_with_a_warning(
     dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -305,6 +308,7 @@ def test_an_added_patient_makes_the_cache_stale(dataset: Path, tmp_path: Path) -
         check_fresh(cache, data)
 
 
+@pytest.mark.slow
 def test_a_rebuild_after_a_change_rewrites_only_the_shards_concerned(
     dataset: Path, reference: Path, tmp_path: Path
 ) -> None:
@@ -447,6 +451,7 @@ def kill_build_after(dataset: Path, cache: Path, finished: int, delay: float) ->
 # delay: seconds before each array write, so kills land between and during shard writes,
 # with a margin of 3 x delay after the last awaited shard for the kill to arrive in time.
 @pytest.mark.parametrize(("finished", "delay"), [(1, 0.05), (3, 0.013), (7, 0.06)])
+@pytest.mark.slow
 def test_kill_9_then_resume_is_byte_identical(
     dataset: Path, reference: Path, tmp_path: Path, finished: int, delay: float
 ) -> None:
@@ -474,6 +479,7 @@ def test_a_damaged_kept_shard_is_rebuilt(dataset: Path, reference: Path, tmp_pat
     assert tree_bytes(cache) == tree_bytes(reference)
 
 
+@pytest.mark.slow
 def test_cli_build_then_up_to_date(dataset: Path, reference: Path, tmp_path: Path, capsys) -> None:
     cache = tmp_path / "cache"
     args = ["cache", "build", str(dataset), str(cache), "--shard-size", str(SHARD)]

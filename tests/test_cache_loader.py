@@ -40,6 +40,7 @@ def shm_entries() -> set[str]:
     return {name for name in names if name.startswith(mine)}
 
 
+@pytest.mark.slow
 def test_every_sample_once_per_epoch_with_workers_and_no_leaks(built) -> None:
     data, cache = built
     source = open_cache(cache)
@@ -142,6 +143,7 @@ def test_a_stale_cache_is_refused_by_the_loader(built, tmp_path: Path) -> None:
 # ------------------------------------------------------------------ copy=False, read_into
 
 
+@pytest.mark.slow
 def test_copy_false_from_the_cache_gives_the_copied_batches_without_leaks(built) -> None:
     data, cache = built
     source = open_cache(cache)

@@ -29,6 +29,7 @@ def test_in_process_engine_keeps_order() -> None:
     assert list(engine.run(abs, [-3, 1])) == [(0, 3), (1, 1)]
 
 
+@pytest.mark.slow
 def test_pool_map_is_in_order_and_run_gives_every_position_once(pool: LocalEngine) -> None:
     items = list(range(-20, 20))
     assert list(pool.map(abs, items)) == [abs(v) for v in items]
@@ -68,6 +69,7 @@ def _raise_unpicklable(text: str) -> str:
     return text
 
 
+@pytest.mark.slow
 def test_a_dead_worker_stops_the_run_with_a_clear_error() -> None:
     with (
         LocalEngine(workers=2) as engine,
@@ -111,6 +113,7 @@ def test_missing_dask_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
         open_engine("dask", workers=1)
 
 
+@pytest.mark.slow
 def test_cli_scan_on_the_local_engine(phantom: Callable[..., Path], capsys) -> None:
     from dicontour.cli import main
 

@@ -20,7 +20,7 @@ from dicontour.errors import DicomError
 
 distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed")
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]  # Dask clusters
 
 
 @pytest.fixture(scope="module")

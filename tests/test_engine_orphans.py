@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [
+pytestmark = [  # slow: worker processes killed and reaped
+    pytest.mark.slow,
     pytest.mark.timeout(30),
     pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc"),
 ]

@@ -41,6 +41,8 @@ SHAPE = (32, 32)
 PATIENTS = {"P1": "O1", "P2": "O2"}
 SLICES = (1, 2, 3)
 
+pytestmark = pytest.mark.slow  # fuzzing
+
 
 def _square(low: int, high: int) -> str:
     return f"{low} {low}\n{low} {high}\n{high} {high}\n{high} {low}\n"

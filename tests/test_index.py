@@ -29,6 +29,7 @@ def _position(index, patient_id: str, slice_: int) -> int:
     return next(k for k, r in enumerate(index) if (r.patient_id, r.slice) == (patient_id, slice_))
 
 
+@pytest.mark.slow
 def test_len_getitem_iter(index, fault_tree):
     assert len(index) == len(fault_tree.samples)
     assert list(index) == [index[k] for k in range(len(index))]
@@ -116,6 +117,7 @@ def test_to_dict_is_json_with_relative_paths(index, fault_tree):
     assert all({"code", "severity", "path", "message"} <= set(p) for p in document["problems"])
 
 
+@pytest.mark.slow
 def test_load_reports_files_changed_since_the_scan(tmp_path, fault_tree):
     import shutil
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import REAL_DATA, REAL_DATA_REASON, Traced, copy_dataset
+from helpers import REAL_DATA, REAL_DATA_REASON, Numbered, Traced, copy_dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -60,6 +60,7 @@ def run_epochs(loader: BatchLoader, data: Traced, epochs: int) -> list[list[list
 
 
 @pytest.mark.parametrize("workers", [0, 1, 2])
+@pytest.mark.slow
 def test_every_sample_once_per_epoch_in_the_seeded_order(data: Traced, workers: int) -> None:
     with BatchLoader(data.index, batch_size=8, seed=5, workers=workers, prefetch=3) as loader:
         assert len(loader) == 3  # 20 samples: 8 + 8 + 4
@@ -105,6 +106,7 @@ def test_drop_last_gives_only_full_batches(data: Traced) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
+@pytest.mark.slow
 def test_real_data_one_epoch(tmp_path: Path) -> None:
     if not REAL_DATA.exists():
         pytest.skip(REAL_DATA_REASON)
@@ -121,6 +123,7 @@ def test_real_data_one_epoch(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ resume
 
 
+@pytest.mark.slow
 def test_resume_mid_epoch_from_a_saved_state(data: Traced) -> None:
     with BatchLoader(data.index, batch_size=4, seed=7, workers=1) as first:
         run_epochs(first, data, 1)
@@ -164,6 +167,7 @@ def test_load_state_dict_reports_mismatches_side_by_side(data: Traced) -> None:
 
 
 @pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.slow
 def test_iterating_again_supersedes_an_open_iteration(data: Traced, workers: int) -> None:
     with BatchLoader(data.index, batch_size=8, workers=workers) as loader:
         stale = iter(loader)
@@ -180,6 +184,7 @@ def test_iterating_again_supersedes_an_open_iteration(data: Traced, workers: int
         assert [k for images, _ in loader for k in data.ids(images)] == data.expected("i", 0, 4)
 
 
+@pytest.mark.slow
 def test_loading_a_state_discards_work_started_for_the_next_epoch(data: Traced) -> None:
     with BatchLoader(data.index, batch_size=4, workers=1) as loader:
         assert [k for images, _ in loader for k in data.ids(images)] == data.expected("i", 0, 0)
@@ -192,6 +197,7 @@ def test_loading_a_state_discards_work_started_for_the_next_epoch(data: Traced) 
 # ------------------------------------------------------------------ targets and options
 
 
+@pytest.mark.slow
 def test_target_o_and_both(data: Traced) -> None:
     with BatchLoader(data.index, batch_size=4, target="o", workers=0) as loader:
         seen = []
@@ -258,6 +264,7 @@ def test_mixed_shapes_fail_when_built_and_naming_both(mixed: Traced) -> None:
     assert "size=(H, W)" in message
 
 
+@pytest.mark.slow
 def test_mixed_shapes_with_size_centre_crop_and_pad(mixed: Traced) -> None:
     with BatchLoader(mixed.index, batch_size=4, size=(56, 56), workers=1) as loader:
         assert loader.shape == (56, 56)
@@ -384,29 +391,6 @@ def test_index_source_is_compact_arrays(data: Traced) -> None:
     assert grown <= 9 * (path_bytes + len(data.index) * (13 * 8 + 1)) + 200
     copy = pickle.loads(blob)
     np.testing.assert_array_equal(copy.read(0, "i")[0], data.samples[0].image)
-
-
-class Numbered:
-    """An in-memory source: sample k is a 3 x 2 image filled with k; some lack an o-contour."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def shapes(self) -> np.ndarray:
-        return np.tile([3, 2], (self.n, 1))
-
-    def has(self, target: str) -> np.ndarray:
-        return np.arange(self.n) % 3 != 0 if target != "i" else np.ones(self.n, bool)
-
-    def read(self, k: int, target: str) -> tuple[np.ndarray, np.ndarray]:
-        mask = np.eye(3, 2, dtype=bool)
-        return np.full((3, 2), k, np.float32), np.stack([mask, mask]) if target == "both" else mask
-
-    def describe(self, k: int) -> str:
-        return f"sample {k}"
 
 
 @settings(max_examples=40, deadline=None)
@@ -541,6 +525,7 @@ def test_without_torch_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch
         importlib.import_module("dicontour.torch")
 
 
+@pytest.mark.slow
 def test_module_is_not_imported_by_the_core(tmp_path: Path) -> None:
     code = "import dicontour, sys; print('torch' in sys.modules, 'dicontour.torch' in sys.modules)"
     done = subprocess.run(

@@ -24,6 +24,7 @@ def data(traced: Traced) -> Traced:
     return traced
 
 
+@pytest.mark.slow
 def test_json_report_per_epoch(data: Traced, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["batches", data.index.root, "--batch-size", "8", "--epochs", "2", "--workers", "1"]
     assert main([*argv, "--target", "both", "--seed", "3", "--json"]) == 0

@@ -29,7 +29,7 @@ from helpers import LOADER_PHANTOM, Rigged, Traced, alive, copy_dataset, segment
 from dicontour import BatchLoader, ContourError, DicomError, IndexSource, LoaderError
 from dicontour.loader.pool import RemoteTraceback
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]  # killed, hung and crashed workers
 
 
 @pytest.fixture(scope="module")

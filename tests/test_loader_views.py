@@ -39,7 +39,7 @@ from dicontour.loader.worker import (
     encode_task,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]  # worker processes and shared memory
 
 
 @pytest.fixture(scope="module")

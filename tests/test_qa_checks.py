@@ -241,6 +241,7 @@ def test_check_index_reports_a_file_changed_since_the_scan(phantom, tmp_path):
     assert [(p.code, p.path) for p in found] == [("unreadable-dicom", "dicoms/PHA00001/1.dcm")]
 
 
+@pytest.mark.slow
 def test_every_code_is_exercised(phantom, fault_tree, tmp_path, monkeypatch):
     """With test_scan's fault tree, the built cases here trigger every code in CODES."""
     found = {p.code for p in scan(fault_tree.root).problems}

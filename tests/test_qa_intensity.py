@@ -79,6 +79,7 @@ def test_intensity_study_on_separable_and_identical_slices():
     assert pooled["A"].auc == 1.0  # 200 and 300 both above 50 and 60
 
 
+@pytest.mark.slow
 def test_write_intensity_report_and_command(tmp_path, capsys, phantom):
     root = phantom(patients=2, slices=4, shape=(64, 64), labelled_every=1, faults=False)
     out = tmp_path / "out"
