@@ -38,6 +38,7 @@ def test_pool_map_is_in_order_and_run_gives_every_position_once(pool: LocalEngin
     assert all(result == abs(items[position]) for position, result in ran)
 
 
+@pytest.mark.slow
 def test_pool_runs_in_other_processes(pool: LocalEngine) -> None:
     pids = {pid for _, pid in pool.run(_pid_of, range(8))}
     assert os.getpid() not in pids and 1 <= len(pids) <= 2
