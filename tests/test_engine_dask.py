@@ -103,6 +103,9 @@ class Slowed:
     def map(self, fn, items):
         return self.engine.map(fn, items)
 
+    def each_worker(self, fn, *args):
+        return self.engine.each_worker(fn, *args)
+
     def run(self, fn, items):
         delay = self.delay
 

@@ -108,6 +108,10 @@ def _cache_seen(url: str, probe: str, token: str) -> str:
     return "ok"
 
 
+def _present() -> bool:
+    return True
+
+
 def check_cache(engine: Engine, cache: str | Location, probe: str) -> None:
     """Raise when a worker cannot read what this process writes in ``cache``, or write there.
 
@@ -121,6 +125,8 @@ def check_cache(engine: Engine, cache: str | Location, probe: str) -> None:
         Naming the first worker that cannot and saying how to fix it.
     """
     where = location(cache)
+    if not engine.each_worker(_present):  # a local engine, or no worker yet: nothing to ask
+        return
     token = secrets.token_hex(16)
     where.fs.pipe_file(where.path(probe), token.encode())
     try:
