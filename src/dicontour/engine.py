@@ -461,7 +461,7 @@ class DaskEngine(_Base):
         """Worker threads connected now (asked from the scheduler at most twice a second)."""
         threads, asked = self._threads
         now = time.monotonic()
-        if now - asked >= _REFRESH_SECONDS:
+        if now - asked >= _REFRESH_SECONDS and self.client is not None:
             threads = sum(self.client.nthreads().values())
             self._threads = (threads, now)
         return threads
