@@ -216,3 +216,35 @@ def test_scheduler_alone_implies_the_dask_engine(cluster, dataset: Path, capsys)
     argv = ["scan", str(dataset), "--engine", "local", "--scheduler", cluster.scheduler_address]
     assert main(argv) == 2
     assert "needs the dask engine" in capsys.readouterr().err
+
+
+class _Named:
+    """An item that names itself in engine errors, as a shard task does."""
+
+    label = "shard 000007"
+
+
+def _die(_: object) -> None:
+    os._exit(1)  # what the kernel's OOM killer does to a worker, as far as Dask can tell
+
+
+def test_a_task_that_keeps_killing_its_worker_is_one_line() -> None:
+    import dask
+
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        distributed.LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            host="127.0.0.1",
+        ) as local,
+        DaskEngine(local) as engine,
+        pytest.raises(EngineError) as caught,
+    ):
+        list(engine.run(_die, [_Named()]))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("shard 000007: the Dask workers running it died")
+    assert "run the same command again to resume" in message
