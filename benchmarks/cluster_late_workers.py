@@ -63,12 +63,29 @@ def main() -> None:
 
     address = f"tcp://127.0.0.1:{port}"
     try:
-        start("distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
-              "--dashboard-address", ":0")
+        start(
+            "distributed.cli.dask_scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dashboard-address",
+            ":0",
+        )
         with DaskEngine(address) as engine:
             for _ in range(args.workers):
-                start("distributed.cli.dask_worker", address, "--nthreads", "1", "--no-nanny",
-                      "--no-dashboard", "--host", "127.0.0.1", "--memory-limit", "0")
+                start(
+                    "distributed.cli.dask_worker",
+                    address,
+                    "--nthreads",
+                    "1",
+                    "--no-nanny",
+                    "--no-dashboard",
+                    "--host",
+                    "127.0.0.1",
+                    "--memory-limit",
+                    "0",
+                )
             began = time.monotonic()
             spans = [span for _, span in engine.run(one_second, range(args.tasks))]
             elapsed = time.monotonic() - began
@@ -79,14 +96,18 @@ def main() -> None:
             process.wait()
     running = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
     first = min(s for s, _ in spans)
-    print(json.dumps({
-        "dicontour": source,
-        "workers": args.workers,
-        "tasks": args.tasks,
-        "seconds": round(elapsed, 2),
-        "seconds_from_first_task": round(max(e for _, e in spans) - first, 2),
-        "most_running": running,
-    }))
+    print(
+        json.dumps(
+            {
+                "dicontour": source,
+                "workers": args.workers,
+                "tasks": args.tasks,
+                "seconds": round(elapsed, 2),
+                "seconds_from_first_task": round(max(e for _, e in spans) - first, 2),
+                "most_running": running,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

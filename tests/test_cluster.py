@@ -61,10 +61,8 @@ def stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)  # children the group leader left behind
     with contextlib.suppress(subprocess.TimeoutExpired):
@@ -78,7 +76,10 @@ class Processes:
         self.logs, self.started = logs, []
 
     def _start(self, argv: list[str], name: str) -> subprocess.Popen:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([SOURCE, os.environ.get("PYTHONPATH", "")])}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([SOURCE, os.environ.get("PYTHONPATH", "")]),
+        }
         log = open(self.logs / f"{name}-{len(self.started)}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -90,8 +91,18 @@ class Processes:
     def scheduler(self) -> tuple[str, subprocess.Popen]:
         port = free_port()
         process = self._start(
-            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-             "--port", str(port), "--dashboard-address", ":0", "--no-show"],
+            [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dashboard-address",
+                ":0",
+                "--no-show",
+            ],
             "scheduler",
         )
         wait_for_port(port, process)
@@ -99,12 +110,33 @@ class Processes:
 
     def worker(self, address: str, *, hide: Path | None = None) -> subprocess.Popen:
         """One single-threaded worker without nanny; ``hide``: an empty tmpfs over that folder."""
-        argv = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
-                "--no-nanny", "--no-dashboard", "--host", "127.0.0.1", "--memory-limit", "0"]
+        argv = [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_worker",
+            address,
+            "--nthreads",
+            "1",
+            "--no-nanny",
+            "--no-dashboard",
+            "--host",
+            "127.0.0.1",
+            "--memory-limit",
+            "0",
+        ]
         if hide is not None:
             script = f'mount -t tmpfs tmpfs "{hide}" && exec "$@"'
-            argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
-                    *argv]
+            argv = [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+                "sh",
+                *argv,
+            ]
         return self._start(argv, "worker")
 
     def close(self) -> None:
@@ -222,7 +254,10 @@ def test_a_worker_that_cannot_see_root_reports_problems_not_empty_patients(
         index = dicontour.scan(hidden / "data", mapper=engine.map)
     assert len(index) == 0
     codes = {(p.code, p.path) for p in index.problems}
-    assert codes == {("root-unreachable", "dicoms/PHA00001"), ("root-unreachable", "dicoms/PHA00002")}
+    assert codes == {
+        ("root-unreachable", "dicoms/PHA00001"),
+        ("root-unreachable", "dicoms/PHA00002"),
+    }
     # The command line refuses before scanning, and says how to fix it.
     assert main(["scan", str(hidden / "data"), "--scheduler", address, "--strict"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -268,7 +303,7 @@ def test_a_killed_scheduler_is_one_line_and_a_rerun_resumes_byte_identically(
     dataset: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     local = tmp_path / "local"
     build_cache(dataset, local, shard_size=3)
@@ -293,11 +328,13 @@ def test_a_killed_scheduler_is_one_line_and_a_rerun_resumes_byte_identically(
     killer = threading.Thread(target=kill_the_scheduler)
     killer.start()
     argv = ["cache", "build", str(dataset), str(cache), "--shard-size", "3", "--quiet"]
+    capfd.readouterr()
     try:
         assert main([*argv, "--scheduler", address]) == 1
     finally:
         killer.join(70)
-    err = capsys.readouterr().err.strip().splitlines()
+    # At the descriptor: Dask's own log handlers write there, not to sys.stderr.
+    err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     assert err[0].startswith("dicontour: error: shard 0000")
     assert f"lost the Dask scheduler {address}" in err[0]
@@ -309,7 +346,7 @@ def test_a_killed_scheduler_is_one_line_and_a_rerun_resumes_byte_identically(
     address, _ = processes.scheduler()
     processes.worker(address)
     assert main([*argv, "--scheduler", address]) == 0
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     kept = int(out.split(" kept)")[0].rsplit(" ", 1)[1])
     assert kept >= 1, out
     assert tree_bytes(cache) == tree_bytes(local)

@@ -333,6 +333,30 @@ def _worker_version() -> str:
     return dicontour.__version__
 
 
+#: Loggers of a Dask client that report a lost scheduler with tracebacks, from the
+#: client's own thread: the run reports it as one EngineError instead.
+_CLIENT_LOGGERS = ("distributed.batched", "distributed.client", "distributed.utils")
+_silenced: list[int] = []  # the loggers' own levels, while any DaskEngine is open
+_silencers = 0
+
+
+def _silence_client_logs(on: bool) -> None:
+    """Silence :data:`_CLIENT_LOGGERS` while at least one engine asks for it."""
+    global _silencers
+    loggers = [logging.getLogger(name) for name in _CLIENT_LOGGERS]
+    if on:
+        if _silencers == 0:
+            _silenced[:] = [logger.level for logger in loggers]
+            for logger in loggers:
+                logger.setLevel(logging.CRITICAL + 1)
+        _silencers += 1
+    elif _silencers > 0:
+        _silencers -= 1
+        if _silencers == 0:
+            for logger, level in zip(loggers, _silenced, strict=True):
+                logger.setLevel(level)
+
+
 def _label(item: Any, position: int) -> str:
     """How an error names a task: the item's own ``label`` (a shard, a patient) or its number."""
     label = getattr(item, "label", None)
@@ -442,6 +466,10 @@ class DaskEngine(_Base):
                 f"({type(exc).__name__}); is it running, and is the address right? "
                 "(--connect-timeout SECONDS waits longer)"
             ) from exc
+        # A client whose scheduler is gone logs its failed reconnection as ERRORs with
+        # tracebacks, from its own thread: the run says what happened, in one line.
+        self._silencing = True
+        _silence_client_logs(True)
         self.scheduler = (
             self._cluster.scheduler_address
             if self._cluster is not None
@@ -598,6 +626,9 @@ class DaskEngine(_Base):
         if client is not None and self._owns_client:
             with contextlib.suppress(Exception):
                 client.close(timeout=CLOSE_GRACE_SECONDS)
+        if getattr(self, "_silencing", False):
+            self._silencing = False
+            _silence_client_logs(False)
         if cluster is not None:
             cluster.close()
 
