@@ -36,6 +36,7 @@ Engines
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import multiprocessing
@@ -363,6 +364,14 @@ def _label(item: Any, position: int) -> str:
     return label if isinstance(label, str) else f"task {position}"
 
 
+def _first(running: dict[Any, tuple[int, Any]], default: str) -> str:
+    """The label of the earliest task still running (``default`` when none is)."""
+    if not running:
+        return default
+    position, item = min(running.values(), key=lambda pair: pair[0])
+    return _label(item, position)
+
+
 RESUME = "run the same command again to resume (a cache build keeps the shards already written)"
 
 
@@ -538,8 +547,9 @@ class DaskEngine(_Base):
                 f"{label}: the Dask workers running it died, too many times (out of memory? "
                 f"killed?); give workers more memory or fewer threads, then {RESUME}"
             )
-        if isinstance(exc, (OSError, CancelledError)) or kind in (
+        if isinstance(exc, (OSError, CancelledError, asyncio.CancelledError)) or kind in (
             "FutureCancelledError",
+            "FuturesCancelledError",
             "CommClosedError",
         ):
             return EngineError(
@@ -561,26 +571,36 @@ class DaskEngine(_Base):
                 try:
                     # The window follows the workers present now, not those at connect time.
                     room = self._window() - len(running)
-                    while room > 0 and not exhausted:
-                        pair = next(numbered, None)
-                        if pair is None:
-                            exhausted = True
-                            break
-                        label = _label(pair[1], pair[0])
+                except Exception as exc:
+                    raise self._lost(exc, _first(running, label)) from exc
+                while room > 0 and not exhausted:
+                    pair = next(numbered, None)  # the caller's generator: its errors are its own
+                    if pair is None:
+                        exhausted = True
+                        break
+                    label = _label(pair[1], pair[0])
+                    try:
                         # pure=False: a task's key must not be shared with an earlier run's.
                         running[self.client.submit(guarded, pair, pure=False)] = pair
-                        room -= 1
-                    if not running:
-                        return
+                    except Exception as exc:
+                        raise self._lost(exc, label) from exc
+                    room -= 1
+                if not running:
+                    return
+                try:
                     done, _ = distributed.wait(
                         list(running), timeout=_REFRESH_SECONDS, return_when="FIRST_COMPLETED"
                     )
                 except TimeoutError:
-                    alone_since = self._alone(alone_since, running)
+                    try:
+                        alone_since = self._alone(alone_since, running)
+                    except EngineError:
+                        raise
+                    except Exception as exc:
+                        raise self._lost(exc, _first(running, label)) from exc
                     continue
                 except Exception as exc:
-                    waiting = [_label(item, position) for position, item in running.values()]
-                    raise self._lost(exc, min(waiting, default=label)) from exc
+                    raise self._lost(exc, _first(running, label)) from exc
                 alone_since = None
                 for future in done:
                     position, item = running.pop(future)
@@ -608,9 +628,8 @@ class DaskEngine(_Base):
         if since is None:
             return now
         if now - since >= self.no_worker_timeout:
-            position, item = min(running.values(), key=lambda pair: pair[0])
             raise EngineError(
-                f"{_label(item, position)}: no Dask worker connected to {self.scheduler} for "
+                f"{_first(running, 'a task')}: no Dask worker connected to {self.scheduler} for "
                 f"{now - since:.0f} s (--no-worker-timeout); start workers "
                 f"(`dask worker {self.scheduler}`), then {RESUME}"
             )
