@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from .consistency import I_OUTSIDE_O_TOLERANCE as I_OUTSIDE_O_TOLERANCE  # re-exported
+from .consistency import check_patient
 from .contour import OUT_OF_BOUNDS_MARGIN as OUT_OF_BOUNDS_MARGIN  # re-exported
 from .errors import ContourError, DicomError, LayoutError, RefusedFileError
 from .index import Index, PatientCounts, SampleRecord, read_header, read_polygon
 from .problems import Problem, problem
-from .qa.checks import I_OUTSIDE_O_TOLERANCE as I_OUTSIDE_O_TOLERANCE  # re-exported
-from .qa.checks import check_patient
 from .storage import Location, location
 
 _DICOM_NAME = re.compile(r"^(\d+)\.dcm$")
