@@ -18,6 +18,7 @@ Examples
 ((256, 256), dtype('bool'))
 """
 
+from ._version import __version__ as __version__  # read from the package metadata
 from .cache import CacheSource, build_cache, open_cache, verify_cache
 from .contour import parse_contour, read_contour
 from .dicom import DicomHeader, DicomImage, read_dicom, read_dicom_header
@@ -37,8 +38,6 @@ from .qa import check_index, dice, iou, segment_blood_pool, write_preview
 from .raster import polygon_to_mask
 from .scan import scan
 from .splits import read_splits, write_splits
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CODES",

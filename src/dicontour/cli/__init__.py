@@ -28,8 +28,8 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from importlib.metadata import PackageNotFoundError, version
 
+from .._version import __version__
 from ..errors import DicontourError, LayoutError
 from . import batches, cache, check, demo, intensity, preview, scan, segment, split
 from ._format import Parser, echo, error, printable
@@ -56,13 +56,8 @@ _OS_WORDS = {
 
 
 def package_version() -> str:
-    """The installed distribution's version, else the source tree's."""
-    try:
-        return version("dicontour")
-    except PackageNotFoundError:  # run from a source checkout without installing
-        from .. import __version__
-
-        return __version__
+    """The installed distribution's version (read once, in :mod:`dicontour._version`)."""
+    return __version__
 
 
 def build_parser() -> Parser:
