@@ -7,7 +7,7 @@ apart; nothing here imports another cache module.
 
 from __future__ import annotations
 
-from .._version import __version__
+from .._version import version
 
 FORMAT = "dicontour-cache"
 FORMAT_VERSION = 1
@@ -23,7 +23,7 @@ LOCK = ".dicontour-build.lock"
 
 def dicontour_version() -> str:
     """The version written into (and demanded of) every manifest: the installed package's."""
-    return __version__
+    return version()
 
 
 def shard_folder(name: str) -> str:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from ..engine import DaskEngine, LocalEngine, open_engine
 from . import _options
+
+if TYPE_CHECKING:
+    from ..engine import DaskEngine, LocalEngine
 
 
 def add_engine_options(parser: argparse.ArgumentParser, *, default_workers: str) -> None:
@@ -38,6 +41,8 @@ def engine_from_args(
     args: argparse.Namespace, *, workers: int | None = None
 ) -> Iterator[LocalEngine | DaskEngine]:
     """The engine the options ask for (``workers`` when --workers is absent), closed after use."""
+    from ..engine import open_engine  # here, not at the top: `dicontour --help` stays fast
+
     chosen = args.workers if args.workers is not None else workers
     if args.scheduler is not None:
         chosen = args.workers
