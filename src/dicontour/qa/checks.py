@@ -37,7 +37,7 @@ from ..consistency import (
 )
 from ..errors import ContourError, DicomError
 from ..index import Index, Sample, SampleRecord, read_points
-from ..problems import CODES, Problem, problem
+from ..problems import Problem, problem
 from .threshold import otsu_threshold
 
 __all__ = [
@@ -213,11 +213,10 @@ def unloadable(record: SampleRecord, error: DicomError | ContourError) -> Proble
     A file changed since the scan, or compressed pixels the header-only scan
     could not test; its code is the error's.
     """
-    fallback = "unreadable-dicom" if isinstance(error, DicomError) else "unparseable-contour"
-    return problem(
-        error.code if error.code in CODES else fallback,
-        record.dicom if isinstance(error, DicomError) else error.path,
-        f"{error.reason} (the scan passed it; loading failed)",
+    return Problem.from_error(
+        error,
+        path=record.dicom if isinstance(error, DicomError) else error.path,
+        note=" (the scan passed it; loading failed)",
         patient_id=record.patient_id,
         slice=record.slice,
     )
