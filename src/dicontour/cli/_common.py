@@ -73,7 +73,7 @@ def scan_root(args: argparse.Namespace) -> Index:
     """Scan ``args.root`` with the engine the options ask for (one process by default)."""
     from ..scan import scan
 
-    with engine_from_args(args, workers=1) as engine:
+    with engine_from_args(args, workers=1, root=args.root) as engine:
         return scan(args.root, progress=show_progress(args), mapper=engine.map)
 
 
