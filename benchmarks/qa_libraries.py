@@ -211,7 +211,7 @@ def main() -> None:
             theirs = scores(slices)
             same_checks = [p.to_dict() for p in checks.check_index(index)] == own_checks
         worst = max(abs(theirs[m][pid] - own[m][pid]) for m in own for pid in own[m])
-        verdict = "switch" if worst <= TOLERANCE and same_checks else "keep dicontour's"
+        verdict = "within tolerance" if worst <= TOLERANCE and same_checks else "beyond tolerance"
         print(
             f"\n{label}: largest Dice change {worst:.4f}, checks unchanged: {same_checks}"
             f" -> {verdict}"
