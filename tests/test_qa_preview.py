@@ -193,6 +193,7 @@ def _rendered(browser: str, page: Path, profile: Path) -> tuple[int, int]:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_index_html_renders_its_images_in_chromium(preview, tmp_path):
     browser = _browser()
     if browser is None:
