@@ -334,13 +334,14 @@ class ProcessPool:
         if worker.process.is_alive():  # its pipe broke but it lingers: make sure
             worker.process.kill()
             worker.process.join(timeout=1.0)
-        how = describe_exit(worker.process.exitcode)
+        exitcode = worker.process.exitcode
+        how = describe_exit(exitcode)
         self._unwatch(worker)
         worker.conn.close()
         with contextlib.suppress(ValueError):
             worker.process.close()  # frees its sentinel now, not at garbage collection
         if not worker.ready:
-            if worker.process.exitcode == MAIN_REIMPORTED:
+            if exitcode == MAIN_REIMPORTED:
                 raise LoaderError(_main_guard_message(self.start_method)) from None
             self._failed_starts += 1
             if self._failed_starts >= MAX_FAILED_STARTS:
