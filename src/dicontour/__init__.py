@@ -4,6 +4,7 @@ The data flow, and where each step lives::
 
     read          dicom.py, contour.py, raster.py   one file / one polygon -> arrays
     scan / index  scan.py, index.py, problems.py    a folder -> Index of samples + problems
+    splits        splits.py, targets.py             patient folds, splits files; "i"/"o"/"both"
     example data  phantom.py                        a synthetic dataset in the same layout
     cache         cache/, engine.py                 decode once into .npy shards, on Dask
     train         loader/, torch.py                 BatchLoader: shuffled batches from workers
@@ -27,13 +28,15 @@ from .errors import (
     DicontourError,
     LayoutError,
     LoaderError,
+    SplitsError,
 )
-from .index import Index, Sample, SampleRecord
+from .index import Exclusion, Index, Sample, SampleRecord, Split
 from .loader import BatchLoader, IndexSource, SampleSource
 from .problems import CODES, Problem
 from .qa import check_index, dice, iou, segment_blood_pool, write_preview
 from .raster import polygon_to_mask
 from .scan import scan
+from .splits import read_splits, write_splits
 
 __version__ = "0.1.0"
 
@@ -47,6 +50,7 @@ __all__ = [
     "DicomHeader",
     "DicomImage",
     "DicontourError",
+    "Exclusion",
     "Index",
     "IndexSource",
     "LayoutError",
@@ -55,6 +59,8 @@ __all__ = [
     "Sample",
     "SampleRecord",
     "SampleSource",
+    "Split",
+    "SplitsError",
     "build_cache",
     "check_index",
     "dice",
@@ -65,8 +71,10 @@ __all__ = [
     "read_contour",
     "read_dicom",
     "read_dicom_header",
+    "read_splits",
     "scan",
     "segment_blood_pool",
     "verify_cache",
     "write_preview",
+    "write_splits",
 ]

@@ -89,3 +89,7 @@ class LoaderError(DicontourError, RuntimeError):
 
 class CacheError(DicontourError, OSError):
     """A preprocessed cache that is missing, corrupt or stale."""
+
+
+class SplitsError(DicontourError, ValueError):
+    """A splits file (``splits_final.json``) that is not JSON or not in the expected shape."""

@@ -8,26 +8,32 @@ Nouns
 ``Sample``
     One loaded slice: the float32 image and its boolean masks.
 ``Index``
-    The records, the problems and a summary, plus :meth:`Index.load`.
+    The records, the problems and a summary, plus :meth:`Index.load`; a
+    sub-``Index`` by patient, case or problem code (:meth:`Index.subset`) and
+    patient-level splits (:meth:`Index.folds`, :meth:`Index.holdout`).
+``Exclusion``
+    One contour that :meth:`Index.subset` left out because of a problem code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
 from .contour import read_contour
 from .dicom import DicomHeader, read_dicom, read_dicom_header, read_dicom_pixels
 from .errors import ContourError, DicomError
-from .problems import Problem
+from .problems import CODES, EXCLUDES, Problem
 from .raster import polygon_to_mask
+from .splits import assign_folds, choose_holdout
 from .storage import Location, location
-
-Target = Literal["i", "o", "both"]
+from .targets import Target as Target  # re-exported: index.Target predates targets.py
+from .targets import check_target
 
 
 @dataclass(frozen=True)
@@ -61,15 +67,22 @@ class SampleRecord:
         """(rows, columns) of the image."""
         return self.header.shape
 
+    @property
+    def case_id(self) -> str:
+        """``<patient_id>_<slice:04d>``, e.g. ``SCD0000101_0048``: the id in splits files."""
+        return f"{self.patient_id}_{self.slice:04d}"
+
     def has(self, target: Target) -> bool:
-        """Whether this slice has the contour(s) that ``target`` asks for."""
+        """Whether this slice has the contour(s) that ``target`` asks for.
+
+        Raises ``ValueError`` for a target other than ``"i"``, ``"o"``, ``"both"``.
+        """
+        target = check_target(target)
         if target == "i":
             return self.i_contour is not None
         if target == "o":
             return self.o_contour is not None
-        if target == "both":
-            return self.i_contour is not None and self.o_contour is not None
-        raise ValueError(f"target must be 'i', 'o' or 'both'; got {target!r}")
+        return self.i_contour is not None and self.o_contour is not None
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a JSON-ready dict (paths relative to the root)."""
@@ -106,8 +119,20 @@ class Sample:
     patient_id: str
     slice: int
 
-    def mask(self, target: Literal["i", "o"]) -> np.ndarray:
-        """The i- or o-mask, raising ``ValueError`` where it is absent."""
+    def mask(self, target: Target) -> np.ndarray:
+        """The mask(s) ``target`` asks for, as :class:`dicontour.BatchLoader` serves them.
+
+        ``"i"`` and ``"o"`` give a (H, W) mask, ``"both"`` a (2, H, W) stack
+        [i, o].  Raises ``ValueError`` where a needed contour is absent or for
+        an unknown target.
+        """
+        target = check_target(target)
+        if target == "both":
+            if self.i_mask is None or self.o_mask is None:
+                raise ValueError(
+                    f"patient {self.patient_id} slice {self.slice} does not have both contours"
+                )
+            return np.stack([self.i_mask, self.o_mask])
         found = self.i_mask if target == "i" else self.o_mask
         if found is None:
             raise ValueError(
@@ -173,11 +198,160 @@ def load_sample(root: Location, record: SampleRecord) -> Sample:
     return Sample(image, i_mask, o_mask, record.patient_id, record.slice)
 
 
+@dataclass(frozen=True)
+class PatientCounts:
+    """What a scan counted for one patient besides its records.
+
+    Attributes
+    ----------
+    dicoms : int
+        ``<n>.dcm`` files in ``dicoms/<patient_id>``.
+    unlabelled : int
+        Of those, slices without any contour file.
+    """
+
+    dicoms: int
+    unlabelled: int
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """One contour that :meth:`Index.subset` left out, and why.
+
+    Attributes
+    ----------
+    case_id : str
+        The slice (:attr:`SampleRecord.case_id`).
+    contour : {"i", "o"}
+        Which of its contours was left out.
+    code : str
+        The problem code that was excluded.
+    reason : str
+        The problem's path and message.
+    """
+
+    case_id: str
+    contour: str
+    code: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        """The exclusion as a JSON-ready dict."""
+        return {
+            "case_id": self.case_id,
+            "contour": self.contour,
+            "code": self.code,
+            "reason": self.reason,
+        }
+
+
+def summarize(
+    records: Sequence[SampleRecord],
+    problems: Sequence[Problem],
+    counts: Mapping[str, PatientCounts],
+) -> dict[str, Any]:
+    """The summary of an index: totals and per-patient counts.
+
+    The one computation behind :func:`dicontour.scan`'s summary and
+    :meth:`Index.subset`'s.  ``counts`` gives the patients, in order, with their
+    DICOM and unlabelled-slice counts; ``records`` and ``problems`` are counted
+    per patient and in total.
+    """
+    mine: dict[str, list[SampleRecord]] = {pid: [] for pid in counts}
+    for record in records:
+        mine.setdefault(record.patient_id, []).append(record)
+    per_patient: dict[str, dict[str, Any]] = {}
+    for pid, count in counts.items():
+        per_patient[pid] = {
+            "dicoms": count.dicoms,
+            "labelled_slices": len(mine[pid]),
+            "unlabelled_slices": count.unlabelled,
+            "i_contours": sum(r.i_contour is not None for r in mine[pid]),
+            "o_contours": sum(r.o_contour is not None for r in mine[pid]),
+            "problems": dict(Counter(p.code for p in problems if p.patient_id == pid)),
+        }
+    return {
+        "patients": len(counts),
+        "dicoms": sum(count.dicoms for count in counts.values()),
+        "labelled_slices": len(records),
+        "unlabelled_slices": sum(count.unlabelled for count in counts.values()),
+        "i_contours": sum(r.i_contour is not None for r in records),
+        "o_contours": sum(r.o_contour is not None for r in records),
+        "both_contours": sum(r.i_contour is not None and r.o_contour is not None for r in records),
+        "problems": dict(sorted(Counter(p.code for p in problems).items())),
+        "severity": {
+            s: sum(p.severity == s for p in problems) for s in ("error", "warning", "info")
+        },
+        "per_patient": per_patient,
+    }
+
+
+def _check_excludes(exclude: Iterable[str]) -> tuple[str, ...]:
+    """``exclude`` as a tuple of excludable codes, or ValueError listing the valid ones."""
+    if isinstance(exclude, str):  # exclude="i-outside-o" would iterate its letters
+        exclude = (exclude,)
+    codes = tuple(dict.fromkeys(exclude))
+    for code in codes:
+        if code not in EXCLUDES:
+            why = (
+                "it is not a problem code"
+                if code not in CODES
+                else "its problems remove no contour (an error already removed its file "
+                "at the scan; an info concerns files that are not used)"
+            )
+            raise ValueError(
+                f"cannot exclude {code!r}: {why}; excludable codes: {', '.join(EXCLUDES)}"
+            )
+    return codes
+
+
+def _names(kind: str, missing: Collection[str]) -> str:
+    listed = ", ".join(sorted(missing)[:10]) + (", ..." if len(missing) > 10 else "")
+    return f"{len(missing)} {kind} not in the index: {listed}"
+
+
+@dataclass(frozen=True)
+class Split:
+    """A train / validation split by patient: no patient is on both sides.
+
+    Attributes
+    ----------
+    train, val : Index
+        The two sides, each a real :class:`Index` with its own summary.
+    """
+
+    train: Index
+    val: Index
+
+    def to_dict(self) -> dict[str, list[str]]:
+        """``{"train": [case ids], "val": [case ids]}``: one fold of ``splits_final.json``."""
+        return {
+            "train": [record.case_id for record in self.train],
+            "val": [record.case_id for record in self.val],
+        }
+
+
 class Index:
     """The labelled slices of a dataset, with every problem the scan found.
 
     Made by :func:`dicontour.scan`.  Indexing and iteration give
     :class:`SampleRecord` objects; :meth:`load` reads a :class:`Sample`.
+    :meth:`subset`, :meth:`folds` and :meth:`holdout` select by patient.
+
+    Parameters
+    ----------
+    root : str or Location
+        The dataset root the records' paths are relative to.
+    samples : sequence of SampleRecord
+    problems : sequence of Problem
+    summary : dict, optional
+        Computed by :func:`summarize` when omitted.
+    counts : mapping of str to PatientCounts, optional
+        The patients, in order, with their DICOM and unlabelled-slice counts;
+        without it (an index built by hand) each patient of ``samples`` counts
+        only its labelled slices.
+    excluded : sequence of Exclusion
+        The contours a :meth:`subset` left out.
 
     Examples
     --------
@@ -192,17 +366,32 @@ class Index:
         root: str | Location,
         samples: Sequence[SampleRecord],
         problems: Sequence[Problem],
-        summary: dict[str, Any],
+        summary: dict[str, Any] | None = None,
+        *,
+        counts: Mapping[str, PatientCounts] | None = None,
+        excluded: Sequence[Exclusion] = (),
     ) -> None:
         self.location = location(root)
         self.samples: tuple[SampleRecord, ...] = tuple(samples)
         self.problems: tuple[Problem, ...] = tuple(problems)
-        self.summary = summary
+        if counts is None:
+            labelled = Counter(record.patient_id for record in self.samples)
+            counts = {pid: PatientCounts(n, 0) for pid, n in labelled.items()}
+        self.counts: dict[str, PatientCounts] = dict(counts)
+        self.excluded: tuple[Exclusion, ...] = tuple(excluded)
+        self.summary = (
+            summary if summary is not None else summarize(self.samples, self.problems, self.counts)
+        )
 
     @property
     def root(self) -> str:
         """The dataset root as a path or URL."""
         return self.location.url
+
+    @property
+    def patients(self) -> tuple[str, ...]:
+        """The patient ids of the index, in scan order (including any without samples)."""
+        return tuple(self.counts)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -228,21 +417,147 @@ class Index:
 
     def select(self, target: Target) -> list[int]:
         """Positions of the samples that have the contour(s) ``target`` asks for."""
+        target = check_target(target)
         return [k for k, record in enumerate(self.samples) if record.has(target)]
 
-    def pairs(self, target: Literal["i", "o"] = "i") -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield ``(image, mask)`` for every sample that has the ``target`` contour.
+    def pairs(self, target: Target = "i") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(image, mask)`` for every sample that has the ``target`` contour(s).
 
-        The simple, single-process way to walk a dataset; for training, use
+        ``image`` is float32 (H, W); ``mask`` is bool (H, W) for ``"i"`` and
+        ``"o"``, (2, H, W) [i, o] for ``"both"`` (as :meth:`Sample.mask`).  The
+        simple, single-process way to walk a dataset; for training, use
         :class:`dicontour.BatchLoader`.
         """
-        for k in self.select(target):
+        positions = self.select(target)  # here, not in the generator: a bad target raises now
+        return self._pairs(positions, check_target(target))
+
+    def _pairs(
+        self, positions: list[int], target: Target
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for k in positions:
             sample = self.load(k)
             yield sample.image, sample.mask(target)
 
     def errors(self) -> list[Problem]:
         """The problems of severity ``error``."""
         return [p for p in self.problems if p.severity == "error"]
+
+    def subset(
+        self,
+        *,
+        patients: Iterable[str] | None = None,
+        cases: Iterable[str] | None = None,
+        exclude: Iterable[str] = (),
+    ) -> Index:
+        """A sub-index: some patients or cases, without the contours of some problem codes.
+
+        Parameters
+        ----------
+        patients : iterable of str, optional
+            Keep these patients (all by default).
+        cases : iterable of str, optional
+            Keep these case ids (:attr:`SampleRecord.case_id`), e.g. one side of
+            a fold read with :func:`dicontour.read_splits`; their patients are
+            the kept patients.  With ``patients`` too, both must hold.
+        exclude : iterable of str
+            Problem codes whose contours to leave out, as
+            :data:`dicontour.problems.EXCLUDES` says: ``"contours-misaligned"``
+            drops the patient's o-contours (its i-contours stay); a slice-level
+            code such as ``"i-outside-o"`` drops both contours of that slice; a
+            slice left with no contour leaves the index.
+
+        Returns
+        -------
+        Index
+            Same root; the kept records in the same order; the problems of the
+            kept patients and those of the whole dataset (no patient); a summary
+            computed afresh; :attr:`excluded` listing this and earlier
+            exclusions of the kept patients.
+
+        Raises
+        ------
+        ValueError
+            A patient or case id not in this index (naming them), or a code
+            that cannot be excluded (listing those that can).
+
+        Examples
+        --------
+        >>> index = dicontour.scan("final_data")                          # doctest: +SKIP
+        >>> clean = index.subset(exclude=["contours-misaligned"])         # doctest: +SKIP
+        >>> clean.summary["o_contours"], len(clean.excluded)              # doctest: +SKIP
+        (37, 9)
+        """
+        codes = _check_excludes(exclude)
+        keep = set(self.counts)
+        if patients is not None:
+            wanted = {patients} if isinstance(patients, str) else set(patients)
+            missing = wanted - keep
+            if missing:
+                raise ValueError(_names("patient(s)", missing))
+            keep = wanted
+        records = [r for r in self.samples if r.patient_id in keep]
+        if cases is not None:
+            wanted_cases = {cases} if isinstance(cases, str) else set(cases)
+            known = {r.case_id for r in self.samples}
+            missing = wanted_cases - known
+            if missing:
+                raise ValueError(_names("case(s)", missing))
+            records = [r for r in records if r.case_id in wanted_cases]
+            keep &= {r.patient_id for r in records}
+        problems = [p for p in self.problems if p.patient_id is None or p.patient_id in keep]
+        kept, excluded = _exclude(records, problems, codes)
+        return Index(
+            self.location,
+            kept,
+            problems,
+            counts={pid: count for pid, count in self.counts.items() if pid in keep},
+            excluded=[e for e in self.excluded if e.case_id.rpartition("_")[0] in keep] + excluded,
+        )
+
+    def _sizes(self) -> dict[str, int]:
+        return dict(Counter(record.patient_id for record in self.samples))
+
+    def _split(self, val: Iterable[str]) -> Split:
+        val = set(val)
+        train = [pid for pid in self.patients if pid not in val]
+        return Split(train=self.subset(patients=train), val=self.subset(patients=val))
+
+    def folds(self, k: int, *, seed: int = 0) -> list[Split]:
+        """``k`` train / validation splits by patient, for cross-validation.
+
+        Each patient with samples is in exactly one fold's ``val`` (and in every
+        other fold's ``train``); fold sizes are balanced by sample count
+        (shuffle by ``seed``, then greedy; see :mod:`dicontour.splits`).
+        Patients without samples go to ``train``.  Exclude flagged contours
+        first: ``index.subset(exclude=[...]).folds(k)``.
+
+        Raises
+        ------
+        ValueError
+            ``k`` < 2 or more than the patients with samples.
+
+        Examples
+        --------
+        >>> folds = dicontour.scan("final_data").folds(5, seed=0)      # doctest: +SKIP
+        >>> [len(split.val) for split in folds]                        # doctest: +SKIP
+        [22, 18, 20, 18, 18]
+        """
+        return [self._split(val) for val in assign_folds(self._sizes(), k, seed=seed)]
+
+    def holdout(self, fraction: float, *, seed: int = 0) -> Split:
+        """One train / validation split by patient, ``val`` holding about ``fraction`` of samples.
+
+        Raises
+        ------
+        ValueError
+            ``fraction`` not in (0, 1), or fewer than 2 patients with samples.
+
+        Examples
+        --------
+        >>> split = dicontour.scan("final_data").holdout(0.2, seed=0)   # doctest: +SKIP
+        >>> split.val.patients                                         # doctest: +SKIP
+        """
+        return self._split(choose_holdout(self._sizes(), fraction, seed=seed))
 
     def to_dict(self) -> dict[str, Any]:
         """``{"samples": [...], "problems": [...], "summary": {...}}``, JSON-ready."""
@@ -252,3 +567,47 @@ class Index:
             "problems": [p.to_dict() for p in self.problems],
             "summary": self.summary,
         }
+
+
+def _exclude(
+    records: Sequence[SampleRecord], problems: Sequence[Problem], codes: Sequence[str]
+) -> tuple[list[SampleRecord], list[Exclusion]]:
+    """Drop the contours the problems of ``codes`` disqualify (see ``EXCLUDES``)."""
+    drop: dict[tuple[str, int, str], tuple[str, str]] = {}  # (pid, slice, contour) -> why
+    by_patient: dict[str, list[SampleRecord]] = {}
+    for record in records:
+        by_patient.setdefault(record.patient_id, []).append(record)
+    for code in codes:
+        removes = EXCLUDES[code][0]
+        for found in problems:
+            if found.code != code or found.patient_id not in by_patient:
+                continue
+            why = (code, f"{found.path}: {found.message}")
+            for record in by_patient[found.patient_id]:
+                if removes == "patient-o":
+                    hits = ["o"]
+                elif record.slice != found.slice:
+                    continue
+                elif removes == "slice":
+                    hits = ["i", "o"]
+                else:  # "contour": the file the problem names
+                    hits = [
+                        k
+                        for k, p in (("i", record.i_contour), ("o", record.o_contour))
+                        if p == found.path
+                    ]
+                for contour in hits:
+                    drop.setdefault((record.patient_id, record.slice, contour), why)
+    kept: list[SampleRecord] = []
+    excluded: list[Exclusion] = []
+    for record in records:
+        paths = {"i": record.i_contour, "o": record.o_contour}
+        for contour in ("i", "o"):
+            why = drop.get((record.patient_id, record.slice, contour))
+            if why is not None and paths[contour] is not None:
+                paths[contour] = None
+                excluded.append(Exclusion(record.case_id, contour, *why))
+        if paths["i"] is None and paths["o"] is None:
+            continue
+        kept.append(replace(record, i_contour=paths["i"], o_contour=paths["o"]))
+    return kept, excluded

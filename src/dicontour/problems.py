@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 Severity = Literal["error", "warning", "info"]
+Removes = Literal["patient-o", "slice", "contour"]
 
 #: Every problem code, its severity and what it means.
 CODES: dict[str, tuple[Severity, str]] = {
@@ -57,6 +58,32 @@ CODES: dict[str, tuple[Severity, str]] = {
     # pixel checks (dicontour check, dicontour preview; not in the header-only scan)
     "contour-on-background": ("warning", "most of a contour's mask lies on dark background"),
     "duplicate-contour": ("warning", "a contour file with the same points as another one"),
+}
+
+
+#: What ``Index.subset(exclude=[code])`` removes for each problem of ``code``:
+#:
+#: * ``"patient-o"``: every o-contour of the problem's patient (its i-contours stay);
+#: * ``"slice"``: both contours of the problem's slice (the slice leaves the index);
+#: * ``"contour"``: the one contour file the problem names.
+#:
+#: Only the scan's warnings are here: an error already removed its file during
+#: the scan, and ``info`` codes concern files that are not used.
+EXCLUDES: dict[str, tuple[Removes, str]] = {
+    "contours-misaligned": (
+        "patient-o",
+        "the patient's o-contours: they do not line up with its i-contours on most slices",
+    ),
+    "i-outside-o": (
+        "slice",
+        "the slice's i- and o-contour: they disagree, and one slice cannot tell which is wrong",
+    ),
+    "implausible-area": ("contour", "the contour whose area is implausible"),
+    "shape-mismatch": ("slice", "the slice whose image shape differs from the patient's"),
+    "instance-number-mismatch": (
+        "slice",
+        "the slice whose InstanceNumber disagrees with its file name",
+    ),
 }
 
 

@@ -18,15 +18,13 @@ import csv
 import io
 import os
 import re
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from .errors import ContourError, DicomError, LayoutError
-from .index import Index, SampleRecord, read_header, read_points
+from .index import Index, PatientCounts, SampleRecord, read_header, read_points
 from .problems import Problem, problem
 from .qa.checks import I_OUTSIDE_O_TOLERANCE as I_OUTSIDE_O_TOLERANCE  # re-exported
 from .qa.checks import check_patient
@@ -439,7 +437,10 @@ def scan(root: str | Location, *, progress: bool = False, mapper: Mapper | None 
     records = [record for result in scans for record in result.records]
     problems += [found for result in scans for found in result.problems]
     problems.sort(key=lambda p: (p.path, p.code))
-    return Index(where, records, problems, _summary(scans, records, problems))
+    counts = {
+        result.patient_id: PatientCounts(result.dicoms, result.unlabelled) for result in scans
+    }
+    return Index(where, records, problems, counts=counts)
 
 
 @dataclass(frozen=True)
@@ -450,35 +451,3 @@ class _PatientScanner:
 
     def __call__(self, patient: Patient) -> PatientScan:
         return scan_patient(self.root, patient)
-
-
-def _summary(
-    scans: list[PatientScan], records: list[SampleRecord], problems: list[Problem]
-) -> dict[str, Any]:
-    per_patient: dict[str, dict[str, Any]] = {}
-    for result in scans:
-        mine = [r for r in records if r.patient_id == result.patient_id]
-        per_patient[result.patient_id] = {
-            "dicoms": result.dicoms,
-            "labelled_slices": len(mine),
-            "unlabelled_slices": result.unlabelled,
-            "i_contours": sum(r.i_contour is not None for r in mine),
-            "o_contours": sum(r.o_contour is not None for r in mine),
-            "problems": dict(
-                Counter(p.code for p in problems if p.patient_id == result.patient_id)
-            ),
-        }
-    return {
-        "patients": len(scans),
-        "dicoms": sum(result.dicoms for result in scans),
-        "labelled_slices": len(records),
-        "unlabelled_slices": sum(result.unlabelled for result in scans),
-        "i_contours": sum(r.i_contour is not None for r in records),
-        "o_contours": sum(r.o_contour is not None for r in records),
-        "both_contours": sum(r.i_contour is not None and r.o_contour is not None for r in records),
-        "problems": dict(sorted(Counter(p.code for p in problems).items())),
-        "severity": {
-            s: sum(p.severity == s for p in problems) for s in ("error", "warning", "info")
-        },
-        "per_patient": per_patient,
-    }

@@ -32,7 +32,8 @@ from .index import Index
 from .loader.batches import BatchLoader
 from .loader.index_source import IndexSource
 from .loader.prepare import NORMALIZE, Normalize, normalize, place
-from .loader.source import SampleSource, Target
+from .loader.source import SampleSource
+from .targets import Target, check_target
 
 __all__ = ["SampleDataset", "as_tensors"]
 
@@ -85,7 +86,7 @@ class SampleDataset(Dataset):
         if size is not None and (len(size) != 2 or min(int(s) for s in size) < 1):
             raise ValueError(f"size must be (H, W) of positive integers; got {size!r}")
         self.source = source
-        self.target: Target = target
+        self.target: Target = check_target(target)
         self.normalize: Normalize = normalize
         self.size = (int(size[0]), int(size[1])) if size is not None else None
         self.samples = np.flatnonzero(np.asarray(source.has(target), dtype=bool))

@@ -24,14 +24,13 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import CacheError
-from ..loader.source import Target
 from ..storage import Location, location
+from ..targets import Target, check_target
 from . import _store
 from ._build import FINGERPRINT, FORMAT, FORMAT_VERSION, HAS, MANIFEST, _version, shard_folder
 from ._fingerprint import Fingerprint, fingerprint, list_files
 
 log = logging.getLogger("dicontour.cache")
-_TARGETS = ("i", "o", "both")
 _HEADER_BYTES = 512
 
 
@@ -120,13 +119,12 @@ class CacheSource:
 
     def has(self, target: Target) -> np.ndarray:
         """bool array (N,): whether each sample has the mask(s) ``target`` needs."""
+        target = check_target(target)
         if target == "i":
             return self._has[:, 0].copy()
         if target == "o":
             return self._has[:, 1].copy()
-        if target == "both":
-            return self._has.all(axis=1)
-        raise ValueError(f"target must be one of {_TARGETS}; got {target!r}")
+        return self._has.all(axis=1)
 
     def _where(self, k: int) -> tuple[int, int]:
         if not 0 <= k < len(self):
@@ -206,8 +204,7 @@ class CacheSource:
         CacheError
             A shard file is missing or does not match the manifest.
         """
-        if target not in _TARGETS:
-            raise ValueError(f"target must be one of {_TARGETS}; got {target!r}")
+        target = check_target(target)
         shard, j = self._where(k)
         column = int(target == "o")  # an int: a bool index would add an axis
         if not (self._has[k].all() if target == "both" else self._has[k, column]):

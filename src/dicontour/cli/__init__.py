@@ -15,10 +15,10 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import DicontourError, LayoutError
-from . import batches, cache, check, demo, intensity, preview, scan, segment
+from . import batches, cache, check, demo, intensity, preview, scan, segment, split
 
 #: Modules that each add one subcommand.
-COMMANDS = [scan, demo, cache, batches, check, preview, intensity, segment]
+COMMANDS = [scan, demo, cache, batches, check, preview, intensity, segment, split]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..targets import TARGETS
 from ._format import print_json, problem_section, show_progress, table
 
 
@@ -38,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=_count(1), default=2, help="epochs to run (2)")
     parser.add_argument("--workers", type=_count(0), default=2, help="worker processes (2)")
     parser.add_argument("--prefetch", type=_count(1), default=4, help="batch slots (4)")
-    parser.add_argument("--target", choices=["i", "o", "both"], default="i", help="mask (i)")
+    parser.add_argument("--target", choices=TARGETS, default="i", help="mask (i)")
     parser.add_argument("--seed", type=_count(0), default=0, help="order seed (0)")
     parser.add_argument("--normalize", choices=["zscore", "percentile"], default=None)
     parser.add_argument(

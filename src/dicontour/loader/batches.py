@@ -35,6 +35,7 @@ import numpy as np
 from ..errors import ContourError, DicomError, LoaderError
 from ..index import Index
 from ..problems import CODES, Problem, problem
+from ..targets import Target, check_target
 from .index_source import IndexSource
 from .order import batch_count, epoch_order, rank_share, samples_per_rank
 from .pool import (
@@ -47,14 +48,13 @@ from .pool import (
 )
 from .prepare import NORMALIZE, Normalize
 from .slots import SlotLayout
-from .source import SampleSource, Target
+from .source import SampleSource
 from .state import VERSION, check_state
 from .worker import Failure, Result, Task, WorkerConfig
 
 log = logging.getLogger("dicontour.loader")
 
 OnError = Literal["skip", "raise"]
-_TARGETS = ("i", "o", "both")
 
 
 @dataclass
@@ -216,8 +216,7 @@ class BatchLoader:
         copy: bool = True,
     ) -> None:
         self.batch_size = _positive_int("batch_size", batch_size)
-        if target not in _TARGETS:
-            raise ValueError(f"target must be one of {_TARGETS}; got {target!r}")
+        target = check_target(target)
         self.seed = _positive_int("seed", seed, minimum=0)
         self.workers = _positive_int("workers", workers, minimum=0)
         self.prefetch = _positive_int("prefetch", prefetch)

@@ -17,9 +17,7 @@ from ..dicom import DicomHeader, RawPixels
 from ..errors import DicomError
 from ..index import Index, SampleRecord, read_image, read_mask
 from ..storage import Location, location
-from .source import Target
-
-_TARGETS = ("i", "o", "both")
+from ..targets import Target, check_target
 
 
 class PackedStrings:
@@ -134,13 +132,12 @@ class IndexSource:
 
     def has(self, target: Target) -> np.ndarray:
         """bool array (N,): whether each sample has the contour(s) ``target`` needs."""
+        target = check_target(target)
         if target == "i":
             return self._i.lengths() > 0
         if target == "o":
             return self._o.lengths() > 0
-        if target == "both":
-            return (self._i.lengths() > 0) & (self._o.lengths() > 0)
-        raise ValueError(f"target must be one of {_TARGETS}; got {target!r}")
+        return (self._i.lengths() > 0) & (self._o.lengths() > 0)
 
     def describe(self, k: int) -> str:
         """``dicoms/P/n.dcm (i: ..., o: ...) in ROOT``: where sample k comes from."""
@@ -197,8 +194,7 @@ class IndexSource:
         ValueError
             The sample lacks the contour ``target`` needs, or ``target`` is unknown.
         """
-        if target not in _TARGETS:
-            raise ValueError(f"target must be one of {_TARGETS}; got {target!r}")
+        target = check_target(target)
         record = self.record(k)
         if not record.has(target):
             raise ValueError(f"sample {k} ({self.describe(k)}) has no {target}-contour")

@@ -11,11 +11,11 @@ scan) and the preprocessed cache's source (``dicontour.cache``).
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-Target = Literal["i", "o", "both"]
+from ..targets import Target as Target  # re-exported: defined once, in targets.py
 
 
 @runtime_checkable

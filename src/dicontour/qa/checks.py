@@ -442,18 +442,8 @@ def check_index(index: Index, *, progress: bool = False) -> list[Problem]:
 
 
 def with_problems(index: Index, extra: Iterable[Problem]) -> Index:
-    """A copy of ``index`` with ``extra`` problems added and the summary's counts updated."""
+    """A copy of ``index`` with ``extra`` problems added and its summary recomputed."""
     problems = sorted([*index.problems, *extra], key=lambda p: (p.path, p.code))
-    summary = dict(index.summary)
-    summary["problems"] = dict(sorted(Counter(p.code for p in problems).items()))
-    summary["severity"] = {
-        s: sum(p.severity == s for p in problems) for s in ("error", "warning", "info")
-    }
-    per_patient = {}
-    for pid, stats in summary.get("per_patient", {}).items():
-        per_patient[pid] = {
-            **stats,
-            "problems": dict(Counter(p.code for p in problems if p.patient_id == pid)),
-        }
-    summary["per_patient"] = per_patient
-    return Index(index.location, index.samples, problems, summary)
+    return Index(
+        index.location, index.samples, problems, counts=index.counts, excluded=index.excluded
+    )

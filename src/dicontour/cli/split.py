@@ -1,0 +1,151 @@
+"""``dicontour split ROOT --folds K``: patient-level folds, written as ``splits_final.json``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ..index import Split
+from ..problems import EXCLUDES
+from ..scan import scan
+from ..splits import write_splits
+from ._engine import add_engine_options, engine_from_args
+from ._format import print_json, show_progress, table
+
+
+def _int(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}; got {value}")
+        return value
+
+    return parse
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive); got {value}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "split",
+        help="split a dataset by patient into folds (nnU-Net splits_final.json)",
+        description="Assign whole patients to k folds (or a hold-out), balanced by sample "
+        "count and reproducible from --seed. Without --out nothing is written.",
+    )
+    parser.add_argument("root", help="dataset root: a folder or an fsspec URL (s3://...)")
+    how = parser.add_mutually_exclusive_group(required=True)
+    how.add_argument("--folds", type=_int(2), metavar="K", help="k-fold cross-validation")
+    how.add_argument(
+        "--holdout",
+        type=_fraction,
+        metavar="FRACTION",
+        help="one split: FRACTION of samples in val",
+    )
+    parser.add_argument("--seed", type=_int(0), default=0, help="shuffle seed (0)")
+    parser.add_argument(
+        "--exclude",
+        action="extend",
+        nargs="+",
+        default=[],
+        choices=list(EXCLUDES),
+        metavar="CODE",
+        help="leave out the contours these problem codes flag: " + ", ".join(EXCLUDES),
+    )
+    parser.add_argument("--out", metavar="FILE", help="write the splits file here (atomically)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_engine_options(parser, default_workers="default: 1, this process")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    with engine_from_args(args, workers=1) as engine:
+        index = scan(args.root, progress=show_progress(args), mapper=engine.map)
+    index = index.subset(exclude=args.exclude)
+    try:
+        if args.folds is not None:
+            splits = index.folds(args.folds, seed=args.seed)
+        else:
+            splits = [index.holdout(args.holdout, seed=args.seed)]
+    except ValueError as exc:  # more folds than patients: the request does not fit the data
+        print(f"dicontour: error: {exc}", file=sys.stderr)
+        return 2
+    if args.out:
+        write_splits(args.out, splits)
+    document = {
+        "root": index.location.redacted(),
+        "seed": args.seed,
+        "folds": args.folds,
+        "holdout": args.holdout,
+        "exclude": list(dict.fromkeys(args.exclude)),
+        "out": args.out,
+        "sides": [_sides(split) for split in splits],
+        "excluded": [e.to_dict() for e in index.excluded],
+        "splits": [split.to_dict() for split in splits],
+    }
+    if args.json:
+        print_json(document)
+    else:
+        print(report(document))
+    return 0
+
+
+def _sides(split: Split) -> dict[str, Any]:
+    return {
+        side: {"patients": list(part.patients), "samples": len(part)}
+        for side, part in (("train", split.train), ("val", split.val))
+    }
+
+
+def report(document: dict[str, Any]) -> str:
+    """The human-readable report: per fold, patients and samples on each side; exclusions."""
+    sides = document["sides"]
+    how = (
+        f"{document['folds']} folds"
+        if document["folds"] is not None
+        else f"hold-out of {document['holdout']:g}"
+    )
+    rows = [
+        [
+            f,
+            len(fold["train"]["patients"]),
+            fold["train"]["samples"],
+            len(fold["val"]["patients"]),
+            fold["val"]["samples"],
+            ", ".join(fold["val"]["patients"]),
+        ]
+        for f, fold in enumerate(sides)
+    ]
+    headers = ["fold", "train patients", "train samples", "val patients", "val samples", "val"]
+    lines = [
+        f"dataset {document['root']}",
+        f"{how} by patient, seed {document['seed']}",
+        table(headers, rows),
+        "",
+    ]
+    excluded = document["excluded"]
+    if document["exclude"]:
+        lines.append(
+            f"excluded ({', '.join(document['exclude'])}): {len(excluded)} contour(s)"
+            + (":" if excluded else "")
+        )
+        lines += [f"  {e['case_id']}  {e['contour']}  {e['code']}" for e in excluded]
+    else:
+        lines.append("excluded: nothing (--exclude CODE leaves out flagged contours)")
+    if document["out"]:
+        lines.append(f"wrote {document['out']} ({len(sides)} fold(s), nnU-Net splits_final.json)")
+    else:
+        lines.append("no file written (--out FILE writes splits_final.json)")
+    return "\n".join(lines)
