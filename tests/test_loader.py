@@ -398,13 +398,14 @@ def test_index_source_is_compact_arrays(data: Traced) -> None:
     blob = pickle.dumps(source)
     assert b"SampleRecord" not in blob and b"DicomHeader" not in blob
     # Ten times the samples: the pickle grows by the paths' bytes and, per sample,
-    # 8 numeric header fields and 3 path ends (8 bytes each) and a dtype code (1 byte).
+    # 8 numeric header fields, the 2 pixel spacings and 3 path ends (8 bytes each)
+    # and a dtype code (1 byte).
     many = dicontour.Index(data.index.location, list(data.index) * 10, [], {})
     grown = len(pickle.dumps(IndexSource(many))) - len(blob)
     path_bytes = sum(
         len(r.dicom) + len(r.i_contour or "") + len(r.o_contour or "") for r in data.index
     )
-    assert grown <= 9 * (path_bytes + len(data.index) * (11 * 8 + 1)) + 200
+    assert grown <= 9 * (path_bytes + len(data.index) * (13 * 8 + 1)) + 200
     copy = pickle.loads(blob)
     np.testing.assert_array_equal(copy.read(0, "i")[0], data.samples[0].image)
 

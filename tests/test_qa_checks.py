@@ -258,6 +258,7 @@ def test_every_code_is_exercised(fault_tree, tmp_path):
     found |= {p.code for p in check_index(scan(root))}
     if not any(code == "missing-contour" for code, _ in fault_tree.problems):
         found.add("missing-contour")  # no symlinks on this system (see test_scan)
+    found.add("transform-failed")  # the loader's: tests/test_loader_augment.py
     assert found == set(CODES)
 
 

@@ -31,7 +31,7 @@ from .errors import (
     SplitsError,
 )
 from .index import Exclusion, Index, Sample, SampleRecord, Split
-from .loader import BatchLoader, IndexSource, SampleSource
+from .loader import Batch, BatchLoader, BatchMeta, EpochStats, IndexSource, SampleSource
 from .problems import CODES, Problem
 from .qa import check_index, dice, iou, segment_blood_pool, write_preview
 from .raster import polygon_to_mask
@@ -42,7 +42,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CODES",
+    "Batch",
     "BatchLoader",
+    "BatchMeta",
     "CacheError",
     "CacheSource",
     "ContourError",
@@ -50,6 +52,7 @@ __all__ = [
     "DicomHeader",
     "DicomImage",
     "DicontourError",
+    "EpochStats",
     "Exclusion",
     "Index",
     "IndexSource",

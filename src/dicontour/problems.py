@@ -58,6 +58,12 @@ CODES: dict[str, tuple[Severity, str]] = {
     # pixel checks (dicontour check, dicontour preview; not in the header-only scan)
     "contour-on-background": ("warning", "most of a contour's mask lies on dark background"),
     "duplicate-contour": ("warning", "a contour file with the same points as another one"),
+    # training (BatchLoader, on_error="skip")
+    "transform-failed": (
+        "error",
+        "a sample whose augmentation transform raised or returned unusable arrays (path: its "
+        "case id)",
+    ),
 }
 
 

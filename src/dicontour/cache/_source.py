@@ -24,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import CacheError
+from ..loader.meta import BatchMeta, case_id
 from ..storage import Location, location
 from ..targets import Target, check_target
 from . import _store
@@ -148,6 +149,48 @@ class CacheSource:
             return f"{who}, {where}"
         except (CacheError, KeyError, IndexError, TypeError):
             return where
+
+    def meta(self, indices: np.ndarray) -> BatchMeta:
+        """Patient, slice and case id of the samples at ``indices``; spacing NaN.
+
+        From the shards' manifests, each read once per process when first
+        needed (the loader calls this in the training process, once per batch).
+        The cache does not record the pixel spacing (its format predates the
+        need), so ``pixel_spacing`` is NaN; scan the dataset and use an
+        ``IndexSource`` where spacing matters.
+
+        Raises
+        ------
+        CacheError
+            A shard manifest is missing or unreadable.
+
+        Examples
+        --------
+        >>> open_cache("cache").meta(np.array([0])).case_id      # doctest: +SKIP
+        ('SCD0000101_0048',)
+        """
+        indices = np.asarray(indices, dtype=np.int64)
+        patients: list[str] = []
+        slices: list[int] = []
+        for k in indices.tolist():
+            shard, j = self._where(k)
+            manifest = self._shard_manifest(shard)
+            try:
+                sample = manifest["samples"][j]
+                patients.append(str(sample["patient_id"]))
+                slices.append(int(sample["slice"]))
+            except (KeyError, IndexError, TypeError, ValueError) as exc:
+                raise CacheError(
+                    f"{self.location.redacted()}: shard {self._names[shard]}'s manifest has no "
+                    f"patient and slice for position {j} ({type(exc).__name__}: {exc})"
+                ) from exc
+        return BatchMeta(
+            patient_id=tuple(patients),
+            slice=np.array(slices, dtype=np.int64),
+            pixel_spacing=np.full((len(indices), 2), np.nan),
+            case_id=tuple(map(case_id, patients, slices)),
+            index=indices,
+        )
 
     def _arrays(self, shard: int) -> Any:
         opened = self._open.get(shard)

@@ -2,7 +2,8 @@
 
 The modules, in the order a batch meets them::
 
-    source.py        SampleSource, the protocol a loader reads from
+    source.py        SampleSource, the protocol a loader reads from; Transform
+    meta.py          Batch (images, masks) and its per-sample BatchMeta
     index_source.py  IndexSource, an Index's samples as compact arrays
     order.py         the order of an epoch, a pure function of (seed, epoch)
     batches.py       BatchLoader: tasks out, batches back, in order
@@ -11,11 +12,26 @@ The modules, in the order a batch meets them::
     prepare.py       normalisation and centre crop/pad, per sample
     slots.py         the shared-memory batch slots
     state.py         the resumable state_dict
+    stats.py         EpochStats: per-epoch telemetry
 """
 
-from .batches import BatchLoader
+from .batches import MAX_BATCH_BYTES, BatchLoader
 from .index_source import IndexSource
+from .meta import Batch, BatchMeta
 from .order import batch_count, epoch_order, rank_share
-from .source import SampleSource
+from .source import SampleSource, Transform
+from .stats import EpochStats
 
-__all__ = ["BatchLoader", "IndexSource", "SampleSource", "batch_count", "epoch_order", "rank_share"]
+__all__ = [
+    "MAX_BATCH_BYTES",
+    "Batch",
+    "BatchLoader",
+    "BatchMeta",
+    "EpochStats",
+    "IndexSource",
+    "SampleSource",
+    "Transform",
+    "batch_count",
+    "epoch_order",
+    "rank_share",
+]

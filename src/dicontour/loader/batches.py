@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import pickle
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -37,6 +39,7 @@ from ..index import Index
 from ..problems import CODES, Problem, problem
 from ..targets import Target, check_target
 from .index_source import IndexSource
+from .meta import Batch, BatchMeta
 from .order import batch_count, epoch_order, rank_share, samples_per_rank
 from .pool import (
     DEFAULT_START_METHOD,
@@ -48,13 +51,49 @@ from .pool import (
 )
 from .prepare import NORMALIZE, Normalize
 from .slots import SlotLayout
-from .source import SampleSource
+from .source import SampleSource, Transform
 from .state import VERSION, check_state
-from .worker import Failure, Result, Task, WorkerConfig
+from .stats import EpochStats, Meter
+from .worker import TRANSFORM_FAILED, Failure, Result, Task, WorkerConfig
 
 log = logging.getLogger("dicontour.loader")
 
 OnError = Literal["skip", "raise"]
+
+#: The most shared memory a loader's batch slots may take: (prefetch + 1) slots of
+#: one batch each must fit.  8 GiB is far above any sensible batch (8 x 256 x 256
+#: images and masks are 2.6 MB) and below what a training machine has; the check
+#: runs before anything is allocated, so a typo in batch_size or size fails at once
+#: with the computed size instead of a MemoryError (or a SIGBUS when /dev/shm fills).
+MAX_BATCH_BYTES = 8 * 2**30
+
+
+def _shm_free() -> int | None:
+    """Free bytes in /dev/shm (where shared-memory segments live on Linux), if it exists."""
+    try:
+        stat = os.statvfs("/dev/shm")
+    except (OSError, AttributeError):
+        return None
+    return stat.f_bavail * stat.f_frsize
+
+
+def _check_memory(layout: SlotLayout, workers: int) -> None:
+    """Refuse slots over :data:`MAX_BATCH_BYTES` or the free space of /dev/shm."""
+    total = layout.slots * layout.batch_bytes
+    shape = f"{layout.slots} slots x {layout.batch_size} x {layout.height} x {layout.width}"
+    if total > MAX_BATCH_BYTES:
+        raise LoaderError(
+            f"the batch slots would take {total / 2**30:,.1f} GiB ({shape}, "
+            f"{layout.batch_bytes:,} bytes per batch), over the loader's limit "
+            f"MAX_BATCH_BYTES = {MAX_BATCH_BYTES / 2**30:g} GiB; lower batch_size, size or prefetch"
+        )
+    free = _shm_free() if workers else None
+    if free is not None and total > free:
+        raise LoaderError(
+            f"the batch slots need {total / 2**20:,.1f} MiB of shared memory ({shape}), "
+            f"/dev/shm has {free / 2**20:,.1f} MiB free; lower batch_size, size or prefetch, "
+            "or give the machine (container) more shared memory"
+        )
 
 
 @dataclass
@@ -136,6 +175,21 @@ class BatchLoader:
         True (default): each batch is copied out of shared memory into arrays
         that belong to the caller.  False: each batch is a pair of read-only
         views of its shared-memory slot, with no copy (see Notes).
+    channels : bool
+        False (default): images (B, H, W), masks (B, H, W) or (B, 2, H, W) for
+        ``"both"``.  True: a channel axis as frameworks expect, images
+        (B, 1, H, W) and masks (B, C, H, W), C = 1 for ``"i"``/``"o"``, 2 for
+        ``"both"`` [i, o] (a view: no copy).
+    transform : callable, optional
+        ``transform(image, mask, rng) -> (image, mask)``, run on each sample in
+        the workers after ``normalize`` and before the ``size`` crop/pad: image
+        float32 (H, W), mask bool (C, H, W), ``rng`` a
+        ``numpy.random.Generator`` made from ``[seed, epoch, sample index]``,
+        so augmented epochs are identical for any ``workers`` and after a
+        resume.  Built-in ones and MONAI/TorchIO adapters: :mod:`dicontour.augment`.
+        It must be picklable (checked here when ``workers > 0``); one that
+        raises or returns another kind of array is a sample problem
+        (``transform-failed``), handled by ``on_error``.
 
     Attributes
     ----------
@@ -144,12 +198,19 @@ class BatchLoader:
         reason, across epochs.
     skipped : list of int
         Source indices left out so far in the current (or last) epoch.
+    stats : EpochStats
+        Telemetry of the current (or last) epoch: samples/s, the time the loop
+        waited for data, first-batch latency, restarts, skipped samples.
+    history : list of EpochStats
+        The stats of every epoch iterated so far (finished or broken off).
 
     Raises
     ------
     LoaderError
-        No sample has the target contour(s), the epoch has no batch, or images
-        differ in shape and ``size`` is not given.
+        No sample has the target contour(s), the epoch has no batch, images
+        differ in shape and ``size`` is not given, the batch slots would
+        exceed :data:`MAX_BATCH_BYTES` (or /dev/shm's free space), or
+        ``transform`` cannot be pickled for the workers.
     ValueError
         An option out of range (the message names it).
 
@@ -193,6 +254,10 @@ class BatchLoader:
     ...     for epoch in range(10):
     ...         for images, masks in loader:
     ...             images.shape, masks.dtype       # (8, 256, 256), bool
+    >>> loader = dicontour.BatchLoader(index, channels=True)    # doctest: +SKIP
+    >>> for batch in loader:                                    # doctest: +SKIP
+    ...     batch.images.shape, batch.masks.shape, batch.meta.case_id[0]
+    ((8, 1, 256, 256), (8, 1, 256, 256), 'SCD0000101_0068')
     """
 
     def __init__(
@@ -214,6 +279,8 @@ class BatchLoader:
         world_size: int = 1,
         start_method: StartMethod = DEFAULT_START_METHOD,
         copy: bool = True,
+        channels: bool = False,
+        transform: Transform | None = None,
     ) -> None:
         self.batch_size = _positive_int("batch_size", batch_size)
         target = check_target(target)
@@ -251,6 +318,16 @@ class BatchLoader:
         self.timeout = float(timeout)
         self.start_method = start_method
         self.copy = bool(copy)
+        self.channels = bool(channels)
+        if transform is not None and not callable(transform):
+            raise TypeError(
+                "transform must be a callable (image, mask, rng) -> (image, mask); "
+                f"got {type(transform).__name__}"
+            )
+        if transform is not None and self.workers:
+            _check_picklable(transform)
+        self.transform = transform
+        self._meta = getattr(source, "meta", None)
 
         self._eligible = np.flatnonzero(np.asarray(source.has(target), dtype=bool))
         if not len(self._eligible):
@@ -269,18 +346,23 @@ class BatchLoader:
                 f"(rank {self.rank} of {self.world_size}), batch_size={self.batch_size}, "
                 "drop_last=True"
             )
+        layout = SlotLayout(
+            # With copy=False, one slot more: the one the caller is looking at.
+            slots=self.prefetch + (0 if self.copy else 1),
+            # No batch holds more than an epoch's samples: batch_size=10**9 is one batch.
+            batch_size=min(self.batch_size, self.samples_per_epoch),
+            height=self.shape[0],
+            width=self.shape[1],
+            channels=2 if target == "both" else 0,
+        )
+        _check_memory(layout, self.workers)
         self._config = WorkerConfig(
             target=target,
             normalize=normalize,
-            layout=SlotLayout(
-                # With copy=False, one slot more: the one the caller is looking at.
-                slots=self.prefetch + (0 if self.copy else 1),
-                batch_size=self.batch_size,
-                height=self.shape[0],
-                width=self.shape[1],
-                channels=2 if target == "both" else 0,
-            ),
+            layout=layout,
             fit=size is not None,
+            transform=transform,
+            seed=self.seed,
         )
         self._epoch = 0
         self._position = 0
@@ -293,6 +375,8 @@ class BatchLoader:
         self._seen: set[tuple[str, str, str]] = set()
         self.problems: list[Problem] = []
         self.skipped: list[int] = []
+        self.history: list[EpochStats] = []
+        self._meter: Meter | None = None
 
     @classmethod
     def from_cache(
@@ -364,6 +448,19 @@ class BatchLoader:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def stats(self) -> EpochStats | None:
+        """Telemetry of the running epoch, or of the last one; None before the first.
+
+        Examples
+        --------
+        >>> for images, masks in loader:                         # doctest: +SKIP
+        ...     step(images, masks)
+        >>> s = loader.stats                                     # doctest: +SKIP
+        >>> print(f"{s.samples_per_s:.0f} samples/s, waited {s.wait_s:.2f} s")  # doctest: +SKIP
+        """
+        return self._meter.snapshot() if self._meter is not None else None
 
     def order(self, epoch: int) -> np.ndarray:
         """Source indices of ``epoch`` in delivery order, for this rank (a pure function).
@@ -453,8 +550,8 @@ class BatchLoader:
 
     # -- iteration ---------------------------------------------------------
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """One epoch of ``(images, masks)`` batches, from the current position."""
+    def __iter__(self) -> Iterator[Batch]:
+        """One epoch of :class:`Batch` ``(images, masks)`` pairs, from the current position."""
         if self._closed:
             raise LoaderError("the loader is closed")
         if self._active is not None:
@@ -476,8 +573,11 @@ class BatchLoader:
             self._epoch += 1
             self._position = 0
 
-    def _run(self, token: int, ahead: _Ahead | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _run(self, token: int, ahead: _Ahead | None) -> Iterator[Batch]:
         epoch, start = self._epoch, self._position
+        meter = Meter(epoch, start, self.restarts)
+        self._meter = meter
+        complete = False
         # Once every batch of this epoch is on its way, free slots start the next
         # epoch under a token of its own, so that the workers never idle at an
         # epoch boundary.  The next `for` adopts that work if it starts there.
@@ -504,14 +604,15 @@ class BatchLoader:
                     lent = [slot for slot in lent if slot not in free]
                 while free and next_send < self._batches:
                     samples = order[next_send * self.batch_size : (next_send + 1) * self.batch_size]
-                    pool.submit(Task(token, next_send, free.pop(), samples))
+                    pool.submit(Task(token, next_send, free.pop(), samples, epoch=epoch))
                     next_send += 1
                 if free and self.workers and upcoming is None:
                     self._token += 1
                     upcoming = _Ahead(self._token, epoch + 1, self.order(epoch + 1))
                 while free and upcoming is not None and upcoming.sent < self._batches:
                     samples = upcoming.batch(upcoming.sent, self.batch_size)
-                    pool.submit(Task(upcoming.token, upcoming.sent, free.pop(), samples))
+                    task = Task(upcoming.token, upcoming.sent, free.pop(), samples, epoch=epoch + 1)
+                    pool.submit(task)
                     upcoming.sent += 1
                 result = ready.pop(next_yield, None)
                 if result is None:
@@ -531,6 +632,7 @@ class BatchLoader:
                     continue
                 deadline = None
                 self._settle(result, epoch)
+                meter.skipped = len(self.skipped)
                 if self.copy:
                     images = pool.images[result.slot, : result.count].copy()
                     masks = pool.masks[result.slot, : result.count].copy()
@@ -538,16 +640,39 @@ class BatchLoader:
                 else:
                     images, masks = pool.lend(result.slot, result.count)
                     lent.append(result.slot)
+                if self.channels:  # views: a lent slot's loan still sees them
+                    images = images[:, None]
+                    masks = masks if masks.ndim == 4 else masks[:, None]
+                meta = self._batch_meta(order, next_yield, result)
                 next_yield += 1
                 self._position = next_yield
-                yield images, masks
+                meter.restarts = pool.restarts - meter.restarts_at_start
+                meter.deliver(result.count)
+                yield Batch(images, masks, meta)
+                meter.ask()
                 # The caller's loop variable keeps a lent batch alive until the
                 # next one arrives; the generator must not keep it any longer.
                 del images, masks
+            complete = True
         finally:
+            if self._pool is not None:
+                meter.restarts = self._pool.restarts - meter.restarts_at_start
+            meter.skipped = len(self.skipped)
+            meter.end(complete=complete)
+            self.history.append(meter.snapshot())
             if self._active == token and not self._closed:
                 self._ahead = upcoming
             self._end_epoch(token)
+
+    def _batch_meta(self, order: np.ndarray, batch: int, result: Result) -> BatchMeta:
+        """The metadata of the samples a result delivered (the batch's, minus failures)."""
+        samples = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+        if result.failures:
+            failed = {failure.sample for failure in result.failures}
+            samples = np.array([k for k in samples.tolist() if k not in failed], dtype=np.int64)
+        if self._meta is None:
+            return BatchMeta.unknown(samples)
+        return self._meta(samples)
 
     @staticmethod
     def _held_by_caller(pool: ProcessPool | InlinePool, lent: list[int]) -> None:
@@ -594,12 +719,17 @@ class BatchLoader:
                 )
             self._record(failure, result.batch, epoch)
 
-    def _error(self, failure: Failure, batch: int, epoch: int) -> DicomError | ContourError:
-        error = failure.error()
-        note = (
-            f"while loading batch {batch} of epoch {epoch}: sample {failure.sample}, "
+    def _error(
+        self, failure: Failure, batch: int, epoch: int
+    ) -> DicomError | ContourError | LoaderError:
+        where = (
+            f"batch {batch} of epoch {epoch}: sample {failure.sample}, "
             f"{self.source.describe(failure.sample)}"
         )
+        if failure.code == TRANSFORM_FAILED:
+            return LoaderError(f"the transform failed on {where}: {failure.reason}")
+        error = failure.error()
+        note = f"while loading {where}"
         if hasattr(error, "add_note"):  # Python >= 3.11
             error.add_note(note)
         return error
@@ -611,16 +741,50 @@ class BatchLoader:
             self.source.describe(failure.sample),
             batch,
             epoch,
-            failure.path,
+            failure.path or "transform",
             failure.reason,
         )
         key = (failure.code, failure.path, failure.reason)
+        if failure.code == TRANSFORM_FAILED:
+            key = (failure.code, str(failure.sample), failure.reason)
         if key in self._seen:
             return
         self._seen.add(key)
+        if failure.code == TRANSFORM_FAILED:
+            self.problems.append(self._transform_problem(failure))
+            return
         code = failure.code
         if code not in CODES:
             code = "unparseable-contour" if failure.kind == "ContourError" else "unreadable-dicom"
         where = f"line {failure.line}: " if failure.line is not None else ""
         message = f"{where}{failure.reason} (skipped by the loader)"
         self.problems.append(problem(code, failure.path, message))
+
+    def _transform_problem(self, failure: Failure) -> Problem:
+        """A ``transform-failed`` problem: its path is the sample's case id."""
+        meta = (self._meta or BatchMeta.unknown)(np.array([failure.sample], dtype=np.int64))[0]
+        message = (
+            f"the transform failed on sample {failure.sample} "
+            f"({self.source.describe(failure.sample)}): {failure.reason} (skipped by the loader)"
+        )
+        return problem(
+            TRANSFORM_FAILED,
+            meta["case_id"],
+            message,
+            patient_id=meta["patient_id"] or None,
+            slice=meta["slice"] if meta["slice"] >= 0 else None,
+        )
+
+
+def _check_picklable(transform: object) -> None:
+    """Refuse a transform the workers cannot receive (spawned processes get a pickle)."""
+    try:
+        pickle.dumps(transform, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        name = getattr(transform, "__qualname__", type(transform).__name__)
+        raise LoaderError(
+            f"transform {name} cannot be pickled ({type(exc).__name__}: {exc}); worker "
+            "processes receive it as a pickle. Define it at module level (not a lambda or a "
+            "nested function), e.g. dicontour.augment.Compose([...]) or a class with "
+            "__call__, or pass workers=0 to run it in this process"
+        ) from exc

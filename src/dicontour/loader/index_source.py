@@ -3,8 +3,9 @@
 Workers receive this object once.  It holds the root URL and numpy arrays
 only: the relative paths as one UTF-8 blob with offsets, and the header
 fields a fast read needs (shape, raw pixel offset and dtype, file size and
-mtime, rescale) as numeric columns.  A million samples cost about 200 bytes
-each, whatever Python would spend on a million ``SampleRecord`` objects.
+mtime, rescale) and the pixel spacing (for :meth:`IndexSource.meta`) as
+numeric columns.  A million samples cost about 200 bytes each, whatever
+Python would spend on a million ``SampleRecord`` objects.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..errors import DicomError
 from ..index import Index, SampleRecord, read_image, read_mask
 from ..storage import Location, location
 from ..targets import Target, check_target
+from .meta import BatchMeta, case_id
 
 
 class PackedStrings:
@@ -87,6 +89,10 @@ class IndexSource:
         self._columns = np.array([r.header.columns for r in records], dtype=np.int64)
         self._slope = np.array([r.header.slope for r in records], dtype=np.float64)
         self._intercept = np.array([r.header.intercept for r in records], dtype=np.float64)
+        # (row, column) mm; NaN where the DICOM has no PixelSpacing.
+        self._spacing = np.array(
+            [r.header.pixel_spacing or (np.nan, np.nan) for r in records], dtype=np.float64
+        ).reshape(len(records), 2)
         raws = [r.header.raw for r in records]
         dtypes = sorted({raw.dtype for raw in raws if raw is not None})
         self._dtypes = tuple(dtypes)
@@ -146,6 +152,33 @@ class IndexSource:
         extra = f" ({', '.join(contours)})" if contours else ""
         return f"{self._dicom[k]}{extra} in {self.location.redacted()}"
 
+    def _patient(self, k: int) -> str:
+        # The layout is dicoms/<patient_id>/<n>.dcm: the id is the folder's name.
+        dicom = self._dicom[k]
+        return dicom.split("/")[1] if dicom.count("/") >= 2 else ""
+
+    def meta(self, indices: np.ndarray) -> BatchMeta:
+        """Patient, slice, pixel spacing and case id of the samples at ``indices``.
+
+        Computed from the columns held here (no file is read): about 1 us per
+        sample, paid by the training process for each batch it receives.
+
+        Examples
+        --------
+        >>> source.meta(np.array([0, 1])).case_id                    # doctest: +SKIP
+        ('SCD0000101_0048', 'SCD0000101_0068')
+        """
+        indices = np.asarray(indices, dtype=np.int64)
+        slices = self._slice[indices]
+        patients = tuple(self._patient(k) for k in indices.tolist())
+        return BatchMeta(
+            patient_id=patients,
+            slice=slices,
+            pixel_spacing=self._spacing[indices],
+            case_id=tuple(map(case_id, patients, slices.tolist())),
+            index=indices,
+        )
+
     def record(self, k: int) -> SampleRecord:
         """Sample k rebuilt as a :class:`~dicontour.SampleRecord` (for the readers)."""
         dicom = self._dicom[k]
@@ -160,7 +193,11 @@ class IndexSource:
         header = DicomHeader(
             rows=int(self._rows[k]),
             columns=int(self._columns[k]),
-            pixel_spacing=None,
+            pixel_spacing=(
+                None
+                if np.isnan(self._spacing[k]).any()
+                else (float(self._spacing[k, 0]), float(self._spacing[k, 1]))
+            ),
             instance_number=None,
             sop_instance_uid=None,
             slope=float(self._slope[k]),
@@ -168,9 +205,8 @@ class IndexSource:
             transfer_syntax="",
             raw=raw,
         )
-        patient_id = dicom.split("/")[1] if dicom.count("/") >= 2 else ""
         return SampleRecord(
-            patient_id=patient_id,
+            patient_id=self._patient(k),
             original_id="",
             slice=int(self._slice[k]),
             dicom=dicom,

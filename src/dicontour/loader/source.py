@@ -11,11 +11,17 @@ scan) and the preprocessed cache's source (``dicontour.cache``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from ..targets import Target as Target  # re-exported: defined once, in targets.py
+
+#: ``transform(image, mask, rng) -> (image, mask)``: image float32 (H, W), mask
+#: bool (C, H, W), rng a ``numpy.random.Generator`` made for this sample and
+#: epoch; returns arrays of the same kinds (see ``dicontour.augment``).
+Transform = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 
 
 @runtime_checkable
@@ -31,6 +37,12 @@ class SampleSource(Protocol):
     sample's.  Workers use it instead of ``read`` when nothing is to be done
     to a sample (no ``normalize``, no ``size``), saving an intermediate
     array; it is optional, so it is not part of this protocol's checks.
+
+    A source may also offer ``meta(indices) -> BatchMeta``: the patient id,
+    slice, pixel spacing and case id of the samples at ``indices`` (an int64
+    array), computed from compact columns.  The loader calls it in the
+    training process for every batch it delivers (``batch.meta``); without
+    it, batches carry the indices only (:meth:`BatchMeta.unknown`).
     """
 
     def __len__(self) -> int:

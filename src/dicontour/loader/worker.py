@@ -15,10 +15,18 @@ dataclasses cost more than the rest of the hand-off.  Anything rarer (a
 result with failures, ``ready``, ``fatal``) is pickled behind a tag byte.
 
 Errors travel as data.  A ``DicomError`` or ``ContourError`` becomes a
-:class:`Failure` (the loader skips the sample or raises it); any other
-exception in the source is a bug or an unusable source and becomes a
-:class:`Crash`, which the loader raises as ``LoaderError`` with the worker's
-traceback.
+:class:`Failure` (the loader skips the sample or raises it), and so does any
+exception raised by the ``transform`` or a result of the wrong shape or type
+(code ``transform-failed``); any other exception in the source is a bug or an
+unusable source and becomes a :class:`Crash`, which the loader raises as
+``LoaderError`` with the worker's traceback.
+
+Per sample, in this order: read, normalise (``normalize``), transform
+(``transform(image, mask, rng)`` with ``rng = default_rng([seed, epoch, k])``,
+mask as (C, H, W)), fit to ``size`` (centre crop or zero pad), write into the
+slot.  The generator depends on the sample and the epoch only, never on the
+worker or the batch, so augmented epochs are the same for any worker count and
+after a resume.
 """
 
 from __future__ import annotations
@@ -38,7 +46,10 @@ import numpy as np
 from ..errors import ContourError, DicomError
 from .prepare import Normalize, normalize, place
 from .slots import EPOCH, STOP, SlotLayout, SlotSegment
-from .source import SampleSource, Target
+from .source import SampleSource, Target, Transform
+
+#: The problem code of a sample whose transform raised or returned something unusable.
+TRANSFORM_FAILED = "transform-failed"
 
 
 @dataclass(frozen=True)
@@ -46,7 +57,8 @@ class WorkerConfig:
     """What every worker needs besides the source: the same for all tasks.
 
     ``fit`` is True when the loader was given ``size``: images of any shape are
-    then centre-cropped or padded to the layout's (H, W).
+    then centre-cropped or padded to the layout's (H, W).  ``transform`` runs
+    on each sample with a generator seeded by ``[seed, epoch, sample]``.
     """
 
     target: Target
@@ -54,17 +66,23 @@ class WorkerConfig:
     layout: SlotLayout
     fit: bool = False
     segment: str = ""
+    transform: Transform | None = None
+    seed: int = 0
 
 
 @dataclass(frozen=True)
 class Task:
-    """Fill ``slot`` with ``samples`` (source indices), batch ``batch`` of iteration ``token``."""
+    """Fill ``slot`` with ``samples`` (source indices), batch ``batch`` of iteration ``token``.
+
+    ``epoch`` seeds the transform's generators.
+    """
 
     token: int
     batch: int
     slot: int
     samples: np.ndarray
     attempts: int = 1
+    epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -89,6 +107,23 @@ class Failure:
             code=error.code,
             line=getattr(error, "line", None),
             traceback=traceback.format_exc(),
+        )
+
+    @classmethod
+    def of_transform(cls, sample: int, error: BaseException | str) -> Failure:
+        """A transform that raised ``error`` (or returned what the message says)."""
+        if isinstance(error, BaseException):
+            reason, kind, text = f"{type(error).__name__}: {error}", type(error).__name__, None
+        else:
+            reason, kind, text = error, "ValueError", ""
+        return cls(
+            sample=sample,
+            kind=kind,
+            path="",
+            reason=reason,
+            code=TRANSFORM_FAILED,
+            line=None,
+            traceback=traceback.format_exc() if text is None else text,
         )
 
     def error(self) -> DicomError | ContourError:
@@ -122,8 +157,8 @@ class Result:
     worker: int = field(default=-1, compare=False)
 
 
-#: Task header: token, batch, slot, attempts; the sample indices follow as int64.
-_TASK = struct.Struct("<qqqq")
+#: Task header: token, batch, slot, attempts, epoch; the sample indices follow as int64.
+_TASK = struct.Struct("<qqqqq")
 #: A result without failures: tag, token, batch, slot, count, cancelled.
 _DONE = struct.Struct("<cqqqq?")
 _DONE_TAG = b"D"
@@ -142,15 +177,15 @@ def encode_task(task: Task) -> bytes:
     >>> decoded.batch, decoded.slot, decoded.samples.tolist()
     (5, 1, [7, 2])
     """
-    header = _TASK.pack(task.token, task.batch, task.slot, task.attempts)
+    header = _TASK.pack(task.token, task.batch, task.slot, task.attempts, task.epoch)
     return header + np.asarray(task.samples, dtype="<i8").tobytes()
 
 
 def decode_task(data: bytes) -> Task:
     """The :class:`Task` that :func:`encode_task` turned into ``data``."""
-    token, batch, slot, attempts = _TASK.unpack_from(data)
+    token, batch, slot, attempts, epoch = _TASK.unpack_from(data)
     samples = np.frombuffer(data, dtype="<i8", offset=_TASK.size)
-    return Task(token, batch, slot, samples, attempts)
+    return Task(token, batch, slot, samples, attempts, epoch)
 
 
 def encode_result(message: Result | tuple[str, object]) -> bytes:
@@ -209,7 +244,7 @@ def fill(
         return Result(task.token, task.batch, task.slot, 0, cancelled=True, worker=worker)
     height, width = config.layout.height, config.layout.width
     direct = None
-    if config.normalize is None and not config.fit:
+    if config.normalize is None and not config.fit and config.transform is None:
         direct = getattr(source, "read_into", None)
     slot_images, slot_masks = images[task.slot], masks[task.slot]
     count = 0
@@ -233,6 +268,12 @@ def fill(
                     "(the source reported another shape when the loader was built)"
                 )
             image = normalize(np.asarray(image, dtype=np.float32), config.normalize)
+            if config.transform is not None:
+                transformed = _transform(config, image, mask, task.epoch, k)
+                if isinstance(transformed, Failure):
+                    failures.append(transformed)
+                    continue
+                image, mask = transformed
             place(image, slot_images[count])
             place(mask, slot_masks[count])
         except (DicomError, ContourError) as exc:
@@ -245,6 +286,55 @@ def fill(
             )
         count += 1
     return Result(task.token, task.batch, task.slot, count, tuple(failures), worker=worker)
+
+
+def _transform(
+    config: WorkerConfig, image: np.ndarray, mask: np.ndarray, epoch: int, k: int
+) -> tuple[np.ndarray, np.ndarray] | Failure:
+    """Run the transform on one sample; a Failure if it raises or returns something unusable.
+
+    The transform gets writable arrays (a read-only cache view is copied), the
+    mask always as (C, H, W), and ``default_rng([seed, epoch, k])``.  It must
+    return a float image (h, w) and a bool mask (C, h, w); (h, w) must be the
+    loader's (H, W) unless the loader fits samples to ``size``.
+    """
+    layout = config.layout
+    if not image.flags.writeable:
+        image = image.copy()
+    mask = mask.copy() if not mask.flags.writeable else mask
+    planes = mask if mask.ndim == 3 else mask[None]
+    rng = np.random.default_rng([config.seed, epoch, k])
+    try:
+        result = config.transform(image, planes, rng)  # type: ignore[misc]
+    except Exception as exc:
+        return Failure.of_transform(k, exc)
+    name = getattr(config.transform, "__name__", type(config.transform).__name__)
+    problem = _check_transformed(result, planes.shape[0], layout, config.fit)
+    if problem:
+        return Failure.of_transform(k, f"transform {name} {problem}")
+    image, planes = result
+    return np.asarray(image, dtype=np.float32), planes if mask.ndim == 3 else planes[0]
+
+
+def _check_transformed(result: object, channels: int, layout: SlotLayout, fit: bool) -> str:
+    """What is wrong with a transform's result ("" if nothing)."""
+    if not isinstance(result, tuple) or len(result) != 2:
+        return f"returned {type(result).__name__}, not an (image, mask) tuple"
+    image, mask = result
+    if not isinstance(image, np.ndarray) or not isinstance(mask, np.ndarray):
+        return f"returned ({type(image).__name__}, {type(mask).__name__}), not two numpy arrays"
+    if image.ndim != 2 or image.dtype.kind not in "fiu":
+        return f"returned an image {image.dtype} {image.shape}: expected a real (H, W) array"
+    if mask.dtype != np.bool_:
+        return f"returned a mask of dtype {mask.dtype}: masks stay bool (use nearest-neighbour)"
+    if mask.shape != (channels, *image.shape):
+        return f"returned image {image.shape}, mask {mask.shape}: expected mask ({channels}, H, W)"
+    if not fit and image.shape != (layout.height, layout.width):
+        return (
+            f"changed the shape to {image.shape}, the loader's is {(layout.height, layout.width)}"
+            "; pass size=(H, W) to the loader to allow transforms that change shapes"
+        )
+    return ""
 
 
 def run_worker(
