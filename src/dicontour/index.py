@@ -540,7 +540,7 @@ class Index:
         --------
         >>> folds = dicontour.scan("final_data").folds(5, seed=0)      # doctest: +SKIP
         >>> [len(split.val) for split in folds]                        # doctest: +SKIP
-        [22, 18, 20, 18, 18]
+        [20, 22, 18, 18, 18]
         """
         return [self._split(val) for val in assign_folds(self._sizes(), k, seed=seed)]
 
