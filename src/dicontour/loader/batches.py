@@ -257,7 +257,7 @@ class BatchLoader:
     >>> loader = dicontour.BatchLoader(index, channels=True)    # doctest: +SKIP
     >>> for batch in loader:                                    # doctest: +SKIP
     ...     batch.images.shape, batch.masks.shape, batch.meta.case_id[0]
-    ((8, 1, 256, 256), (8, 1, 256, 256), 'SCD0000101_0068')
+    ((8, 1, 256, 256), (8, 1, 256, 256), 'SCD0000101_0048')
     """
 
     def __init__(
