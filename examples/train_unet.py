@@ -236,6 +236,9 @@ def run(args: argparse.Namespace) -> list[FoldResult]:
     results = []
     for fold, split in enumerate(splits):
         net, report = train_fold(split, args, fold)
+        if args.out is not None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            torch.save(net.state_dict(), args.out / f"fold{fold}.pt")
         rows = evaluate(net, split.val, args.size)
         with_o = [r for r in rows if r["hull"] is not None]
         result = FoldResult(
