@@ -346,3 +346,23 @@ def test_adapters_without_their_library_name_the_extra(monkeypatch: pytest.Monke
         from_monai(lambda data: data)
     with pytest.raises(ImportError, match=r"dicontour\[torchio\]"):
         from_torchio(lambda subject: subject)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    degrees=st.floats(-180, 180),
+    zoom=st.floats(0.5, 2.0),
+    shape=st.tuples(st.integers(1, 20), st.integers(1, 20)),
+    seed=seeds,
+)
+def test_masks_resampled_in_their_box_equal_the_whole_grid(degrees, zoom, shape, seed) -> None:
+    """The bounding-box shortcut loses nothing, masks touching the edges included."""
+    from dicontour.augment import _nearest, _sources
+
+    mask = np.random.default_rng(seed).random((2, *shape)) < 0.3
+    matrix = _rotation(degrees, zoom)
+    centre = (np.array(shape) - 1) / 2.0
+    offset = centre - matrix @ centre
+    _, out_mask = affine(np.zeros(shape, np.float32), mask, matrix)
+    rows, columns = _sources(matrix, offset, np.arange(shape[0]), np.arange(shape[1]))
+    np.testing.assert_array_equal(out_mask, _nearest(mask, rows, columns, outside=False))

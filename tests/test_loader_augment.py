@@ -373,3 +373,16 @@ def test_a_huge_batch_size_is_one_batch_of_the_epoch(data: Traced) -> None:
         and sorted(data.ids(images)) == sorted(data.index.select("i"))
     )
     assert math.isfinite(loader.stats.samples_per_s)
+
+
+def test_a_torchio_transform_in_the_loader_follows_the_rule(data: Traced) -> None:
+    tio = pytest.importorskip("torchio", reason="TorchIO is not installed")
+    from dicontour.augment import from_torchio
+
+    transform = from_torchio(tio.RandomFlip(axes=(0, 1), flip_probability=0.5))
+    with BatchLoader(data.index, batch_size=8, seed=6, workers=0, transform=transform) as loader:
+        got = epoch_arrays(loader)
+        expected = expected_epoch(data, loader, 0, transform)
+    assert_same_epochs(got, expected)
+    plain = {digest(s.image) for s in data.samples}
+    assert any(digest(image) not in plain for images, _, _ in got for image in images)

@@ -7,7 +7,7 @@ The data flow, and where each step lives::
     splits        splits.py, targets.py             patient folds, splits files; "i"/"o"/"both"
     example data  phantom.py                        a synthetic dataset in the same layout
     cache         cache/, engine.py                 decode once into .npy shards, on Dask
-    train         loader/, torch.py                 BatchLoader: shuffled batches from workers
+    train         loader/, augment.py, torch.py     BatchLoader: shuffled batches from workers
 
 Examples
 --------
