@@ -14,7 +14,7 @@ PyTorch and MONAI)::
     python examples/train_unet.py final_data --bf16 --out results/
 
 (the run recorded in ``examples/results/`` and ``docs/heuristic-segmentation.md``:
-five folds, 100 epochs each, about 17 minutes on two shared CPU cores).
+five folds, 100 epochs each, 14-22 minutes on two shared CPU cores).
 
 The network is MONAI's ``BasicUNet`` (a plain 2-D U-Net: two 3x3 convolutions
 per level, instance norm, LeakyReLU, transposed-convolution upsampling), with
