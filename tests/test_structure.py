@@ -116,7 +116,7 @@ def test_loader_options_are_frozen_and_normalised():
         ("size", (4,), r"size must be \(H, W\)"),
         ("timeout", 0, "timeout must be a positive number"),
         ("rank", 2, "rank must be < world_size=1"),
-        ("start_method", "fork", "start_method must be one of"),
+        ("start_method", "thread", "start_method must be one of"),
     ],
 )
 def test_loader_options_name_the_bad_option(option, value, match):

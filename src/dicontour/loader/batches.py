@@ -29,7 +29,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -40,10 +40,16 @@ from ..index import Index
 from ..problems import Problem, problem
 from ..targets import Target
 from .index_source import IndexSource
-from .options import START_METHODS as START_METHODS  # re-exported
 from .options import LoaderOptions, OnError
 from .order import batch_count, epoch_order, rank_share, samples_per_rank
-from .pool import InlinePool, ProcessPool, RemoteTraceback
+from .pool import (
+    DEFAULT_START_METHOD,
+    InlinePool,
+    ProcessPool,
+    RemoteTraceback,
+    StartMethod,
+)
+from .pool import START_METHODS as START_METHODS  # re-exported
 from .prepare import Normalize
 from .slots import SlotLayout
 from .source import SampleSource, Transform
@@ -151,9 +157,14 @@ class BatchLoader:
         For distributed training: this process reads rank ``rank``'s share of
         each epoch (see :func:`~dicontour.loader.order.rank_share`); every rank
         gets the same number of batches.
-    start_method : {"spawn", "forkserver"}
-        How workers start.  ``"spawn"`` (default) gives each worker a fresh
-        interpreter that sees the current environment and ``sys.path``.
+    start_method : {"fork", "spawn", "forkserver"}
+        How workers start.  ``"fork"`` (the default on Linux, ``"spawn"``
+        elsewhere) copies this process: workers are ready in milliseconds and
+        never re-import the training script (nor torch with it); they run
+        torch, if loaded, with one thread.  ``"spawn"`` gives each worker a
+        fresh interpreter that re-imports the main module (which then needs an
+        ``if __name__ == "__main__":`` guard).  Either way workers get a
+        pickled copy of the source.  Measurements: ``docs/loader.md``.
     copy : bool
         True (default): each batch is copied out of shared memory into arrays
         that belong to the caller.  False: each batch is a pair of read-only
@@ -260,7 +271,7 @@ class BatchLoader:
         timeout: float = 120.0,
         rank: int = 0,
         world_size: int = 1,
-        start_method: Literal["spawn", "forkserver"] = "spawn",
+        start_method: StartMethod = DEFAULT_START_METHOD,
         copy: bool = True,
         channels: bool = False,
         transform: Transform | None = None,

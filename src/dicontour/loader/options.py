@@ -16,11 +16,11 @@ import numpy as np
 
 from ..errors import LoaderError
 from ..targets import Target, check_target
+from .pool import DEFAULT_START_METHOD, START_METHODS, StartMethod
 from .prepare import NORMALIZE, Normalize
 from .source import Transform
 
 OnError = Literal["skip", "raise"]
-START_METHODS = ("spawn", "forkserver")
 
 
 def _positive_int(name: str, value: object, minimum: int = 1) -> int:
@@ -68,7 +68,7 @@ class LoaderOptions:
     timeout: float = 120.0
     rank: int = 0
     world_size: int = 1
-    start_method: Literal["spawn", "forkserver"] = "spawn"
+    start_method: StartMethod = DEFAULT_START_METHOD
     copy: bool = True
     channels: bool = False
     transform: Transform | None = None
