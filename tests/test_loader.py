@@ -335,7 +335,7 @@ def test_no_sample_with_the_target_and_empty_epochs(
         ("timeout", 0, "timeout must be a positive"),
         ("seed", -1, "seed must be"),
         ("rank", 2, "rank must be < world_size=2"),
-        ("start_method", "fork", "start_method must be one of"),
+        ("start_method", "vfork", "start_method must be one of"),
     ],
 )
 def test_options_are_checked(data: Traced, option: str, value: object, message: str) -> None:

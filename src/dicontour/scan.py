@@ -113,11 +113,9 @@ def _read_links(where: Location) -> tuple[list[Patient], list[Problem]]:
         break
     if header[:2] != _HEADER:
         raise LayoutError("link.csv: first line must be 'patient_id,original_id', got []")
-    patients: list[Patient] = []
-    problems: list[Problem] = []
+    patients, problems = [], []
     for number, line in rows:
         cells = _parse_line(line)
-        why: str | None
         if isinstance(cells, str):
             why = cells
         else:
@@ -139,7 +137,7 @@ def _link_bytes(where: Location) -> bytes:
     """The bytes of link.csv, refused before reading when over the limit or not a file."""
     try:
         is_dir = where.fs.isdir(where.base)
-        is_file = True if where.is_local else where.fs.isfile(where.path("link.csv"))
+        is_file = not where.lacks_file("link.csv")
     except LayoutError:  # no package for the scheme, or an unknown scheme: already in words
         raise
     except Exception as exc:  # object stores raise their own types (botocore, aiohttp, ...)
@@ -290,101 +288,117 @@ def scan_patient(root: str | Location, patient: Patient) -> PatientScan:
     """Scan one patient: pair slices with contours, read headers and contours.
 
     Never raises on bad data.  This is the unit of work the engines distribute.
+    Its steps: list the DICOM slices, list the contour files, read each
+    labelled slice (:func:`_scan_slice`), then the patient's geometry checks.
     """
     where = location(root)
     result = PatientScan(patient.patient_id)
-    polygons: dict[int, dict[str, np.ndarray]] = {}
-    problems = result.problems
     pid = patient.patient_id
-    dicom_folder = f"dicoms/{pid}"
-    slices: dict[int, str] = {}
-    listed = _children(where, dicom_folder, problems, pid)
-    if not listed and not problems:
-        unseen = _unseen(where, dicom_folder, pid)
+    listed = _children(where, f"dicoms/{pid}", result.problems, pid)
+    if not listed and not result.problems:
+        unseen = _unseen(where, f"dicoms/{pid}", pid)
         if unseen is not None:
             # Not an empty patient: the folder was listed when the scan began.
             result.problems.append(unseen)
             return result
+    slices = _dicom_slices(pid, listed, result.problems)
+    result.dicoms = len(slices)
+    contours = _contour_files(where, patient, result.problems)
+    labelled = sorted(set(contours["i"]) | set(contours["o"]))
+    result.unlabelled = len(set(slices) - set(labelled))
+    polygons: dict[int, dict[str, np.ndarray]] = {}
+    for number in labelled:
+        files = {kind: contours[kind].get(number) for kind in ("i", "o")}
+        found = _scan_slice(where, patient, number, slices.get(number), files, result.problems)
+        if found is not None:
+            result.records.append(found[0])
+            polygons[number] = found[1]
+    # The geometry checks (consistency.py): slice by slice and across the patient.
+    result.problems.extend(check_patient(result.records, polygons))
+    return result
+
+
+def _dicom_slices(pid: str, listed: dict[str, bool], problems: list[Problem]) -> dict[int, str]:
+    """``{slice number: path}`` of the patient's ``<n>.dcm`` files; others are problems."""
+    folder = f"dicoms/{pid}"
+    slices: dict[int, str] = {}
     for name, is_dir in sorted(listed.items()):
         match = None if is_dir else _DICOM_NAME.match(name)
         if match is None:
             problems.append(
-                problem(
-                    "stray-file", f"{dicom_folder}/{name}", "not <n>.dcm; ignored", patient_id=pid
-                )
+                problem("stray-file", f"{folder}/{name}", "not <n>.dcm; ignored", patient_id=pid)
             )
         elif int(match.group(1)) in slices:  # 7.dcm and 07.dcm: keep the first
             number = int(match.group(1))
-            problems.append(_duplicate(f"{dicom_folder}/{name}", slices[number], number, pid))
+            problems.append(_duplicate(f"{folder}/{name}", slices[number], number, pid))
         else:
-            slices[int(match.group(1))] = f"{dicom_folder}/{name}"
-    result.dicoms = len(slices)
-    contours = _contour_files(where, patient, problems)
-    labelled = sorted(set(contours["i"]) | set(contours["o"]))
-    result.unlabelled = len(set(slices) - set(labelled))
+            slices[int(match.group(1))] = f"{folder}/{name}"
+    return slices
 
-    for number in labelled:
-        files = {kind: contours[kind].get(number) for kind in ("i", "o")}
-        names = " and ".join(f"{k}-contour" for k, path in files.items() if path)
-        dicom = slices.get(number)
-        if dicom is None:
-            for contour in filter(None, files.values()):
-                problems.append(
-                    problem(
-                        "missing-dicom",
-                        contour,
-                        f"no {dicom_folder}/{number}.dcm for this contour",
-                        patient_id=pid,
-                        slice=number,
-                    )
-                )
-            continue
-        try:
-            header = read_header(where, dicom)
-        except DicomError as exc:
-            problems.append(
-                Problem.from_error(
-                    exc, path=dicom, note=f"; its {names} not used", patient_id=pid, slice=number
-                )
-            )
-            continue
-        if header.instance_number is not None and header.instance_number != number:
+
+def _scan_slice(
+    where: Location,
+    patient: Patient,
+    number: int,
+    dicom: str | None,
+    files: dict[str, str | None],
+    problems: list[Problem],
+) -> tuple[SampleRecord, dict[str, np.ndarray]] | None:
+    """One labelled slice: its header and valid polygons, or None (its problems recorded)."""
+    pid = patient.patient_id
+    if dicom is None:
+        for path in filter(None, files.values()):
             problems.append(
                 problem(
-                    "instance-number-mismatch",
-                    dicom,
-                    f"file name says slice {number}, InstanceNumber is {header.instance_number}",
+                    "missing-dicom",
+                    path,
+                    f"no dicoms/{pid}/{number}.dcm for this contour",
                     patient_id=pid,
                     slice=number,
                 )
             )
-        points: dict[str, np.ndarray] = {}
-        for kind, path in files.items():
-            if path is None:
-                continue
-            try:
-                # The same reading and checks as every load (out-of-bounds etc.).
-                polygon = read_polygon(where, path, header.shape)
-            except ContourError as exc:
-                problems.append(Problem.from_error(exc, path=path, patient_id=pid, slice=number))
-                continue
-            points[kind] = polygon
-        if not points:
-            continue
-        record = SampleRecord(
-            pid,
-            patient.original_id,
-            number,
-            dicom,
-            files["i"] if "i" in points else None,
-            files["o"] if "o" in points else None,
-            header,
+        return None
+    try:
+        header = read_header(where, dicom)
+    except DicomError as exc:
+        names = " and ".join(f"{k}-contour" for k, path in files.items() if path)
+        problems.append(
+            Problem.from_error(
+                exc, path=dicom, note=f"; its {names} not used", patient_id=pid, slice=number
+            )
         )
-        result.records.append(record)
-        polygons[number] = points
-    # Consistency checks (qa/checks.py): slice by slice and across the patient.
-    problems.extend(check_patient(result.records, polygons))
-    return result
+        return None
+    if header.instance_number is not None and header.instance_number != number:
+        problems.append(
+            problem(
+                "instance-number-mismatch",
+                dicom,
+                f"file name says slice {number}, InstanceNumber is {header.instance_number}",
+                patient_id=pid,
+                slice=number,
+            )
+        )
+    points: dict[str, np.ndarray] = {}
+    for kind, path in files.items():
+        if path is None:
+            continue
+        try:
+            # The same reading and checks as every load (out-of-bounds etc.).
+            points[kind] = read_polygon(where, path, header.shape)
+        except ContourError as exc:
+            problems.append(Problem.from_error(exc, path=path, patient_id=pid, slice=number))
+    if not points:
+        return None
+    record = SampleRecord(
+        pid,
+        patient.original_id,
+        number,
+        dicom,
+        files["i"] if "i" in points else None,
+        files["o"] if "o" in points else None,
+        header,
+    )
+    return record, points
 
 
 def _unseen(where: Location, folder: str, patient_id: str) -> Problem | None:
@@ -550,7 +564,7 @@ def scan(root: str | Location, *, progress: bool = False, mapper: Mapper | None 
     worker = _PatientScanner(where)
     results: Iterable[PatientScan] = (mapper or map)(worker, patients)
     if progress:
-        from tqdm import tqdm
+        from tqdm import tqdm  # not a cycle: only when a bar is shown (slow to import)
 
         results = tqdm(results, total=len(patients), desc="scan", unit="patient", leave=False)
     scans = list(results)

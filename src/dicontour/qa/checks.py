@@ -198,7 +198,7 @@ def check_index(index: Index, *, progress: bool = False) -> list[Problem]:
     found: list[Problem] = []
     positions: Iterable[int] = range(len(index))
     if progress:
-        from tqdm import tqdm
+        from tqdm import tqdm  # not a cycle: only when a bar is shown (slow to import)
 
         positions = tqdm(positions, total=len(index), desc="check", unit="slice", leave=False)
     for k in positions:

@@ -285,7 +285,7 @@ def write_preview(
     steps = [(pid, k) for pid, positions in chosen.items() for k in positions]
     iterator: Iterable[tuple[str, int]] = steps
     if progress:
-        from tqdm import tqdm
+        from tqdm import tqdm  # not a cycle: only when a bar is shown (slow to import)
 
         iterator = tqdm(steps, desc="preview", unit="slice", leave=False)
     for pid, k in iterator:
