@@ -10,4 +10,4 @@ import importlib.util
 #: Modules of the package that need an optional dependency to be imported, and which.
 _NEEDS = {"src/dicontour/torch.py": "torch"}
 
-collect_ignore = [path for path, module in _NEEDS.items() if importlib.util.find_spec(module) is None]
+collect_ignore = [path for path, needs in _NEEDS.items() if importlib.util.find_spec(needs) is None]
