@@ -57,6 +57,7 @@ class Entry:
     code: str | None = None
     reason: str | None = None
 
+
 #: The dicontour extra that installs the fsspec implementation of a URL scheme.
 _EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
 
