@@ -21,7 +21,7 @@ inside the o-contour of a slice without an i-contour (myocardium or blood?).
 See docs/export.md for why.
 
 Every file is written atomically (a temporary file renamed over it), and
-``OUT/dicontour-export.json`` records the settings.  An export into a folder
+``OUT/.dicontour-export.json`` records the settings.  An export into a folder
 that is not empty is refused, unless ``resume=True`` and the folder holds an
 export with the same settings: then the files already there are kept and the
 missing ones written.  Nothing else is ever mixed in.
@@ -51,11 +51,11 @@ from .splits import write_splits
 FORMATS = ("nnunet", "monai", "dicom-seg", "rtstruct")
 #: The nnU-Net label values; ``ignore`` is the highest, as nnU-Net requires.
 LABELS = {"background": 0, "myocardium": 1, "blood_pool": 2, "ignore": 3}
-MANIFEST = "dicontour-export.json"
+MANIFEST = ".dicontour-export.json"  # a dot: the scan of an rtstruct export skips it
 _VERSION = 1
 
 
-class ExportError(DicontourError, OSError):
+class ExportError(DicontourError):
     """An export refused: OUT holds something else, or another export's settings."""
 
 
@@ -71,8 +71,12 @@ def label_map(i_mask: np.ndarray | None, o_mask: np.ndarray | None) -> np.ndarra
     --------
     >>> i = np.zeros((1, 5), bool); i[0, 2] = True
     >>> o = np.zeros((1, 5), bool); o[0, 1:4] = True
-    >>> label_map(i, o), label_map(i, None), label_map(None, o)
-    (array([[0, 1, 2, 1, 0]], dtype=uint8), array([[3, 3, 2, 3, 3]], dtype=uint8), array([[0, 3, 3, 3, 0]], dtype=uint8))
+    >>> label_map(i, o)
+    array([[0, 1, 2, 1, 0]], dtype=uint8)
+    >>> label_map(i, None)
+    array([[3, 3, 2, 3, 3]], dtype=uint8)
+    >>> label_map(None, o)
+    array([[0, 3, 3, 3, 0]], dtype=uint8)
     """
     if i_mask is None and o_mask is None:
         raise ValueError("a label map needs an i- or an o-mask")
@@ -169,19 +173,19 @@ def _check_out(out: Path, settings: dict[str, Any], plan: _Plan, resume: bool) -
     if not out.exists():
         return
     if not out.is_dir():
-        raise ExportError(out, f"{out}: not a folder")
+        raise ExportError(f"{out}: not a folder")
     present = [p for p in out.rglob("*") if p.is_file() or p.is_symlink()]
     if not present:
         return
     manifest = out / MANIFEST
     if not manifest.is_file():
         raise ExportError(
-            out, f"{out}: not empty and not a dicontour export; choose an empty or new folder"
+            f"{out}: not empty and not a dicontour export; choose an empty or new folder"
         )
     try:
         recorded = json.loads(manifest.read_text(encoding="utf-8"))["settings"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ExportError(out, f"{manifest}: unreadable export manifest ({exc})") from exc
+        raise ExportError(f"{manifest}: unreadable export manifest ({exc})") from exc
     if recorded != settings:
         differ = sorted(
             k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k)
@@ -203,9 +207,7 @@ def _check_out(out: Path, settings: dict[str, Any], plan: _Plan, resume: bool) -
         if path.name.startswith(".") and path.name.endswith(".tmp"):
             path.unlink()  # a temporary of an interrupted run of this export
         elif name not in expected or path.is_symlink():
-            raise ExportError(
-                out, f"{out}: holds {name}, which this export does not write; not mixing"
-            )
+            raise ExportError(f"{out}: holds {name}, which this export does not write; not mixing")
 
 
 def export(
@@ -345,7 +347,6 @@ def _plan_nifti(plan: _Plan, index: Index, fmt: str, splits: Sequence[Any] | Non
             "name": "dicontour export",
             "description": "LV blood pool and myocardium from dicontour; label 3 marks "
             "pixels whose class is unknown (nnU-Net's ignore label)",
-            "overwrite_image_reader_writer": "NibabelIO",
         }
         plan.add("dataset.json", lambda: _json_bytes(dataset))
         if splits is not None:

@@ -65,7 +65,7 @@ def segments_for(kinds: Sequence[str]) -> list[int]:
 
 
 def segment_masks(masks: Mapping[str, np.ndarray]) -> dict[int, np.ndarray]:
-    """Segment number -> bool (H, W) mask, from ``{"i": i_mask, "o": o_mask}`` (either may be absent)."""
+    """Segment number -> bool (H, W) mask, from ``{"i": i_mask, "o": o_mask}`` (either optional)."""
     found = {}
     for number in segments_for(list(masks)):
         if number == 1:

@@ -31,11 +31,11 @@ from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 from ..errors import DicontourError, LayoutError
-from . import batches, cache, check, demo, intensity, preview, scan, segment, split
+from . import batches, cache, check, demo, export, intensity, preview, scan, segment, split
 from ._format import Parser, echo, error, printable
 
 #: Modules that each add one subcommand.
-COMMANDS = [scan, demo, cache, batches, check, preview, intensity, segment, split]
+COMMANDS = [scan, demo, cache, batches, check, preview, intensity, segment, split, export]
 
 #: An OSError's errno in words; others fall back to ``os.strerror``.
 _OS_WORDS = {

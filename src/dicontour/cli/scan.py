@@ -6,6 +6,7 @@ import argparse
 
 from ..index import Index
 from ..scan import scan
+from ._contours import add_contour_options, contour_source
 from ._engine import add_engine_options, engine_from_args
 from ._format import echo, print_json, problem_section, show_progress, table
 
@@ -18,13 +19,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--strict", action="store_true", help="exit 1 when any problem of severity error exists"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_contour_options(parser)
     add_engine_options(parser, default_workers="default: 1, this process")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    contours = contour_source(args)
     with engine_from_args(args, workers=1) as engine:
-        index = scan(args.root, progress=show_progress(args), mapper=engine.map)
+        index = scan(args.root, progress=show_progress(args), mapper=engine.map, contours=contours)
     return output(args, index)
 
 
