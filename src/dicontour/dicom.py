@@ -621,9 +621,10 @@ def patient_to_pixel(
     """
     origin, x_step, y_step = _frame(header, name)
     offset = np.asarray(points, dtype=np.float64).reshape(-1, 3) - origin
-    # The steps are orthogonal: each coordinate is a projection on its own step.
-    x = offset @ x_step / (x_step @ x_step)
-    y = offset @ y_step / (y_step @ y_step)
+    # Solve offset = x * x_step + y * y_step + d * normal exactly: stored cosines are
+    # rounded (6 decimals in the real data), so they are orthogonal only to ~1e-6 and
+    # projections would move a vertex off the pixel centre it was written from.
     normal = np.cross(x_step, y_step)
-    distance = offset @ (normal / np.linalg.norm(normal))
-    return np.stack([x, y], axis=1), distance
+    normal /= np.linalg.norm(normal)
+    solved = np.linalg.solve(np.stack([x_step, y_step, normal], axis=1), offset.T).T
+    return solved[:, :2], solved[:, 2]

@@ -397,12 +397,30 @@ def _source(index: Index, record: SampleRecord) -> pydicom.Dataset:
         return pydicom.dcmread(handle, stop_before_pixels=True)
 
 
+def _one_per_plane(group: list[SampleRecord]) -> list[list[SampleRecord]]:
+    """Split a group so that no part holds two images at one position (cine phases).
+
+    highdicom refuses a SEG with two frames at the same plane position.
+    """
+    parts: list[tuple[set[Any], list[SampleRecord]]] = []
+    for record in group:
+        position = record.header.image_position
+        for seen, part in parts:
+            if position is None or position not in seen:
+                seen.add(position)
+                part.append(record)
+                break
+        else:
+            parts.append(({position}, [record]))
+    return [part for _, part in parts]
+
+
 def _plan_seg(plan: _Plan, index: Index) -> None:
     def key(record: SampleRecord) -> tuple[Any, ...]:
         h = record.header
         return (h.series_instance_uid, h.frame_of_reference_uid, _kinds(record))
 
-    for group in _groups(index, key):
+    for group in (part for whole in _groups(index, key) for part in _one_per_plane(whole)):
 
         def make(group: list[SampleRecord] = group) -> bytes:
             sources = [_source(index, r) for r in group]

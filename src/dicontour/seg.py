@@ -17,7 +17,8 @@ written only for images where it is known: blood pool needs the i-contour,
 LV the o-contour, myocardium both.  Images are grouped so that every segment
 of a SEG is known on every image it references (an absent frame then means
 empty, never unknown): one SEG per source series, frame of reference (highdicom
-requires one) and set of contours drawn.
+requires one) and set of contours drawn, and images at one plane position
+(cine phases; highdicom refuses two frames at one position) go to separate SEGs.
 
 The source images' UIDs are referenced exactly as they are, even when a
 de-identification left them invalid; patient and study attributes are copied
@@ -108,8 +109,8 @@ def _clean_source(source: Dataset) -> Dataset:
     """A copy of ``source`` whose patient and study attributes hold only valid values."""
     clean = deepcopy(source)
     for keyword in PATIENT_STUDY_KEYWORDS:
-        if keyword in clean and valid_value(clean, keyword) is None:
-            clean[keyword].value = None  # type 2: present, empty
+        if valid_value(clean, keyword) is None:
+            setattr(clean, keyword, None)  # type 2: present, empty
     return clean
 
 
