@@ -8,7 +8,10 @@ DICOM geometry formula written out here, never from the exporter.
 
 from __future__ import annotations
 
+import datetime
+import io
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dicontour
@@ -26,7 +29,7 @@ from dicontour.dicom import DicomHeader, patient_to_pixel, pixel_to_patient
 from dicontour.errors import DicontourError
 from dicontour.export import LABELS, ExportError, export, label_map
 from dicontour.phantom import write_phantom
-from dicontour.rtstruct import RtstructContours, parse_roi_map
+from dicontour.rtstruct import RtstructContours, parse_roi_map, read_rtstruct, valid_value
 
 nibabel = pytest.importorskip("nibabel", reason="nibabel not installed (pip install '.[export]')")
 highdicom = pytest.importorskip("highdicom", reason="highdicom not installed")
@@ -531,3 +534,58 @@ def test_dciodvfy_accepts_written_objects(real_index, phantom, tmp_path, fmt):
         assert files
         for path in files[:3]:
             assert dciodvfy_errors(path, source_uids) == [], path
+
+
+# ------------------------------------------------------------------ RTSTRUCT reader, the kind
+
+
+@pytest.fixture(scope="module")
+def rtstruct_bytes(phantom, tmp_path_factory) -> bytes:
+    out = tmp_path_factory.mktemp("rtbytes") / "rt"
+    export(dicontour.scan(phantom), out, "rtstruct")
+    return next((out / "contourfiles").rglob("*.dcm")).read_bytes()
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_damaged_rtstruct_only_raises_contour_error(rtstruct_bytes, data):
+    raw = bytearray(rtstruct_bytes)
+    for _ in range(data.draw(st.integers(1, 8))):
+        at = data.draw(st.integers(0, len(raw) - 1))
+        raw[at] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        raw = raw[: data.draw(st.integers(0, len(raw)))]
+    try:
+        contours = read_rtstruct(io.BytesIO(bytes(raw)), name="x.dcm")
+    except dicontour.ContourError as exc:
+        assert exc.code == "malformed-rtstruct" and "x.dcm" in str(exc)
+    else:
+        for contour in contours:
+            assert contour.points.ndim == 2 and contour.points.shape[1] == 3
+
+
+def test_rtstruct_index_feeds_the_loader(rt_dataset, phantom):
+    index = dicontour.scan(rt_dataset, contours=RtstructContours())
+    text = dicontour.scan(phantom)
+    expected = {(r.patient_id, r.slice): text.load(k).i_mask for k, r in enumerate(text)}
+    with dicontour.BatchLoader(index, batch_size=2, target="i", workers=0, seed=0) as loader:
+        batch = next(iter(loader))
+        for j in range(len(batch.meta.case_id)):
+            pid, _, number = batch.meta.case_id[j].rpartition("_")
+            np.testing.assert_array_equal(batch[1][j], expected[(pid, int(number))])
+
+
+@given(st.text(max_size=10), st.sampled_from(["DA", "TM"]))
+def test_valid_value_keeps_only_valid_dates_and_times(text, vr):
+    ds = pydicom.Dataset()
+    keyword = "StudyDate" if vr == "DA" else "StudyTime"
+    setattr(ds, keyword, text)
+    value = valid_value(ds, keyword)
+    if value is not None:
+        if vr == "DA":
+            assert datetime.datetime.strptime(value, "%Y%m%d")
+        else:
+            assert re.fullmatch(r"([01]\d|2[0-3])([0-5]\d([0-5]\d(\.\d{1,6})?)?)?", value)
+    for bad in ("20120000", "00000000", "2012", "20121301"):
+        ds.StudyDate = bad
+        assert valid_value(ds, "StudyDate") is None
