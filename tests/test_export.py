@@ -589,3 +589,29 @@ def test_valid_value_keeps_only_valid_dates_and_times(text, vr):
     for bad in ("20120000", "00000000", "2012", "20121301"):
         ds.StudyDate = bad
         assert valid_value(ds, "StudyDate") is None
+
+
+def test_contour_without_reference_is_placed_by_its_plane(rt_dataset):
+    path = _files(rt_dataset, "PHA00001")[0]
+    ds = pydicom.dcmread(path)
+    item = _first_contour(ds)
+    uid = str(item.ContourImageSequence[0].ReferencedSOPInstanceUID)
+    del item.ContourImageSequence
+    data = np.array(item.ContourData, dtype=float).reshape(-1, 3)
+    data[:, 2] += 50.0  # move the contour and its image to a plane of their own
+    item.ContourData = [f"{v:.6f}" for v in data.ravel()]
+    ds.save_as(path)
+    for image in sorted((rt_dataset / "dicoms" / "PHA00001").glob("*.dcm")):
+        source = pydicom.dcmread(image)
+        if str(source.SOPInstanceUID) == uid:
+            source.ImagePositionPatient = [
+                float(v) + d for v, d in zip(source.ImagePositionPatient, (0, 0, 50), strict=True)
+            ]
+            image.unlink()  # the export copied it; write a new file all the same
+            source.save_as(image)
+            number = int(image.stem)
+    index = _rescan(rt_dataset)
+    # The slice's o-contour still references the moved image, and is now off its plane.
+    assert [(p.code, p.slice) for p in index.errors()] == [("off-plane", number)]
+    record = next(r for r in index if r.patient_id == "PHA00001" and r.slice == number)
+    assert record.i_contour is not None

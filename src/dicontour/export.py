@@ -9,7 +9,7 @@ monai       the same NIfTI files and ``datalist.json`` (Decathlon style,
             ``training`` items ``{"image", "label", "fold"}``)
 dicom-seg   ``<patient_id>/<case>_seg.dcm``: DICOM Segmentation objects
 rtstruct    ``link.csv``, ``contourfiles/<original_id>/<case>_rtstruct.dcm``
-            and ``dicoms/<patient_id>/<n>.dcm`` (the labelled images): a
+            and ``dicoms/<patient_id>/<n>.dcm`` (copies of the labelled images): a
             dataset that ``scan(OUT, contours=RtstructContours())`` reads
 =========== ===============================================================
 
@@ -290,7 +290,7 @@ def export(
             continue
         data = make()
         if isinstance(data, Path):  # an image to place beside the contours
-            _link_or_copy(data, path)
+            _copy(data, path)
         else:
             write_atomic(path, data)
         report.written.append(name)
@@ -300,19 +300,19 @@ def export(
     return report
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    """Hard-link ``source`` at ``target`` (copy across file systems), atomically."""
+def _copy(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` atomically (a copy, not a link: editing the
+    exported dataset must never change the source)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.parent / f".{target.name}.{os.getpid()}.tmp"
-    temporary.unlink(missing_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
+    )
+    os.close(handle)
     try:
-        try:
-            os.link(source, temporary)
-        except OSError:
-            shutil.copyfile(source, temporary)
+        shutil.copyfile(source, temporary)
         os.replace(temporary, target)
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        Path(temporary).unlink(missing_ok=True)
         raise
 
 

@@ -43,6 +43,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
 
+from ._files import open_regular
 from .contour import check_polygon
 from .dicom import DicomHeader, patient_to_pixel, pixel_to_patient, read_dicom_header
 from .errors import ContourError, DicomError, RefusedFileError
@@ -214,8 +215,10 @@ def read_rtstruct(
     where = name or (os.fspath(source) if isinstance(source, str | os.PathLike) else "<rtstruct>")
     if isinstance(source, str | os.PathLike):
         try:
-            with open(source, "rb") as handle:
+            with open_regular(source, name=where) as handle:  # a FIFO would block open()
                 data = handle.read(MAX_RTSTRUCT_BYTES + 1)
+        except RefusedFileError as exc:
+            raise ContourError(where, exc.reason, code=exc.code) from exc
         except OSError as exc:
             raise _malformed(where, f"cannot read file ({exc})") from exc
     else:
