@@ -8,6 +8,7 @@ DICOM geometry formula written out here, never from the exporter.
 
 from __future__ import annotations
 
+import copy
 import datetime
 import io
 import json
@@ -615,3 +616,17 @@ def test_contour_without_reference_is_placed_by_its_plane(rt_dataset):
     assert [(p.code, p.slice) for p in index.errors()] == [("off-plane", number)]
     record = next(r for r in index if r.patient_id == "PHA00001" and r.slice == number)
     assert record.i_contour is not None
+
+
+def test_second_contour_on_a_slice_is_an_extra_contour(rt_dataset, phantom):
+    path = _files(rt_dataset, "PHA00001")[0]
+    ds = pydicom.dcmread(path)
+    contours = ds.ROIContourSequence[0].ContourSequence
+    contours.append(copy.deepcopy(contours[0]))
+    ds.save_as(path)
+    index = _rescan(rt_dataset)
+    extra = [p for p in index.problems if p.code == "extra-contour"]
+    assert len(extra) == 1 and extra[0].severity == "warning"
+    assert not index.errors()  # the first contour is used
+    text = dicontour.scan(phantom)
+    assert index.summary["i_contours"] == text.summary["i_contours"]
