@@ -187,6 +187,7 @@ def test_nnunet_phantom(phantom, tmp_path):
         }
 
 
+@pytest.mark.slow
 def test_nnunet_real(real_index, tmp_path):
     out = tmp_path / "Dataset501_Sunnybrook"
     export(real_index, out, "nnunet")
@@ -194,6 +195,7 @@ def test_nnunet_real(real_index, tmp_path):
     check_nifti_export(real_index, out, list(real_index))
 
 
+@pytest.mark.slow
 def test_nnunet_exclude_drops_flagged_contours(real_index, tmp_path):
     out = tmp_path / "clean"
     export(real_index, out, "nnunet", exclude=["contours-misaligned"])
@@ -295,6 +297,7 @@ def test_seg_phantom(phantom, tmp_path):
     assert files >= len(groups)
 
 
+@pytest.mark.slow
 def test_seg_real(real_index, tmp_path):
     out = tmp_path / "seg"
     export(real_index, out, "dicom-seg")
@@ -343,6 +346,7 @@ def test_rtstruct_round_trip_phantom(phantom, tmp_path):
     assert_same_masks(masks_of(index), masks_of(back))
 
 
+@pytest.mark.slow
 def test_rtstruct_round_trip_real(real_index, tmp_path):
     out = tmp_path / "rt"
     export(real_index, out, "rtstruct")
@@ -521,6 +525,7 @@ def dciodvfy_errors(path: Path, source_uids: set[str]) -> list[str]:
 @pytest.mark.skipif(
     shutil.which("dciodvfy") is None, reason="dciodvfy not installed (apt-get install dicom3tools)"
 )
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["dicom-seg", "rtstruct"])
 def test_dciodvfy_accepts_written_objects(real_index, phantom, tmp_path, fmt):
     source_uids = set()
@@ -533,7 +538,7 @@ def test_dciodvfy_accepts_written_objects(real_index, phantom, tmp_path, fmt):
         pattern = "*_seg.dcm" if fmt == "dicom-seg" else "*_rtstruct.dcm"
         files = sorted(out.rglob(pattern))
         assert files
-        for path in files[:3]:
+        for path in files if root == "phantom" else files[::10]:
             assert dciodvfy_errors(path, source_uids) == [], path
 
 

@@ -27,6 +27,7 @@ only when valid (:func:`dicontour.rtstruct.valid_value`).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from copy import deepcopy
 
@@ -157,20 +158,24 @@ def segmentation(
     stacks = [segment_masks(m) for m in masks]
     pixels = np.stack([np.stack([s[n] for n in numbers], axis=-1) for s in stacks]).astype(np.uint8)
     first = sources[0]
-    return hd.seg.Segmentation(
-        source_images=[_clean_source(s) for s in sources],
-        pixel_array=pixels,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[_description(n) for n in numbers],
-        series_instance_uid=series_instance_uid or hd.UID(),
-        series_number=series_number,
-        sop_instance_uid=sop_instance_uid or hd.UID(),
-        instance_number=1,
-        manufacturer="dicontour",
-        manufacturer_model_name="dicontour",
-        software_versions="dicontour",
-        device_serial_number="0",
-        content_description="LV contours",
-        content_creator_name=None,
-        series_description=f"SEG of series {first.get('SeriesNumber', '')}".strip(),
-    )
+    with warnings.catch_warnings():
+        # A one-component PatientName ("SCD0000101") is valid DICOM, copied unchanged;
+        # highdicom warns on every SEG, which would drown a user's real warnings.
+        warnings.filterwarnings("ignore", message="The string .* is unlikely to represent")
+        return hd.seg.Segmentation(
+            source_images=[_clean_source(s) for s in sources],
+            pixel_array=pixels,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=[_description(n) for n in numbers],
+            series_instance_uid=series_instance_uid or hd.UID(),
+            series_number=series_number,
+            sop_instance_uid=sop_instance_uid or hd.UID(),
+            instance_number=1,
+            manufacturer="dicontour",
+            manufacturer_model_name="dicontour",
+            software_versions="dicontour",
+            device_serial_number="0",
+            content_description="LV contours",
+            content_creator_name=None,
+            series_description=f"SEG of series {first.get('SeriesNumber', '')}".strip(),
+        )
