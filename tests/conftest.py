@@ -74,6 +74,27 @@ def write_dicom(
     return Path(path)
 
 
+def tiny_elements(count: int) -> bytes:
+    """``count`` distinct empty private elements (8 bytes each, explicit VR little endian).
+
+    Their groups (odd, 0x0029 upwards) sort between the image elements and the
+    pixel data, where :func:`insert_before_pixels` puts them.
+    """
+    per_group = 0xFF00  # elements 0x0100..0xFFFF of each group
+    k = np.arange(count)
+    elements = np.zeros(count, dtype=[("g", "<u2"), ("e", "<u2"), ("vr", "S2"), ("n", "<u2")])
+    elements["g"] = 0x0029 + 2 * (k // per_group)
+    elements["e"] = 0x0100 + k % per_group
+    elements["vr"] = b"SH"
+    return elements.tobytes()
+
+
+def insert_before_pixels(data: bytes, extra: bytes) -> bytes:
+    """Insert raw ``extra`` elements before the pixel data of an explicit VR LE file."""
+    at = data.rindex(b"\xe0\x7f\x10\x00OW")
+    return data[:at] + extra + data[at:]
+
+
 @pytest.fixture
 def make_dicom() -> Callable[..., Path]:
     """:func:`write_dicom`, for test modules."""
@@ -237,6 +258,20 @@ def build_fault_tree(root: Path) -> FaultTree:
         problems.add(("broken-link", i_of(16)))
         problems.add(("link-outside-root", i_of(18)))
     # 17, 18 (and 16): unlabelled.
+    # 19: a header of 40,000 tiny elements (320 KB), over MAX_HEADER_BYTES.
+    write_dicom(p1 / "19.dcm", image(), InstanceNumber=19)
+    data = (p1 / "19.dcm").read_bytes()
+    (p1 / "19.dcm").write_bytes(insert_before_pixels(data, tiny_elements(40_000)))
+    problems.add(("header-too-large", "dicoms/P1/19.dcm"))
+    # 20: a rescale that takes int16 values beyond float32.
+    write_dicom(p1 / "20.dcm", image(), InstanceNumber=20, RescaleSlope="1e39")
+    problems.add(("invalid-rescale", "dicoms/P1/20.dcm"))
+    for n in (19, 20):
+        put(i_of(n), I_SQUARE)
+    # 21: a zig-zag across all 32 rows, 36,000 edges: 1.1 million (edge, row) crossings.
+    write_dicom(p1 / "21.dcm", image(), InstanceNumber=21)
+    zigzag = "".join(f"{k % 30} {31 * (k % 2)}\n" for k in range(36_000))
+    problems.add(("too-many-crossings", put(i_of(21), zigzag)))
 
     # P5: one slice of a different size.
     p5 = root / "dicoms/P5"
@@ -252,7 +287,7 @@ def build_fault_tree(root: Path) -> FaultTree:
         root=root,
         problems=frozenset(problems),
         samples=samples,
-        dicoms=len(good_dicoms) + 5 + 2 + 3,  # P1 (with 8..12), P2, P5
+        dicoms=len(good_dicoms) + 5 + 3 + 2 + 3,  # P1 (with 8..12, 19..21), P2, P5
         unlabelled=2 + linked + 2,  # P1 slices 17, 18 (16 when linked), P2's two slices
         patients=3,  # P1, P2, P5 (P3 has no folder; P1,O9 repeats P1)
     )

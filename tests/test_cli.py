@@ -52,10 +52,10 @@ def test_scan_prints_the_per_patient_table_and_the_problems(fault_tree, capsys):
         for line in lines
         if line.split()[:1] in (["P1"], ["P2"], ["P5"], ["total"])
     }
-    assert rows["P1"][1:5] == ["17", "5", "3", "4"]
+    assert rows["P1"][1:5] == ["20", "5", "3", "4"]
     assert rows["P2"][1:5] == ["2", "0", "0", "0"]
     assert rows["P5"][1:5] == ["3", "3", "3", "0"]
-    assert rows["total"][1:6] == ["22", "8", "6", "4", str(len(fault_tree.problems))]
+    assert rows["total"][1:6] == ["25", "8", "6", "4", str(len(fault_tree.problems))]
     assert "shape-mismatch 1" in " ".join(rows["P5"])
     assert f"{fault_tree.unlabelled} unlabelled slices" in out
     for code_, path in fault_tree.problems:

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -82,28 +83,53 @@ def test_printable_is_the_identity_on_ordinary_text(text):
 
 
 def hostile_tree(base: Path, nasty: str) -> tuple[Path, dict[str, str]]:
-    """A phantom dataset under a folder named with ``nasty``, whose ids, a stray file,
-    an unknown contour folder and a contour line also hold ``nasty``.
+    """A phantom dataset under a folder named with ``nasty``, where ``nasty`` also
+    reaches the report through every other way a dataset can carry text.
+
+    * ``pid``/``oid``: a patient whose ids hold what link.csv accepts of
+      ``nasty`` (no C0/C1 control characters: bidi overrides, line separators,
+      the printable rest), so its slices are samples shown by every command;
+    * ``bad_pid``: a link.csv row with the whole of ``nasty`` in its ids, a
+      ``bad-link-row`` whose message quotes it, and a patient folder of that
+      name, which is then ``not-in-link-csv``;
+    * ``stray``: a stray file in a linked patient's folder;
+    * an unknown contour folder and a contour line holding ``nasty``.
 
     Returns the root and the exact names that were planted.
     """
     root = base / f"data{nasty}root"
     write_phantom(root, patients=3, slices=8, shape=(64, 64), faults=False)
-    pid, oid = f"P{nasty}1", f"O{nasty}1"
+    accepted = "".join(ch for ch in nasty if unicodedata.category(ch) != "Cc")
+    pid, oid = f"P{accepted}1", f"O{accepted}1"
+    bad_pid, bad_oid = f"P{nasty}1", f"O{nasty}1"
     os.rename(root / "dicoms/PHA00001", root / "dicoms" / pid)
     os.rename(root / "contourfiles/PH-1", root / "contourfiles" / oid)
+    (root / "dicoms" / bad_pid).mkdir()
+    shutil.copy(root / "dicoms/PHA00003/1.dcm", root / "dicoms" / bad_pid / "1.dcm")
     with open(root / "link.csv", "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows(
-            [["patient_id", "original_id"], [pid, oid], ["PHA00002", "PH-2"], ["PHA00003", "PH-3"]]
+            [
+                ["patient_id", "original_id"],
+                [pid, oid],
+                ["PHA00002", "PH-2"],
+                ["PHA00003", "PH-3"],
+                [bad_pid, bad_oid],
+            ]
         )
     stray = f"s{nasty}.txt"
-    (root / "dicoms" / pid / stray).write_text("not a DICOM")
+    (root / "dicoms/PHA00002" / stray).write_text("not a DICOM")
     unknown = root / "contourfiles" / f"U{nasty}9" / "i-contours"
     unknown.mkdir(parents=True)
     (unknown / "IM-0001-0002-icontour-manual.txt").write_text("10 10\n20 10\n20 20\n")
     bad = root / "contourfiles/PH-3/i-contours/IM-0001-0004-icontour-manual.txt"
     bad.write_text(f"10 10\n1{nasty} 2\n20 20\n")
-    return root, {"pid": pid, "oid": oid, "stray": f"dicoms/{pid}/{stray}"}
+    return root, {
+        "pid": pid,
+        "oid": oid,
+        "bad_pid": bad_pid,
+        "bad_folder": f"dicoms/{bad_pid}",
+        "stray": f"dicoms/PHA00002/{stray}",
+    }
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -130,7 +156,9 @@ def test_the_hostile_names_do_reach_the_report_escaped(hostile, capsys):
     assert_safe(out, err)
     assert printable(names["pid"]) in out  # the id is shown, as visible escapes
     assert printable(names["stray"]) in out
-    assert "\\x1b[2J" in out and "\\u202e" in out
+    assert printable(names["bad_folder"]) in out  # a folder that is not an id
+    assert "bad-link-row" in out  # the row with control characters, quoted escaped
+    assert "\\x1b[2J" in out and "\\u202e" in out and "\\u2028" in out
 
 
 def test_json_keeps_the_exact_names(hostile, capsys):
@@ -140,7 +168,10 @@ def test_json_keeps_the_exact_names(hostile, capsys):
     assert out.isascii()  # json.dumps escapes every control and non-ASCII character
     document = json.loads(out)
     assert document["root"] == str(root)
-    assert names["stray"] in {p["path"] for p in document["problems"]}
+    paths = {(p["code"], p["path"]) for p in document["problems"]}
+    assert ("stray-file", names["stray"]) in paths
+    assert ("not-in-link-csv", names["bad_folder"]) in paths
+    assert ("bad-link-row", "link.csv") in paths
     assert names["pid"] in {s["patient_id"] for s in document["samples"]}
     assert names["oid"] in {s["original_id"] for s in document["samples"]}
 
@@ -178,6 +209,9 @@ def test_no_command_prints_a_control_character(hostile, tmp_path, capsys):
     for argv in _every_command(root, tmp_path):
         code, out, err = run(capsys, *argv)
         assert_safe(out, err)
+        # the root's name holds "\r\n": an escaped CR then a raw line break means a
+        # name split a line (echo keeps the report's own line breaks, not a name's)
+        assert "\\x0d\n" not in out + err, argv
         # at most one error line; warnings (matplotlib lacks glyphs for control
         # characters in the figures' titles) are one line each and escaped
         lines = err.splitlines()
@@ -360,7 +394,10 @@ EXIT_CODES = [
     (["scan", "ROOT", "--bogus"], 2),
     (["scan", "ROOT", "--workers", "-1"], 2),
     (["scan", "ROOT", "--workers", "100000"], 2),
-    (["scan", "ROOT", "--scheduler", "tcp://127.0.0.1:1"], 2),  # needs --engine dask
+    # --scheduler alone means the dask engine (issue 13); with --engine local it is a usage error.
+    (["scan", "ROOT", "--engine", "local", "--scheduler", "tcp://127.0.0.1:1"], 2),
+    (["scan", "ROOT", "--scheduler", "tcp://127.0.0.1:1", "--connect-timeout", "0"], 2),
+    (["scan", "ROOT", "--scheduler", "tcp://127.0.0.1:1", "--no-worker-timeout", "-1"], 2),
     (["cache", "build", "ROOT", "OUT", "--shard-size", "0"], 2),
     (["cache", "build", "ROOT", "OUT", "--workers", "-3"], 2),
     (["batches", "ROOT", "--batch-size", "0"], 2),

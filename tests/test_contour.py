@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 import dicontour
 from dicontour import ContourError, parse_contour, read_contour
-from dicontour.contour import MAX_BYTES, MAX_POINTS
+from dicontour.contour import MAX_BYTES, MAX_POINTS, OUT_OF_BOUNDS_MARGIN, check_bounds
 
 TRIANGLE = [[1.0, 2.0], [4.5, 2.0], [4.5, 7.25]]
 
@@ -218,3 +219,116 @@ def test_first_bad_line_is_reported(points, bad_line, bad):
         parse_contour("\n".join(lines))
     assert info.value.line == bad_line + 1
     assert info.value.code == "unparseable-contour"
+
+
+# --------------------------------------------------------------------- the number grammar
+
+# Written independently of the parser: an ASCII decimal float and the blanks between.
+ASCII_LINE = re.compile(
+    r"[ \t\v\f]*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?[ \t\v\f]+"
+    r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?[ \t\v\f]*",
+    re.ASCII,
+)
+
+
+@pytest.mark.parametrize(
+    ("bad", "code"),
+    [
+        ("1_0", "unparseable-contour"),  # float() accepts digit grouping
+        ("\u0661\u0662", "unparseable-contour"),  # Arabic-Indic digits: float() gives 12.0
+        ("\uff11\uff12", "unparseable-contour"),  # fullwidth digits
+        ("\u09e7", "unparseable-contour"),  # Bengali digit one
+        ("0x1A", "unparseable-contour"),
+        ("1,5", "unparseable-contour"),
+        ("1.2.3", "unparseable-contour"),
+        ("e5", "unparseable-contour"),
+        (".", "unparseable-contour"),
+        ("+", "unparseable-contour"),
+        ("--1", "unparseable-contour"),
+        ("1e", "unparseable-contour"),
+        ("1e999", "non-finite-coordinate"),  # grammatical, overflows to infinity
+        ("NaN", "non-finite-coordinate"),
+        ("+inf", "non-finite-coordinate"),
+    ],
+)
+def test_only_ascii_decimal_numbers(bad, code):
+    text = f"1 2\n3 4\n5 {bad}\n7 8\n"
+    with pytest.raises(ContourError) as info:
+        parse_contour(text, name="c.txt")
+    assert (info.value.code, info.value.line) == (code, 3)
+
+
+@pytest.mark.parametrize(
+    "separator",
+    ["\u00a0", "\u2003", "\u3000", "\x1c", "\x85"],  # Unicode and control "spaces" str.split takes
+)
+def test_only_ascii_blanks_separate_numbers(separator):
+    with pytest.raises(ContourError) as info:
+        parse_contour(f"1 2\n3{separator}4\n5 6\n", name="c.txt")
+    assert (info.value.code, info.value.line) == ("unparseable-contour", 2)
+
+
+def test_accepted_number_forms():
+    text = "12. -3\n.5 +4\n\v1E2\f2e-1\t\n007 1\n"
+    np.testing.assert_array_equal(parse_contour(text), [[12, -3], [0.5, 4], [100, 0.2], [7, 1]])
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    text=st.one_of(
+        st.text(max_size=80),
+        st.text(alphabet="0123456789+-.eE_ \t\n\r\v\f\u00a0\u0661infa", max_size=80),
+    )
+)
+def test_arbitrary_text_parses_only_to_the_ascii_grammar(text):
+    try:
+        points = parse_contour(text, name="fuzz.txt")
+    except ContourError as exc:
+        assert exc.path == "fuzz.txt"
+        return
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    numbered = [line for line in lines if line.strip(" \t\v\f")]
+    assert all(ASCII_LINE.fullmatch(line) for line in numbered), numbered
+    assert points.shape[1] == 2 and np.isfinite(points).all()
+
+
+# --------------------------------------------------------------------- bounds
+
+
+def test_check_bounds_names_the_file_and_the_extent():
+    points = np.array([[0.0, 0.0], [40.0, 0.0], [40.0, 5.0]])
+    with pytest.raises(ContourError) as info:
+        check_bounds(points, (32, 32), name="c.txt")
+    assert (info.value.code, info.value.path, info.value.line) == ("out-of-bounds", "c.txt", None)
+    assert "x 0.0..40.0" in info.value.reason and "32 rows x 32 columns" in info.value.reason
+    check_bounds(points, (32, 40))  # within the margin of a wider image: no error
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    x=st.floats(-5, 40, allow_nan=False),
+    y=st.floats(-5, 40, allow_nan=False),
+    rows=st.integers(1, 32),
+    columns=st.integers(1, 32),
+)
+def test_check_bounds_is_the_margin_rule(x, y, rows, columns):
+    points = np.array([[0.0, 0.0], [x, 0.0], [x, y], [0.0, y]])
+    low, margin = -0.5, OUT_OF_BOUNDS_MARGIN
+    inside = low - margin <= min(x, y) and x <= columns - 0.5 + margin and y <= rows - 0.5 + margin
+    if inside:
+        check_bounds(points, (rows, columns))
+    else:
+        with pytest.raises(ContourError, match="beyond the image"):
+            check_bounds(points, (rows, columns))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=120), seed_text=st.sampled_from(["", "1 2\n3 4\n5 6\n"]))
+def test_arbitrary_bytes_raise_only_contour_errors(data, seed_text):
+    handle = io.BytesIO(seed_text.encode() + data)
+    try:
+        points = read_contour(handle, name="fuzz.txt")
+    except ContourError as exc:
+        assert exc.path == "fuzz.txt" and exc.code in dicontour.CODES
+        return
+    assert points.dtype == np.float64 and np.isfinite(points).all() and len(points) >= 3

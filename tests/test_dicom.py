@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import io
 import os
+import tracemalloc
+from dataclasses import replace
 from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from conftest import REAL_DATA, insert_before_pixels, tiny_elements, write_dicom
+from pydicom.pixels import apply_modality_lut
 from pydicom.uid import ImplicitVRLittleEndian
 
 import dicontour
 from dicontour import DicomError, read_dicom, read_dicom_header
-from dicontour.dicom import MAX_PIXELS, read_dicom_pixels
+from dicontour.dicom import MAX_HEADER_BYTES, MAX_PIXELS, read_dicom_pixels
 
 PIXELS = np.array([[0, 1, 2, 3], [-4, 5, 600, -7000], [8, 9, 10, 32767]], dtype=np.int16)
 
@@ -439,3 +443,347 @@ def test_an_oversized_image_is_refused_before_its_pixels_are_read(tmp_path, make
         tracemalloc.stop()
     assert error.code == "image-too-large"
     assert peak < pixels.nbytes / 4, f"{peak} bytes allocated before refusing"
+
+
+# ----------------------------------------------------------------------------- limits
+
+
+def _traced(function, *args, **kwargs):
+    """Call ``function``; return (its result or the exception it raised, peak bytes traced)."""
+    tracemalloc.start()
+    try:
+        try:
+            outcome = function(*args, **kwargs)
+        except Exception as exc:  # returned for the caller to check
+            outcome = exc
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return outcome, peak
+
+
+@pytest.mark.parametrize("function", [read_dicom, read_dicom_header])
+@pytest.mark.parametrize("as_file", [False, True])
+def test_file_over_max_file_bytes_refused_before_parsing(
+    tmp_path, make_dicom, monkeypatch, function, as_file
+):
+    path = make_dicom(tmp_path / "a.dcm", PIXELS)
+    size = path.stat().st_size
+    monkeypatch.setattr(dicontour.dicom, "MAX_FILE_BYTES", size - 1)
+    monkeypatch.setattr(pydicom, "dcmread", _must_not_parse)
+    source = io.BytesIO(path.read_bytes()) if as_file else path
+    with pytest.raises(DicomError) as info:
+        function(source, name=str(path))
+    assert info.value.code == "file-too-large"
+    assert (
+        f"{size} bytes" in info.value.reason and f"MAX_FILE_BYTES={size - 1}" in info.value.reason
+    )
+    monkeypatch.setattr(dicontour.dicom, "MAX_FILE_BYTES", size)
+    monkeypatch.undo()
+    assert function(path) is not None  # at the limit: read
+
+
+def test_millions_of_tiny_elements_refused_in_bounded_memory(tmp_path, make_dicom):
+    # The audit's case: 40 MB of 5 million empty elements once took 1.6 GB to parse.
+    path = make_dicom(tmp_path / "a.dcm", PIXELS)
+    path.write_bytes(insert_before_pixels(path.read_bytes(), tiny_elements(5_000_000)))
+    assert path.stat().st_size > 40_000_000
+    error, peak = _traced(read_dicom_header, path)
+    assert isinstance(error, DicomError), error
+    assert error.code == "header-too-large"
+    assert f"MAX_HEADER_BYTES={MAX_HEADER_BYTES}" in error.reason
+    assert peak < 32 * 2**20, f"{peak / 2**20:.0f} MiB to refuse"
+    assert _error(read_dicom, path).code == "header-too-large"  # the same parse
+
+
+def test_header_limit_counts_the_header_not_the_pixels(tmp_path, make_dicom):
+    # 8 MiB of pixel data is skipped on disk, not read, while the header is parsed.
+    pixels = np.arange(2048 * 2048, dtype=np.uint16).reshape(2048, 2048)
+    path = make_dicom(tmp_path / "a.dcm", pixels)
+    assert read_dicom_header(path).raw is not None
+    np.testing.assert_array_equal(read_dicom(path).image, pixels.astype(np.float32))
+    # Just under the limit, many elements are fine; just over, refused.
+    for count, refused in ((MAX_HEADER_BYTES // 8 - 200, False), (MAX_HEADER_BYTES // 8, True)):
+        path = make_dicom(tmp_path / f"{count}.dcm", PIXELS)
+        path.write_bytes(insert_before_pixels(path.read_bytes(), tiny_elements(count)))
+        if refused:
+            with pytest.raises(DicomError, match="MAX_HEADER_BYTES"):
+                read_dicom_header(path)
+        else:
+            np.testing.assert_array_equal(read_dicom(path).image, PIXELS.astype(np.float32))
+
+
+def test_deflated_syntax_refused_before_inflating():
+    # zlib would inflate the whole dataset at once: a size nothing bounds beforehand.
+    from pydicom.data import get_testdata_file
+
+    path = Path(get_testdata_file("image_dfl.dcm"))
+    assert (
+        pydicom.dcmread(path).file_meta.TransferSyntaxUID
+        == pydicom.uid.DeflatedExplicitVRLittleEndian
+    )
+    for function in (read_dicom, read_dicom_header):
+        error = _error(function, path)
+        assert error.code == "unreadable-dicom" and "deflated" in error.reason
+
+
+# ----------------------------------------------------------------------------- numbers
+
+
+@pytest.mark.parametrize("function", [read_dicom, read_dicom_header])
+@pytest.mark.parametrize(
+    ("dtype", "attrs", "words"),
+    [
+        (np.int16, {"RescaleSlope": "1e39"}, "overflow float32"),  # the audit's case
+        (np.uint16, {"RescaleSlope": "6e34"}, "overflow float32"),  # 65535 * 6e34 > 3.4e38
+        (np.int16, {"RescaleIntercept": "-3.5e38"}, "overflow float32"),
+        (np.uint8, {"RescaleSlope": "1e37", "RescaleIntercept": "3.3e38"}, "overflow float32"),
+        (np.int16, {"RescaleSlope": "inf"}, "not finite"),
+        (np.int16, {"RescaleIntercept": "NaN"}, "not finite"),
+    ],
+)
+def test_rescale_beyond_float32_refused_at_the_header(
+    tmp_path, make_dicom, function, dtype, attrs, words
+):
+    path = make_dicom(tmp_path / "a.dcm", np.zeros((3, 4), dtype), **attrs)
+    error = _error(function, path)
+    assert error.code == "invalid-rescale"
+    assert words in error.reason
+
+
+def test_rescale_range_is_that_of_the_stored_bits(tmp_path, make_dicom):
+    # 12 bits stored: values reach 4095, and 4095 * 8e34 = 3.3e38 fits float32 ...
+    pixels = np.array([[0, 4095]], dtype=np.uint16)
+    path = make_dicom(tmp_path / "a.dcm", pixels, BitsStored=12, HighBit=11, RescaleSlope="8e34")
+    image = read_dicom(path).image
+    assert np.isfinite(image).all() and image[0, 1] == np.float32(4095 * 8e34)
+    # ... while 16 bits stored could reach 65535 * 8e34: refused though no pixel is that large.
+    path = make_dicom(tmp_path / "b.dcm", pixels, RescaleSlope="8e34")
+    assert _error(read_dicom_header, path).code == "invalid-rescale"
+
+
+def test_fast_path_never_serves_non_finite_values(tmp_path, make_dicom):
+    # Headers are checked, so this takes a header altered by hand: defence in depth.
+    path = make_dicom(tmp_path / "a.dcm", PIXELS)
+    header = read_dicom_header(path)
+    assert header.raw is not None
+    with pytest.raises(DicomError, match="NaN or infinite"):
+        read_dicom_pixels(path, replace(header, slope=1e39))
+
+
+def test_modality_lut_sequence_is_applied_like_pydicom():
+    # mlut_18.dcm maps its pixels through a Modality LUT; ignoring it was off by 63,488.
+    path = pydicom_data("mlut_18.dcm")
+    ds = pydicom.dcmread(path)
+    expected = apply_modality_lut(ds.pixel_array, ds)
+    assert np.abs(expected - ds.pixel_array).max() > 60_000  # the LUT matters here
+    header = read_dicom_header(path)
+    assert header.modality_lut and header.raw is None  # no direct-offset shortcut
+    np.testing.assert_array_equal(read_dicom(path).image, expected.astype(np.float32))
+    np.testing.assert_array_equal(read_dicom_pixels(path, header), expected.astype(np.float32))
+
+
+def _with_modality_lut(ds: pydicom.Dataset, table: np.ndarray, first: int) -> None:
+    item = pydicom.Dataset()
+    item.LUTDescriptor = [len(table), first, 16]
+    item.ModalityLUTType = "US"
+    item.add_new(0x00283006, "OW", table.astype("<u2").tobytes())  # LUTData
+    ds.ModalityLUTSequence = pydicom.Sequence([item])
+
+
+def test_modality_lut_of_a_fast_path_file_is_applied(tmp_path, make_dicom):
+    # An uncompressed 16-bit file would take the direct-offset path: not with a LUT.
+    pixels = np.array([[0, 1, 2, 3], [4, 5, 6, 7]], dtype=np.uint16)
+    path = make_dicom(tmp_path / "a.dcm", pixels, RescaleSlope=1000)
+    ds = pydicom.dcmread(path)
+    table = np.array([100, 200, 300, 400, 500])  # entries for stored values 2..6
+    _with_modality_lut(ds, table, first=2)
+    ds.save_as(path)
+    # By hand: below the first mapped value -> first entry, above the last -> last entry.
+    expected = np.array([[100, 100, 100, 200], [300, 400, 500, 500]], dtype=np.float32)
+    header = read_dicom_header(path)
+    assert header.modality_lut and header.raw is None
+    np.testing.assert_array_equal(read_dicom(path).image, expected)
+    np.testing.assert_array_equal(read_dicom_pixels(path, header), expected)
+
+
+@pytest.mark.parametrize("function", [read_dicom, read_dicom_header])
+def test_malformed_modality_lut_refused_at_the_header(tmp_path, make_dicom, function):
+    path = make_dicom(tmp_path / "a.dcm", PIXELS.astype(np.uint16))
+    ds = pydicom.dcmread(path)
+    _with_modality_lut(ds, np.arange(8), first=0)
+    del ds.ModalityLUTSequence[0].LUTData
+    ds.save_as(path)
+    assert "Modality LUT" in _error(function, path).reason
+
+
+@pytest.mark.parametrize("function", [read_dicom, read_dicom_header])
+@pytest.mark.parametrize("photometric", ["RGB", "PALETTE COLOR", "YBR_FULL", "ARGB", None])
+def test_only_grey_photometric_interpretations(tmp_path, make_dicom, function, photometric):
+    path = make_dicom(tmp_path / "a.dcm", PIXELS)
+    ds = pydicom.dcmread(path)
+    if photometric is None:
+        del ds.PhotometricInterpretation
+    else:
+        ds.PhotometricInterpretation = photometric
+    ds.save_as(path)
+    error = _error(function, path)
+    assert error.code == "unreadable-dicom"
+    assert "PhotometricInterpretation" in error.reason and "MONOCHROME2" in error.reason
+
+
+def test_monochrome1_values_are_kept_as_stored(tmp_path, make_dicom):
+    # MONOCHROME1 shows low values white; the values themselves mean the same.
+    path = make_dicom(tmp_path / "a.dcm", PIXELS, PhotometricInterpretation="MONOCHROME1")
+    np.testing.assert_array_equal(read_dicom(path).image, PIXELS.astype(np.float32))
+
+
+@pytest.mark.parametrize("function", [read_dicom, read_dicom_header])
+@pytest.mark.parametrize("keyword", ["BitsStored", "PixelRepresentation", "BitsAllocated"])
+def test_elements_the_decoder_needs_are_required(tmp_path, make_dicom, function, keyword):
+    path = make_dicom(tmp_path / "a.dcm", PIXELS)
+    ds = pydicom.dcmread(path)
+    delattr(ds, keyword)
+    ds.save_as(path)
+    error = _error(function, path)
+    assert error.code == "unreadable-dicom" and keyword in error.reason
+
+
+def test_an_undecodable_compressed_stream_fails_the_header_read(tmp_path):
+    data = bytearray(pydicom_data("MR2_J2KR.dcm").read_bytes())
+    start = data.find(b"\xff\x4f\xff\x51")
+    data[start + 4 : start + 40] = bytes(36)
+    path = tmp_path / "broken.dcm"
+    path.write_bytes(bytes(data))
+    error = _error(read_dicom_header, path)  # decoded during the header read: a scan catches it
+    assert "decode" in error.reason
+    assert read_dicom_header(path, verify_pixels=False).shape == (1024, 1024)  # opted out
+
+
+# -------------------------------------------- the header check and the decoder agree
+
+
+def _testdata_files() -> list[Path]:
+    from pydicom.data import get_testdata_files
+
+    return sorted(Path(p) for p in get_testdata_files() if Path(p).is_file())
+
+
+@pytest.mark.parametrize("path", _testdata_files(), ids=lambda p: p.name)
+def test_pydicom_test_files_are_refused_at_the_header_or_read_like_pydicom(path):
+    try:
+        header = read_dicom_header(path)
+    except DicomError:
+        return  # refused up front, as a scan reports it
+    decoded = read_dicom(path)  # must not fail: the scan passed it
+    image = decoded.image
+    assert image.dtype == np.float32 and image.shape == header.shape
+    assert np.isfinite(image).all()
+    ds = pydicom.dcmread(path)
+    expected = apply_modality_lut(ds.pixel_array, ds)
+    np.testing.assert_allclose(image, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+    np.testing.assert_array_equal(read_dicom_pixels(path, header), image)
+
+
+def test_the_corpus_holds_refused_and_read_files():
+    # The test above is meaningful only if both outcomes occur.
+    outcomes = {"read": 0, "refused": 0}
+    for path in _testdata_files():
+        try:
+            read_dicom_header(path, verify_pixels=False)
+            outcomes["read"] += 1
+        except DicomError:
+            outcomes["refused"] += 1
+    assert outcomes["read"] > 50 and outcomes["refused"] > 100
+
+
+# ----------------------------------------------------------------------------- fuzzing
+
+
+def _seed_files(tmp_path: Path) -> list[Path]:
+    """Files to mutate: a real slice if the data is here, a written one, pydicom's."""
+    from pydicom.data import get_testdata_file
+
+    seeds = [write_dicom(tmp_path / "written.dcm", PIXELS, RescaleSlope=2, RescaleIntercept=-5)]
+    real = sorted(REAL_DATA.glob("dicoms/*/1.dcm"))[:1]
+    seeds += real
+    names = ["MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "mlut_18.dcm"]
+    seeds += [Path(get_testdata_file(name)) for name in names]
+    return seeds
+
+
+def _mutate(data: bytes, rng: np.random.Generator) -> bytes:
+    """One seeded damage: flipped bytes, an extreme length or value, a cut, a repeat."""
+    out = bytearray(data)
+    header_end = min(len(out), 2048)  # most damage where the parser looks
+    kind = rng.integers(5)
+    at = int(rng.integers(128, header_end))
+    if kind == 0:
+        for _ in range(int(rng.integers(1, 8))):
+            out[int(rng.integers(128, header_end))] = int(rng.integers(256))
+    elif kind == 1:
+        word = [b"\xff\xff\xff\xff", b"\xff\xff\xff\x7f", b"\x00\x00\x00\x80", b"\x00\x00\x00\x00"]
+        out[at : at + 4] = word[int(rng.integers(4))]
+    elif kind == 2:
+        del out[int(rng.integers(128, len(out))) :]
+    elif kind == 3:
+        length = int(rng.integers(1, 64))
+        out[at:at] = out[at : at + length]
+    else:
+        out[at : at + 2] = bytes(rng.integers(0, 256, 2, dtype=np.uint8))
+    return bytes(out)
+
+
+@pytest.mark.timeout(120)
+def test_mutated_files_raise_only_dicom_errors_in_bounded_memory(tmp_path):
+    rng = np.random.default_rng(11)
+    outcomes = {"read": 0, "refused": 0}
+    for seed in _seed_files(tmp_path):
+        data = seed.read_bytes()
+        for k in range(40):
+            path = tmp_path / f"{seed.stem}-{k}.dcm"
+            path.write_bytes(_mutate(data, rng))
+            header, peak = _traced(read_dicom_header, path)
+            assert peak < 64 * 2**20, (path, peak)
+            if isinstance(header, DicomError):
+                outcomes["refused"] += 1
+                continue
+            assert not isinstance(header, Exception), (seed.name, k, header)
+            decoded, peak = _traced(read_dicom, path)
+            assert peak < 64 * 2**20, (path, peak)
+            # What the header read passes, the decoder reads.
+            assert not isinstance(decoded, Exception), (seed.name, k, decoded)
+            assert decoded.image.dtype == np.float32 and decoded.image.shape == header.shape
+            assert np.isfinite(decoded.image).all()
+            np.testing.assert_array_equal(read_dicom_pixels(path, header), decoded.image)
+            outcomes["read"] += 1
+    assert outcomes["read"] > 20 and outcomes["refused"] > 20, outcomes
+
+
+@pytest.mark.parametrize(
+    ("name", "marker", "start", "size"),
+    [
+        # JPEG 2000 SIZ: Xsiz, Ysiz (4 bytes each) at +8; JPEG SOF: rows, columns at +5.
+        ("MR_small_jp2klossless.dcm", b"\xff\x4f\xff\x51", 8, b"\x00\x00\xff\xf0" * 2),
+        ("MR_small_jpeg_ls_lossless.dcm", b"\xff\xf7", 5, b"\xff\xf0" * 2),  # SOF55
+        ("JPEG-LL.dcm", b"\xff\xc3", 5, b"\xff\xf0" * 2),  # SOF3
+    ],
+)
+def test_compressed_frame_larger_than_the_header_refused_before_decoding(
+    tmp_path, name, marker, start, size
+):
+    # The decoder allocates what the frame declares: 65535 x 65535 (JPEG) or
+    # more (JPEG 2000) whatever Rows and Columns say.
+    from pydicom.data import get_testdata_file
+
+    data = bytearray(Path(get_testdata_file(name)).read_bytes())
+    at = data.find(marker)
+    assert at > 0
+    data[at + start : at + start + len(size)] = size  # 65520 x 65520
+    path = tmp_path / "huge.dcm"
+    path.write_bytes(bytes(data))
+    for function in (read_dicom_header, read_dicom):
+        error, peak = _traced(function, path)
+        assert isinstance(error, DicomError), error
+        assert "compressed frame declares" in error.reason and "65520" in error.reason
+        assert peak < 16 * 2**20

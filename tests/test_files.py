@@ -328,6 +328,8 @@ def test_one_bad_link_row_is_one_problem(tmp_path, row):
     assert {r.patient_id for r in index} == {"P1", "P2"} and len(index) == 6
     with pytest.raises(LayoutError, match="line 3"):
         read_link_csv(root)  # called directly, it raises instead
+    # or leaves the row out, as the scan does (cache verify --root checks the root so)
+    assert [p.patient_id for p in read_link_csv(root, strict=False)] == ["P1", "P2"]
 
 
 def test_blank_lines_before_the_header_are_skipped(tmp_path):
@@ -364,40 +366,44 @@ def test_link_csv_over_the_limit_is_refused_before_reading(tmp_path, monkeypatch
 # ------------------------------------------------------------------ preview
 
 
-def test_preview_with_an_undecodable_slice_writes_the_others(tmp_path):
+def _undecodable_j2k() -> bytes:
+    """pydicom's MR2_J2KR.dcm with its JPEG 2000 image header (SIZ segment) zeroed."""
     from pydicom.data import get_testdata_file
 
-    root = _dataset(tmp_path / "data", patients=("P1",))
     data = bytearray(Path(get_testdata_file("MR2_J2KR.dcm")).read_bytes())
     start = data.find(b"\xff\x4f\xff\x51")  # JPEG 2000 SIZ segment: the image header
     data[start + 4 : start + 40] = bytes(36)
-    (root / "dicoms/P1/2.dcm").write_bytes(bytes(data))
-    index = scan(root)  # the header-only scan passes it
+    return bytes(data)
+
+
+def test_preview_with_an_undecodable_slice_writes_the_others(tmp_path):
+    root = _dataset(tmp_path / "data", patients=("P1",))
+    index = scan(root)
     assert {r.slice for r in index} == {1, 2, 3}
+    # Replaced after the scan: the scan now decodes compressed files, so a slice
+    # that fails at load is one that changed since (class 5 of issue 11).
+    (root / "dicoms/P1/2.dcm").write_bytes(_undecodable_j2k())
     out = tmp_path / "qa"
     result = dicontour.write_preview(index, out)
     page = (out / "index.html").read_text()
     assert (out / "P1/1.png").is_file() and (out / "P1/3.png").is_file()
     assert not (out / "P1/2.png").exists()
-    # (shape-mismatch too: the borrowed slice is 64 x 64, the others 32 x 32)
     bad = [p for p in result.problems if p.code == "unreadable-dicom"]
     assert [(p.path, p.slice) for p in bad] == [("dicoms/P1/2.dcm", 2)]
     assert "dicoms/P1/2.dcm" in page and "cannot decode" in page
+    # and a fresh scan refuses it: the header read and the decoder agree
+    assert ("unreadable-dicom", "dicoms/P1/2.dcm") in _found(scan(root))
 
 
 def test_preview_cli_with_an_undecodable_slice_exits_0(tmp_path, capsys):
-    from pydicom.data import get_testdata_file
-
     from dicontour.cli import main
 
-    root = _dataset(tmp_path / "data", patients=("P1",), slices=(1,))
-    data = bytearray(Path(get_testdata_file("MR2_J2KR.dcm")).read_bytes())
-    start = data.find(b"\xff\x4f\xff\x51")
-    data[start + 4 : start + 40] = bytes(36)
-    (root / "dicoms/P1/1.dcm").write_bytes(bytes(data))
+    root = _dataset(tmp_path / "data", patients=("P1",), slices=(1, 2))
+    (root / "dicoms/P1/1.dcm").write_bytes(_undecodable_j2k())
     assert main(["preview", "--quiet", str(root), str(tmp_path / "qa")]) == 0
     page = (tmp_path / "qa/index.html").read_text()
-    assert "unreadable-dicom" in page and "cannot decode" in page
+    assert "unreadable-dicom" in page and "cannot decode" in page  # listed, not drawn
+    assert (tmp_path / "qa/P1/2.png").is_file() and not (tmp_path / "qa/P1/1.png").exists()
 
 
 # ------------------------------------------------------------------- engine

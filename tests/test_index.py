@@ -137,3 +137,59 @@ def test_load_out_of_range_names_the_position_and_the_size(index):
     ):
         index.load(len(index))
     assert index.load(-1).slice == index[-1].slice
+
+
+ZIGZAG = "".join(f"{k % 30} {31 * (k % 2)}\n" for k in range(36_000))  # 1.1e6 crossings
+
+
+@pytest.mark.parametrize(
+    ("kind", "content", "code"),
+    [
+        ("i", "8 8\n8 20\n40 20\n", "out-of-bounds"),  # x = 40 on a 32-wide image
+        ("i", "8 -9\n8 20\n20 20\n", "out-of-bounds"),
+        ("i", ZIGZAG, "too-many-crossings"),
+        ("i", "8 8\n8 2_0\n20 20\n", "unparseable-contour"),
+        ("i", "8 8\n8 \u0662\u0660\n20 20\n", "unparseable-contour"),
+        ("i", "8 8\n8 1e999\n20 20\n", "non-finite-coordinate"),
+        ("o", "4 4\n26 26\n4 4\n", "too-few-points"),
+        ("dicom", {"RescaleSlope": "1e39"}, "invalid-rescale"),
+        ("dicom", {"PhotometricInterpretation": "PALETTE COLOR"}, "unreadable-dicom"),
+    ],
+)
+def test_loading_enforces_every_rule_the_scan_enforces(tmp_path, kind, content, code):
+    # A file rewritten after the scan: the scan of the rewritten tree refuses it
+    # with `code`, and loading the old index refuses it with the same code,
+    # through Index.load and the loader's IndexSource alike; never clipped or served.
+    from conftest import I_SQUARE, O_SQUARE, contour_name, write_dicom
+
+    from dicontour.loader import IndexSource
+
+    root = tmp_path / "data"
+    (root / "dicoms/P1").mkdir(parents=True)
+    (root / "link.csv").write_text("patient_id,original_id\nP1,O1\n")
+    write_dicom(root / "dicoms/P1/1.dcm", np.arange(32 * 32, dtype=np.int16).reshape(32, 32))
+    for kind_, square in (("i", I_SQUARE), ("o", O_SQUARE)):
+        path = root / "contourfiles/O1" / contour_name(kind_, 1)
+        path.parent.mkdir(parents=True)
+        path.write_text(square)
+    index = scan(root)
+    assert not index.problems
+    k = 0
+    record = index[k]
+    if kind == "dicom":
+        path = record.dicom
+        pixels = pydicom.dcmread(root / path).pixel_array
+        write_dicom(root / path, pixels, InstanceNumber=1, **content)
+    else:
+        path = record.i_contour if kind == "i" else record.o_contour
+        (root / path).write_text(content)
+    rescanned = scan(root)
+    assert (code, path) in {(p.code, p.path) for p in rescanned.problems}
+    error = DicomError if kind == "dicom" else ContourError
+    with pytest.raises(error) as info:
+        index.load(k)
+    assert info.value.code == code
+    assert info.value.path.endswith(path)  # Index.load names a local file by its full path
+    with pytest.raises(error) as info:
+        IndexSource(index).read(k, "both")
+    assert (info.value.code, info.value.path) == (code, path)

@@ -240,9 +240,12 @@ def test_check_index_reports_a_file_changed_since_the_scan(tmp_path):
     assert [(p.code, p.path) for p in found] == [("unreadable-dicom", "dicoms/PHA00001/1.dcm")]
 
 
-def test_every_code_is_exercised(fault_tree, tmp_path):
+def test_every_code_is_exercised(fault_tree, tmp_path, monkeypatch):
     """With test_scan's fault tree, the built cases here trigger every code in CODES."""
     found = {p.code for p in scan(fault_tree.root).problems}
+    with monkeypatch.context() as patch:  # files over 256 MiB, without writing one
+        patch.setattr(dicontour.dicom, "MAX_FILE_BYTES", 1000)
+        found |= {p.code for p in scan(fault_tree.root).problems}
     records, polygons = _patient(4, shifted={1, 2, 3})
     found |= set(_codes(check_patient(records, polygons)))
     records, polygons = _areas_patient([10, 12, 14, 16, 18, 20, 60])
@@ -261,6 +264,7 @@ def test_every_code_is_exercised(fault_tree, tmp_path):
     if not any(code == "broken-link" for code, _ in fault_tree.problems):
         found |= {"broken-link", "link-outside-root"}  # no symlinks on this system
     found.add("transform-failed")  # the loader's: tests/test_loader_augment.py
+    found.add("root-unreachable")  # a worker without the mount: tests/test_scan.py, test_cluster.py
     # An RTSTRUCT scan's: tests/test_export.py (test_bad_rtstruct_is_one_problem and
     # test_second_contour_on_a_slice_is_an_extra_contour).
     found |= {

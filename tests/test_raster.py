@@ -9,6 +9,7 @@ centre exactly on a crossing belongs to the side of larger x).
 from __future__ import annotations
 
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -16,8 +17,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from dicontour import polygon_to_mask
+from dicontour import polygon_to_mask, raster
 from dicontour.contour import MAX_POINTS
+from dicontour.raster import MAX_CROSSINGS, count_crossings
 
 
 def reference_mask(points, shape) -> np.ndarray:
@@ -334,3 +336,90 @@ def test_huge_coordinates_do_not_overflow():
     mask = polygon_to_mask(points, (6, 10))
     assert [int(row.sum()) for row in mask] == [0, 2, 3, 5, 6, 8]
     np.testing.assert_array_equal(mask, reference_mask(points, (6, 10)))
+
+
+# ------------------------------------------------------------------- bounded work and memory
+
+
+def zigzag(n: int, height: int, width: int) -> np.ndarray:
+    """n vertices alternating between the top and bottom rows, sweeping across x."""
+    k = np.arange(n)
+    x = (k * 7) % width + 0.25  # many distinct crossings per row, not a sliver
+    y = np.where(k % 2, height - 1, 0).astype(float)
+    return np.stack([x, y], axis=1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    case=st.one_of(polygon_and_shape(exact=True), polygon_and_shape(exact=False)),
+    band_crossings=st.integers(1, 6),
+    band_pixels=st.integers(1, 40),
+)
+def test_banded_fill_agrees_with_brute_force(case, band_crossings, band_pixels):
+    # Tiny bands force the banded path of large polygons onto small cases.
+    points, shape = case
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(raster, "_BAND_CROSSINGS", band_crossings)
+        patch.setattr(raster, "_BAND_PIXELS", band_pixels)
+        mask = polygon_to_mask(points, shape)
+    np.testing.assert_array_equal(mask, reference_mask(points, shape))
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=st.one_of(polygon_and_shape(exact=True), polygon_and_shape(exact=False)))
+def test_count_crossings_is_rows_spanned_within_the_image(case):
+    points, (height, width) = case
+    expected = 0
+    for k in range(len(points)):
+        y0, y1 = points[k, 1], points[(k + 1) % len(points), 1]
+        expected += sum(min(y0, y1) <= r < max(y0, y1) for r in range(height))
+    assert count_crossings(points, (height, width)) == expected
+
+
+def test_count_crossings_by_hand():
+    # A 3 x 3 square: its two vertical edges cross rows 0, 1 and 2 each.
+    assert count_crossings([(0, 0), (0, 3), (3, 3), (3, 0)], (5, 5)) == 6
+    # Rows outside the image are not counted.
+    assert count_crossings([(0, -10), (0, 30), (3, 30), (3, -10)], (5, 5)) == 10
+    assert count_crossings([(0, 0), (1, 1)], (5, 5)) == 0
+
+
+def test_zigzag_over_the_limit_refused_before_allocating():
+    # The audit's case: 100,000 vertices (a 1.2 MB file) zig-zagging across a 256^2
+    # image, 25.5 million (edge, row) crossings; it once peaked at 1.4 GB.
+    points = zigzag(MAX_POINTS, 256, 256)
+    assert count_crossings(points, (256, 256)) > MAX_CROSSINGS
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=f"MAX_CROSSINGS={MAX_CROSSINGS}"):
+            polygon_to_mask(points, (256, 256))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20, f"{peak / 2**20:.0f} MiB allocated before refusing"
+
+
+def test_zigzag_at_the_limit_runs_in_bounded_memory():
+    # Just under MAX_CROSSINGS on a 2048^2 image (a 4 MiB mask): the work arrays
+    # hold one band of rows at a time, not one entry per crossing (~100 MB).
+    shape = (2048, 2048)
+    points = zigzag(MAX_CROSSINGS // 2047, *shape)
+    assert MAX_CROSSINGS - 2047 < count_crossings(points, shape) <= MAX_CROSSINGS
+    tracemalloc.start()
+    try:
+        mask = polygon_to_mask(points, shape)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 48 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+    # Spot-check rows against the brute-force rule on the same polygon.
+    for row in (0, 700, 2046):
+        crossings = []
+        for k in range(len(points)):
+            (x0, y0), (x1, y1) = points[k], points[(k + 1) % len(points)]
+            if min(y0, y1) <= row < max(y0, y1):
+                crossings.append(x0 + (row - y0) * (x1 - x0) / (y1 - y0))
+        crossings = np.sort(np.ceil(crossings))
+        expected = (np.searchsorted(crossings, np.arange(shape[1]), side="right") % 2) == 1
+        np.testing.assert_array_equal(mask[row], expected)
+    assert not mask[2047].any()  # the last row holds only vertices, no crossing

@@ -15,6 +15,7 @@ from conftest import I_SQUARE, O_SQUARE, SHAPE, contour_name, write_dicom
 
 import dicontour
 from dicontour import CODES, LayoutError, scan
+from dicontour.phantom import write_phantom
 from dicontour.scan import OUT_OF_BOUNDS_MARGIN, Patient, _PatientScanner, scan_patient
 
 
@@ -50,12 +51,17 @@ def test_every_problem_code_is_triggered(fault_tree, fault_index):
         "contour-on-background",
         "duplicate-contour",
         "transform-failed",  # a loader's augmentation: tests/test_loader_augment.py
+        # Needs a file over MAX_FILE_BYTES (256 MiB): tests/test_dicom.py lowers the limit.
+        "file-too-large",
     }
     # RT Structure Set codes need an RTSTRUCT dataset: tests/test_export.py triggers them.
     expected -= set(RTSTRUCT_CODES)
     # Special files, unlistable folders and files vanishing mid-scan cannot live in a
     # shared tree (copies would block or fail): tests/test_files.py triggers them.
     expected -= {"not-a-regular-file", "unreadable-folder", "missing-contour"}
+    # A root seen by the client but not where a patient is scanned: a worker without the
+    # mount (tests/test_cluster.py), or scan_patient on another root (below).
+    expected -= {"root-unreachable"}
     if not any(code == "broken-link" for code, _ in fault_tree.problems):
         expected -= {"broken-link", "link-outside-root"}  # no symlinks on this system
     assert codes == expected
@@ -141,7 +147,7 @@ def test_summary_counts(fault_tree, fault_index):
     assert sum(summary["severity"].values()) == len(fault_tree.problems)
     p1 = summary["per_patient"]["P1"]
     unlabelled = 2 + (fault_tree.unlabelled - 4)  # 17 and 18; 16 too when its link exists
-    assert (p1["dicoms"], p1["labelled_slices"], p1["unlabelled_slices"]) == (17, 5, unlabelled)
+    assert (p1["dicoms"], p1["labelled_slices"], p1["unlabelled_slices"]) == (20, 5, unlabelled)
     assert (p1["i_contours"], p1["o_contours"]) == (3, 4)
     assert set(summary["per_patient"]) == {"P1", "P2", "P5"}
 
@@ -464,3 +470,30 @@ def test_location_of_paths_and_urls(tmp_path):
     (tmp_path / "f.txt").write_bytes(b"abc")
     with copy.open("f.txt") as handle:
         assert handle.read() == b"abc"
+
+
+def test_a_patient_scanned_where_the_root_cannot_be_seen_is_a_problem(tmp_path):
+    """What a cluster worker without the client's disk finds: not an empty patient."""
+    write_phantom(tmp_path / "data", patients=1, slices=4, shape=(32, 32), faults=False)
+    patient = Patient("PHA00001", "PH-1")
+    assert scan_patient(tmp_path / "data", patient).dicoms == 4
+    unseen = scan_patient(tmp_path / "elsewhere", patient)
+    assert (unseen.dicoms, unseen.records) == (0, [])
+    [found] = unseen.problems
+    assert (found.code, found.severity, found.path) == (
+        "root-unreachable",
+        "error",
+        "dicoms/PHA00001",
+    )
+    assert "elsewhere" in found.message and "same mount" in found.message
+
+
+def test_a_patient_folder_gone_during_the_scan_is_a_problem_but_an_empty_one_is_not(tmp_path):
+    write_phantom(tmp_path, patients=2, slices=4, shape=(32, 32), faults=False)
+    shutil.rmtree(tmp_path / "dicoms/PHA00001")
+    [gone] = scan_patient(tmp_path, Patient("PHA00001", "PH-1")).problems
+    assert (gone.code, gone.path) == ("missing-patient-folder", "dicoms/PHA00001")
+    for dicom in (tmp_path / "dicoms/PHA00002").iterdir():
+        dicom.unlink()
+    empty = scan_patient(tmp_path, Patient("PHA00002", "PH-2"))
+    assert empty.dicoms == 0 and {p.code for p in empty.problems} <= {"missing-dicom"}

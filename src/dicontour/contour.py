@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import BinaryIO
+import re
+from typing import BinaryIO, NoReturn
 
 import numpy as np
 
@@ -22,13 +23,36 @@ from .errors import ContourError, RefusedFileError
 MAX_POINTS = 100_000
 #: Largest contour file accepted, in bytes (about 30 bytes a point).
 MAX_BYTES = MAX_POINTS * 64
+#: How far (pixels) a contour may reach beyond the image's outer edge.  Pixel
+#: centres run 0..W-1, so the image itself spans -0.5..W-0.5 in x (likewise y).
+OUT_OF_BOUNDS_MARGIN = 1.0
+
+# The number grammar: ASCII decimal floats only.  Python's float() also takes
+# "1_0", non-ASCII digits ("\u0661") and surrounding Unicode spaces, none of
+# which a contour tool writes; they are refused so that what is accepted is
+# exactly what the docs say.  NaN and infinity are spelled out to get their own
+# error code.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# A whole good line in one match (the common case); other lines are diagnosed field by field.
+_LINE = re.compile(rf"[ \t\v\f]*({_NUMBER.pattern})[ \t\v\f]+({_NUMBER.pattern})[ \t\v\f]*")
+_NON_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+# Fields are separated by ASCII blanks; str.split would also split at Unicode
+# spaces and at control characters such as \x1c.
+_BLANKS = re.compile(r"[ \t\v\f]+")
 
 
 def parse_contour(text: str, *, name: str = "<contour>") -> np.ndarray:
     """Parse the text of a contour file.
 
-    Accepts CRLF line ends, blank lines (skipped), surrounding white space and a
+    Accepts CRLF line ends, blank lines (skipped), surrounding blanks and a
     closing point that repeats the first (dropped).
+
+    The grammar, line by line: optional blanks (ASCII space, tab, vertical tab,
+    form feed), a number, blanks, a number, optional blanks.  A number is an
+    ASCII decimal float: an optional sign, digits with an optional fraction
+    (``12``, ``12.``, ``12.5``, ``.5``) and an optional exponent (``e-3``).
+    Anything else (``1_0``, non-ASCII digits, hexadecimal, commas) is not a
+    number; ``nan`` and ``inf`` are numbers that are not finite.
 
     Parameters
     ----------
@@ -115,18 +139,16 @@ def _parse_lines(text: str, name: str) -> np.ndarray:
     # and other control characters, which would misnumber the lines in errors.
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     for number, line in enumerate(lines, start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 2:
-            raise ContourError(
-                name, f"expected two numbers 'x y', got {line.strip()[:60]!r}", line=number
-            )
-        try:
-            x, y = float(fields[0]), float(fields[1])
-        except ValueError as exc:
-            raise ContourError(name, f"not a number: {line.strip()[:60]!r}", line=number) from exc
-        if not (math.isfinite(x) and math.isfinite(y)):
+        match = _LINE.fullmatch(line)
+        if match is not None:
+            fields = [match[1], match[2]]
+        else:
+            fields = [field for field in _BLANKS.split(line) if field]
+            if not fields:
+                continue
+            _diagnose(fields, line, number, name)
+        x, y = float(fields[0]), float(fields[1])
+        if not (math.isfinite(x) and math.isfinite(y)):  # "1e999" overflows to infinity
             raise ContourError(
                 name,
                 f"coordinate is not finite: {line.strip()[:60]!r}",
@@ -139,6 +161,22 @@ def _parse_lines(text: str, name: str) -> np.ndarray:
                 name, f"more than {MAX_POINTS} points", line=number, code="too-many-points"
             )
     return np.asarray(points, dtype=np.float64).reshape(-1, 2)
+
+
+def _diagnose(fields: list[str], line: str, number: int, name: str) -> NoReturn:
+    """Raise the error that a line of ``fields`` not matching the grammar deserves."""
+    if len(fields) != 2:
+        raise ContourError(
+            name, f"expected two numbers 'x y', got {line.strip()[:60]!r}", line=number
+        )
+    if any(_NON_FINITE.fullmatch(field) for field in fields):
+        raise ContourError(
+            name,
+            f"coordinate is not finite: {line.strip()[:60]!r}",
+            line=number,
+            code="non-finite-coordinate",
+        )
+    raise ContourError(name, f"not a number: {line.strip()[:60]!r}", line=number)
 
 
 def _has_three_distinct(points: np.ndarray) -> bool:
@@ -208,3 +246,50 @@ def read_contour(
             line=data.count(b"\n", 0, exc.start) + 1,
         ) from exc
     return parse_contour(text, name=where)
+
+
+def check_bounds(points: np.ndarray, shape: tuple[int, int], *, name: str = "<contour>") -> None:
+    """Refuse a contour that reaches more than :data:`OUT_OF_BOUNDS_MARGIN` beyond its image.
+
+    The scan and every loader apply this same rule, so a contour rewritten
+    after a scan is refused when loaded rather than silently clipped.
+
+    Parameters
+    ----------
+    points : float ndarray of shape (N, 2)
+        Vertices as (x, y) = (column, row), as :func:`read_contour` returns them.
+    shape : tuple of int
+        (rows, columns) of the image.
+    name : str
+        The file name used in errors.
+
+    Raises
+    ------
+    ContourError
+        ``out-of-bounds``, saying how far the points reach.
+
+    Examples
+    --------
+    >>> check_bounds(np.array([[0.0, 0.0], [4.0, 0.0], [4.0, 5.4]]), (5, 5))
+    >>> check_bounds(np.array([[0.0, 0.0], [4.0, 0.0], [4.0, 5.6]]), (5, 5))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    dicontour.errors.ContourError: <contour>: points span x 0.0..4.0, y 0.0..5.6, ...
+    """
+    rows, columns = shape
+    low = -0.5 - OUT_OF_BOUNDS_MARGIN
+    x, y = points[:, 0], points[:, 1]
+    if (
+        x.min() < low
+        or y.min() < low
+        or x.max() > columns - 0.5 + OUT_OF_BOUNDS_MARGIN
+        or (y.max() > rows - 0.5 + OUT_OF_BOUNDS_MARGIN)
+    ):
+        raise ContourError(
+            name,
+            f"points span x {x.min():.1f}..{x.max():.1f}, y {y.min():.1f}..{y.max():.1f}, "
+            f"more than {OUT_OF_BOUNDS_MARGIN:g} pixel beyond the image "
+            f"({rows} rows x {columns} columns: x and y from -0.5 to {columns - 0.5:g} "
+            f"and {rows - 0.5:g})",
+            code="out-of-bounds",
+        )

@@ -3,9 +3,25 @@
 Built on pydicom (>= 3) with the pylibjpeg plugins, so JPEG, JPEG-LS and
 JPEG 2000 transfer syntaxes decode as well as uncompressed ones.
 
-Images are (H, W) = (rows, columns) float32 arrays with the modality rescale
-applied: ``value * RescaleSlope + RescaleIntercept``, each defaulting to 1 and 0
-when absent.  A lone slope is applied too.
+Images are (H, W) = (rows, columns) float32 arrays with the modality
+transform applied: the Modality LUT Sequence when the file has one (through
+pydicom's ``apply_modality_lut``), else ``value * RescaleSlope +
+RescaleIntercept``, each defaulting to 1 and 0 when absent.  A lone slope is
+applied too.  What is left as stored: MONOCHROME1 images are not inverted
+(like pydicom, values keep their meaning; only display differs), the VOI LUT
+and window are display settings and are ignored, and PixelPaddingValue pixels
+keep their (rescaled) value.
+
+Every image served is finite float32.  What the decoder would refuse, the
+header read refuses too, so a scan never passes a file that fails to load:
+only MONOCHROME1/MONOCHROME2 single-frame images, with the elements pydicom's
+decoder requires, a rescale whose range fits float32, and (by default) a
+compressed pixel stream that actually decodes.
+
+Limits, checked before the work they bound: the file size
+(:data:`MAX_FILE_BYTES`, from its size before reading), the bytes parsed for
+the header (:data:`MAX_HEADER_BYTES`, counted while pydicom reads) and the
+image size (:data:`MAX_PIXELS`, from Rows and Columns before decoding).
 """
 
 from __future__ import annotations
@@ -17,14 +33,25 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import pydicom
+from pydicom.encaps import generate_fragments
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
-from pydicom.pixels import get_decoder
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.pixels import apply_modality_lut, get_decoder
+from pydicom.pixels.utils import _get_jpg_parameters
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000TransferSyntaxes,
+    JPEGLSTransferSyntaxes,
+    JPEGTransferSyntaxes,
+)
 
 from ._files import open_regular
 from .errors import DicomError, RefusedFileError
@@ -32,12 +59,27 @@ from .errors import DicomError, RefusedFileError
 #: Largest image accepted, in pixels (rows x columns x frames).  Checked from the
 #: header, before any pixel buffer is allocated.
 MAX_PIXELS = 4096 * 4096
+#: Largest DICOM file accepted, in bytes: room for the largest image at 64 bits
+#: a pixel and its header.  Checked from the file's size, before reading it.
+MAX_FILE_BYTES = 256 * 1024 * 1024
+#: Most bytes read while parsing a header: every element's tag and length, and
+#: each value of up to 4 KiB (longer values such as the pixel data are skipped
+#: on disk, not read).  An element takes at least 8 bytes, so this also bounds
+#: the element count (32,768) and pydicom's memory (about 10 MB) before parsing
+#: goes on: a file of millions of tiny elements is refused after 256 KiB.  The
+#: real MR headers read about 2.5 KiB.
+MAX_HEADER_BYTES = 256 * 1024
 
 _PIXEL_DATA = 0x7FE00010
 # Headers are read with values larger than this left unread on disk; pixel data
 # is the only element this large in an MR slice.
 _DEFER_BYTES = 4096
 _RAW_SYNTAXES = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
+# Pixels stored as plain integers: their length is checked from the header.
+# Other syntaxes hold an encapsulated (compressed) stream.
+_NATIVE_SYNTAXES = _RAW_SYNTAXES | {ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian}
+_GREY = ("MONOCHROME1", "MONOCHROME2")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 # Real scanners write UIDs with leading-zero components ("...99.0407..."); pydicom
 # warns on each read.  Harmless for us, and thousands of warnings hide real ones.
@@ -81,6 +123,9 @@ class DicomHeader:
         The transfer syntax UID.
     raw : RawPixels or None
         Where uncompressed little-endian pixels sit in a local file, else None.
+    modality_lut : bool
+        The file maps its pixels through a Modality LUT Sequence (0028,3000)
+        instead of the rescale; ``slope`` and ``intercept`` are then unused.
     image_position : tuple of 3 float or None
         ImagePositionPatient (0020,0032): the patient-space position (mm, LPS)
         of the centre of pixel (row 0, column 0).
@@ -105,6 +150,7 @@ class DicomHeader:
     intercept: float
     transfer_syntax: str
     raw: RawPixels | None = None
+    modality_lut: bool = False
     image_position: tuple[float, float, float] | None = None
     image_orientation: tuple[float, float, float, float, float, float] | None = None
     slice_thickness: float | None = None
@@ -143,6 +189,70 @@ def _name(source: PathOrFile, name: str | None) -> str:
     return str(getattr(source, "name", "<file object>"))
 
 
+class _OverBudget(Exception):
+    """Raised inside pydicom's parse when the header budget is spent."""
+
+    def __init__(self, reason: str, code: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class _Budgeted:
+    """A binary file wrapper that refuses to read more than ``budget`` bytes.
+
+    Only reads of up to ``_DEFER_BYTES`` count, each one an element's tag,
+    length or value: pydicom skips longer values with a seek.
+    ``budget = None`` lifts the limit (for the deferred pixel data, read later).
+    """
+
+    def __init__(self, raw: BinaryIO, budget: int, size: int | None) -> None:
+        self._raw = raw
+        self.budget: int | None = budget
+        self.spent = 0
+        self._size = size
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is not None and 0 <= size <= _DEFER_BYTES:  # an element's part: counted
+            if self.budget is not None and self.spent + size > self.budget:
+                raise _OverBudget(
+                    f"header too large: parsing it reads more than "
+                    f"MAX_HEADER_BYTES={self.budget} bytes (values over {_DEFER_BYTES} "
+                    f"bytes such as the pixel data are not counted)",
+                    "header-too-large",
+                )
+            data = self._raw.read(size)
+            self.spent += len(data)
+            return data
+        if self.budget is not None and (size is None or size < 0):
+            # Only a deflated dataset is read in one piece; zlib would then
+            # inflate it whole, a size nothing bounds.
+            raise _OverBudget(
+                "the dataset is read in one piece to be inflated (deflated transfer "
+                "syntax), a size that cannot be bounded before inflating: not supported",
+                "unreadable-dicom",
+            )
+        # With defer_size, pydicom reads a value in one piece only up to
+        # defer_size; larger reads are its 8 KiB chunks scanning an
+        # undefined-length value for its end (kept by no one: not counted), or
+        # deferred values read after parsing.
+        if self._size is not None and size is not None and size > 0:
+            # A damaged length (0xDB002000) would make a buffered file allocate
+            # that much before finding the end of the file: ask only for what is there.
+            size = min(size, max(self._size - self._raw.tell(), 0))
+        return self._raw.read(size)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    @property
+    def closed(self) -> bool:
+        return bool(getattr(self._raw, "closed", False))
+
+
 @contextmanager
 def _opened(source: PathOrFile, where: str) -> Iterator[BinaryIO]:
     """A path opened as a regular file only (a FIFO would block); a file object as is."""
@@ -161,16 +271,42 @@ def _opened(source: PathOrFile, where: str) -> Iterator[BinaryIO]:
         yield handle
 
 
-def _dcmread(source: PathOrFile, where: str, **kwargs: object) -> pydicom.Dataset:
+@contextmanager
+def _parsed(source: PathOrFile, where: str) -> Iterator[tuple[pydicom.Dataset, BinaryIO]]:
+    """Parse the header of ``source`` within the file and header limits.
+
+    Yields the dataset and the open file it was read from (a path is opened
+    once, as a regular file only).  The dataset's deferred values (the pixel
+    data) stay readable inside the ``with`` block, from that same open file:
+    pydicom keeps the :class:`_Budgeted` wrapper as its buffer, so it never
+    re-opens the file by name (a second, unchecked open).
+    """
+    with _opened(source, where) as handle:
+        size = _checked_size(handle, where)
+        if size is not None and size > MAX_FILE_BYTES:
+            raise DicomError(
+                where,
+                f"file too large: {size} bytes, more than MAX_FILE_BYTES={MAX_FILE_BYTES}",
+                code="file-too-large",
+            )
+        reader = _Budgeted(handle, MAX_HEADER_BYTES, size)
+        ds = _dcmread(reader, where, defer_size=_DEFER_BYTES)
+        reader.budget = None
+        yield ds, handle
+
+
+def _checked_size(source: PathOrFile, where: str) -> int | None:
     try:
-        ds = pydicom.dcmread(source, **kwargs)
-        if not isinstance(source, str | os.PathLike) and getattr(ds, "buffer", None) is None:
-            # pydicom would re-open a binary file by its name for deferred values (a
-            # second, unchecked open; an fd number as name fails): read the open file.
-            ds.buffer = source
-        return ds
-    except FileNotFoundError as exc:
-        raise DicomError(where, "file does not exist", code="missing-dicom") from exc
+        return _size_of(source)
+    except OSError as exc:
+        raise DicomError(where, f"cannot stat file ({exc})") from exc
+
+
+def _dcmread(source: Any, where: str, **kwargs: Any) -> pydicom.Dataset:
+    try:
+        return pydicom.dcmread(source, **kwargs)
+    except _OverBudget as exc:
+        raise DicomError(where, exc.reason, code=exc.code) from exc
     except InvalidDicomError as exc:
         raise DicomError(where, f"not a DICOM file ({exc})") from exc
     except Exception as exc:  # pydicom raises many types on damaged files
@@ -186,7 +322,7 @@ def _number(ds: pydicom.Dataset, keyword: str, default: float, where: str) -> fl
     except (TypeError, ValueError) as exc:
         raise DicomError(where, f"{keyword} is not a number: {value!r}") from exc
     if not np.isfinite(number):
-        raise DicomError(where, f"{keyword} is not finite: {value!r}")
+        raise DicomError(where, f"{keyword} is not finite: {value!r}", code="invalid-rescale")
     return number
 
 
@@ -203,9 +339,9 @@ def _header(ds: pydicom.Dataset, where: str, *, max_pixels: int) -> DicomHeader:
     try:
         rows, columns = int(ds.Rows), int(ds.Columns)
         frames = int(ds.get("NumberOfFrames", 1) or 1)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        samples = int(ds.SamplesPerPixel)  # required by the decoder
     except (AttributeError, TypeError, ValueError) as exc:
-        raise DicomError(where, f"missing or invalid Rows/Columns ({exc})") from exc
+        raise DicomError(where, f"missing or invalid Rows/Columns/SamplesPerPixel ({exc})") from exc
     if rows <= 0 or columns <= 0:
         raise DicomError(where, f"image has no pixels: Rows={rows}, Columns={columns}")
     if rows * columns * frames > max_pixels:
@@ -218,13 +354,23 @@ def _header(ds: pydicom.Dataset, where: str, *, max_pixels: int) -> DicomHeader:
         raise DicomError(where, f"multi-frame images are not supported (NumberOfFrames={frames})")
     if samples != 1:
         raise DicomError(where, f"only grey-scale images are supported (SamplesPerPixel={samples})")
-    # Checked here so that a scan's header read catches what decoding would trip on.
+    # Checked here so that a scan's header read catches what decoding would trip
+    # on: pydicom's decoder requires each of these elements.
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip()
+    if photometric not in _GREY:
+        raise DicomError(
+            where,
+            f"only grey-scale images are supported: PhotometricInterpretation is "
+            f"{photometric or 'missing'!r}, not MONOCHROME1 or MONOCHROME2",
+        )
     try:
         bits = int(ds.BitsAllocated)
-        stored = int(ds.get("BitsStored", bits))
-        signed = int(ds.get("PixelRepresentation", 0))
+        stored = int(ds.BitsStored)
+        signed = int(ds.PixelRepresentation)
     except (AttributeError, TypeError, ValueError) as exc:
-        raise DicomError(where, f"missing or invalid BitsAllocated/BitsStored ({exc})") from exc
+        raise DicomError(
+            where, f"missing or invalid BitsAllocated/BitsStored/PixelRepresentation ({exc})"
+        ) from exc
     if bits not in (1, 8, 16, 32, 64) or not 1 <= stored <= bits or signed not in (0, 1):
         raise DicomError(
             where,
@@ -252,6 +398,14 @@ def _header(ds: pydicom.Dataset, where: str, *, max_pixels: int) -> DicomHeader:
     except (TypeError, ValueError):
         instance_number = None
     uid = ds.get("SOPInstanceUID")
+    # As pydicom's apply_modality_lut decides: an empty sequence means the rescale.
+    modality_lut = bool(ds.get("ModalityLUTSequence"))
+    slope = _number(ds, "RescaleSlope", 1.0, where)
+    intercept = _number(ds, "RescaleIntercept", 0.0, where)
+    if modality_lut:
+        _check_modality_lut(ds, where)
+    else:
+        _check_rescale(slope, intercept, stored, signed, where)
     position = _floats(ds, "ImagePositionPatient", 3)
     orientation = _floats(ds, "ImageOrientationPatient", 6)
     if orientation is not None and not _orthonormal(orientation):
@@ -263,9 +417,10 @@ def _header(ds: pydicom.Dataset, where: str, *, max_pixels: int) -> DicomHeader:
         pixel_spacing=pixel_spacing,
         instance_number=instance_number,
         sop_instance_uid=str(uid) if uid else None,
-        slope=_number(ds, "RescaleSlope", 1.0, where),
-        intercept=_number(ds, "RescaleIntercept", 0.0, where),
-        transfer_syntax=str(ds.file_meta.get("TransferSyntaxUID", "")),
+        slope=slope,
+        intercept=intercept,
+        transfer_syntax=str(syntax),
+        modality_lut=modality_lut,
         image_position=position,  # type: ignore[arg-type]
         image_orientation=orientation,  # type: ignore[arg-type]
         slice_thickness=thickness[0] if thickness and thickness[0] > 0 else None,
@@ -305,6 +460,46 @@ def _text(ds: pydicom.Dataset, keyword: str) -> str | None:
     return str(value) if value else None
 
 
+def _check_rescale(slope: float, intercept: float, stored: int, signed: int, where: str) -> None:
+    """Refuse a rescale that takes some storable value beyond float32."""
+    low, high = (-(2 ** (stored - 1)), 2 ** (stored - 1) - 1) if signed else (0, 2**stored - 1)
+    ends = [low * slope + intercept, high * slope + intercept]
+    if not all(abs(end) < _FLOAT32_MAX for end in ends):
+        raise DicomError(
+            where,
+            f"rescaled values overflow float32: stored values {low}..{high} "
+            f"(BitsStored={stored}) x RescaleSlope {slope:g} + RescaleIntercept "
+            f"{intercept:g} reach {min(ends):g}..{max(ends):g}",
+            code="invalid-rescale",
+        )
+
+
+def _check_modality_lut(ds: pydicom.Dataset, where: str) -> None:
+    """Refuse a Modality LUT Sequence that pydicom's apply_modality_lut could not apply."""
+    items = ds.ModalityLUTSequence
+    if len(items) != 1:
+        raise DicomError(
+            where, f"Modality LUT Sequence (0028,3000) has {len(items)} items, 1 expected"
+        )
+    item = items[0]
+    descriptor = item.get("LUTDescriptor")
+    data = item.get("LUTData")
+    if descriptor is None or data is None or len(descriptor) != 3:
+        raise DicomError(
+            where,
+            "Modality LUT Sequence (0028,3000) lacks a 3-value LUTDescriptor or its LUTData",
+        )
+    entries = int(descriptor[0]) or 2**16
+    depth = int(descriptor[2])
+    if depth not in (8, 16):
+        raise DicomError(where, f"Modality LUT: LUTDescriptor bit depth {depth}, not 8 or 16")
+    values = len(data) // 2 if isinstance(data, bytes) else len(data)
+    if values < entries:
+        raise DicomError(
+            where, f"Modality LUT: LUTData holds {values} entries, LUTDescriptor says {entries}"
+        )
+
+
 def _checked_header(ds: pydicom.Dataset, where: str, *, max_pixels: int) -> DicomHeader:
     """:func:`_header`, with pydicom's errors on damaged elements turned into DicomError."""
     try:
@@ -318,18 +513,29 @@ def _checked_header(ds: pydicom.Dataset, where: str, *, max_pixels: int) -> Dico
 def _raw_layout(
     ds: pydicom.Dataset, header: DicomHeader, source: PathOrFile, where: str
 ) -> RawPixels | None:
-    """Locate uncompressed pixels on disk; raise when the file is too short for them."""
+    """Check uncompressed pixels' length against the header; locate them on disk.
+
+    Raises when the file is too short for its pixels; returns the layout when
+    the direct-offset fast path of :func:`read_dicom_pixels` gives exactly what
+    the decoder would, else None.
+    """
+    if header.transfer_syntax not in _NATIVE_SYNTAXES:
+        return None
     element = ds.get_item(_PIXEL_DATA, keep_deferred=True)
     offset = getattr(element, "value_tell", None)
     length = getattr(element, "length", None)
-    if offset is None or length is None or header.transfer_syntax not in _RAW_SYNTAXES:
+    if offset is None or length is None:
         return None
-    bits = int(ds.get("BitsAllocated", 0) or 0)
-    if bits not in (8, 16, 32):
-        return None
-    expected = header.rows * header.columns * bits // 8
+    if length == 0xFFFFFFFF:
+        raise DicomError(
+            where, "pixel data has an undefined length, but the transfer syntax is uncompressed"
+        )
+    bits = int(ds.BitsAllocated)
+    expected = (header.rows * header.columns * bits + 7) // 8
     size = _size_of(source)
-    if size is not None and offset + expected > size:
+    # (A deflated file's offsets are in the inflated stream, not the file.)
+    in_file = size is not None and header.transfer_syntax != DeflatedExplicitVRLittleEndian
+    if in_file and offset + expected > size:
         raise DicomError(
             where,
             f"truncated: pixel data needs {expected} bytes at offset {offset}, "
@@ -337,14 +543,25 @@ def _raw_layout(
         )
     if length < expected:
         raise DicomError(where, f"pixel data holds {length} bytes, {expected} expected")
+    if in_file and offset + length > size:
+        raise DicomError(
+            where,
+            f"truncated: pixel data declares {length} bytes at offset {offset}, "
+            f"file has {size - offset}",
+        )
     # The fast path reads exactly the stored integers, so it is only taken where
-    # pydicom would not mask or sign-extend anything.
-    if int(ds.get("BitsStored", bits) or bits) != bits:
+    # pydicom would not mask, sign-extend or map anything.
+    if (
+        header.transfer_syntax not in _RAW_SYNTAXES
+        or bits not in (8, 16, 32)
+        or int(ds.BitsStored) != bits
+        or header.modality_lut
+    ):
         return None
     stat = _stat_of(source)
     if stat is None:  # not a local file: nothing to read directly
         return None
-    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    signed = int(ds.PixelRepresentation) == 1
     dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}").str
     return RawPixels(offset=offset, dtype=dtype, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
 
@@ -376,13 +593,21 @@ def _size_of(source: PathOrFile) -> int | None:
 
 
 def read_dicom_header(
-    source: PathOrFile, *, name: str | None = None, max_pixels: int = MAX_PIXELS
+    source: PathOrFile,
+    *,
+    name: str | None = None,
+    max_pixels: int = MAX_PIXELS,
+    verify_pixels: bool = True,
 ) -> DicomHeader:
-    """Read a slice's header without decoding its pixels.
+    """Read a slice's header without decoding its pixels (unless compressed).
 
     The pixel data element is located but not read, so a scan of thousands of
     files costs little more than listing them, and a truncated file is still
-    caught (its pixel data would run past the end of the file).
+    caught (its pixel data would run past the end of the file).  A compressed
+    stream cannot be known to decode without decoding it, so with
+    ``verify_pixels`` (the default) a compressed file is decoded and checked
+    like :func:`read_dicom` does: what this function accepts, :func:`read_dicom`
+    reads.
 
     Parameters
     ----------
@@ -392,6 +617,9 @@ def read_dicom_header(
         The name used in errors (defaults to the path).
     max_pixels : int
         Largest accepted rows x columns.
+    verify_pixels : bool
+        Decode compressed pixel data to check it (uncompressed pixel data is
+        checked from its length alone).
 
     Returns
     -------
@@ -400,7 +628,9 @@ def read_dicom_header(
     Raises
     ------
     DicomError
-        Not DICOM, damaged, no pixel data, an image over ``max_pixels``.
+        Not DICOM, damaged, no pixel data, an image over ``max_pixels``, a file
+        over :data:`MAX_FILE_BYTES` or a header over :data:`MAX_HEADER_BYTES`,
+        pixels that :func:`read_dicom` would not decode to a finite image.
 
     Examples
     --------
@@ -410,20 +640,21 @@ def read_dicom_header(
     (64, 64)
     """
     where = _name(source, name)
-    with _opened(source, where) as handle:
-        ds = _dcmread(handle, where, defer_size=_DEFER_BYTES)
+    with _parsed(source, where) as (ds, handle):
         header = _checked_header(ds, where, max_pixels=max_pixels)
         try:
             raw = _raw_layout(ds, header, handle, where)
         except OSError as exc:
             raise DicomError(where, f"cannot stat file ({exc})") from exc
+        if verify_pixels and header.transfer_syntax not in _NATIVE_SYNTAXES:
+            _decode(ds, header, where)
     return replace(header, raw=raw)
 
 
 def read_dicom(
     source: PathOrFile, *, name: str | None = None, max_pixels: int = MAX_PIXELS
 ) -> DicomImage:
-    """Read a slice and decode its pixels to float32 with the rescale applied.
+    """Read a slice and decode its pixels to float32 with the modality transform applied.
 
     Parameters
     ----------
@@ -437,7 +668,8 @@ def read_dicom(
     Returns
     -------
     DicomImage
-        ``image``: float32 ndarray of shape (rows, columns); ``header``: its metadata.
+        ``image``: finite float32 ndarray of shape (rows, columns); ``header``:
+        its metadata.
 
     Raises
     ------
@@ -453,28 +685,76 @@ def read_dicom(
     (dtype('float32'), (64, 64))
     """
     where = _name(source, name)
-    with _opened(source, where) as handle:
-        # Pixel data is left on disk until the header has passed the size limit, so
-        # an oversized file is refused before its pixels are read or allocated.
-        ds = _dcmread(handle, where, defer_size=_DEFER_BYTES)
+    # Pixel data is left on disk until the header has passed the size limit, so
+    # an oversized file is refused before its pixels are read or allocated.
+    with _parsed(source, where) as (ds, handle):
         header = _checked_header(ds, where, max_pixels=max_pixels)
         try:
-            pixels = ds.pixel_array
-        except Exception as exc:  # decoders raise many types; keep the cause chained
+            _raw_layout(ds, header, handle, where)  # its length check; no fast path here
+        except OSError as exc:
+            raise DicomError(where, f"cannot stat file ({exc})") from exc
+        image = _decode(ds, header, where)
+    return DicomImage(image=image, header=header)
+
+
+def _codestream_shape(ds: pydicom.Dataset, syntax: str) -> tuple[int, int] | None:
+    """(rows, columns) that a JPEG, JPEG-LS or JPEG 2000 frame declares, else None."""
+    fragments = generate_fragments(ds.PixelData)
+    next(fragments)  # the Basic Offset Table
+    head = next(fragments)[:4096]
+    if syntax in JPEGTransferSyntaxes or syntax in JPEGLSTransferSyntaxes:
+        info = _get_jpg_parameters(head)
+        return (int(info["height"]), int(info["width"])) if "height" in info else (-1, -1)
+    if syntax in JPEG2000TransferSyntaxes:
+        at = head.find(b"\xff\x4f\xff\x51")  # start of codestream, then its SIZ segment
+        if at < 0 or len(head) < at + 24:
+            return (-1, -1)
+        x, y, x0, y0 = (int.from_bytes(head[k : k + 4], "big") for k in range(at + 8, at + 24, 4))
+        return (y - y0, x - x0)
+    return None  # RLE and others: decoded to the header's shape
+
+
+def _decode(ds: pydicom.Dataset, header: DicomHeader, where: str) -> np.ndarray:
+    """Decode the pixels and apply the modality transform: a finite float32 (H, W) image."""
+    if header.transfer_syntax not in _NATIVE_SYNTAXES:
+        # Decoders allocate what the compressed frame declares (up to 65535^2
+        # for JPEG, 2^32 squared for JPEG 2000), whatever Rows and Columns say:
+        # the two must agree before decoding.
+        try:
+            declared = _codestream_shape(ds, header.transfer_syntax)
+        except Exception as exc:  # damaged items: pydicom raises several types
             raise DicomError(
-                where, f"cannot decode pixel data ({type(exc).__name__}: {exc})"
+                where, f"cannot decode pixel data: no frame header ({type(exc).__name__}: {exc})"
             ) from exc
+        if declared is not None and declared != header.shape:
+            raise DicomError(
+                where,
+                f"cannot decode pixel data: the compressed frame declares "
+                f"{declared[0]}x{declared[1]} pixels, Rows x Columns is "
+                f"{header.rows}x{header.columns}",
+            )
+    try:
+        pixels = ds.pixel_array
+        if header.modality_lut:
+            pixels = apply_modality_lut(pixels, ds)
+    except Exception as exc:  # decoders raise many types; keep the cause chained
+        raise DicomError(where, f"cannot decode pixel data ({type(exc).__name__}: {exc})") from exc
     if pixels.shape != header.shape:
         raise DicomError(where, f"decoded shape {pixels.shape} != Rows x Columns {header.shape}")
-    return DicomImage(image=_rescale(pixels, header), header=header)
+    return _rescale(pixels, header, where)
 
 
-def _rescale(pixels: np.ndarray, header: DicomHeader) -> np.ndarray:
+def _rescale(pixels: np.ndarray, header: DicomHeader, where: object) -> np.ndarray:
     image = pixels.astype(np.float32)
-    if header.slope != 1.0:
-        image *= np.float32(header.slope)
-    if header.intercept != 0.0:
-        image += np.float32(header.intercept)
+    if not header.modality_lut:
+        if header.slope != 1.0:
+            image *= np.float32(header.slope)
+        if header.intercept != 0.0:
+            image += np.float32(header.intercept)
+    # The header checks make this impossible; it is checked anyway because a
+    # NaN served to training is silent and a failed load is not.
+    if not np.isfinite(image).all():
+        raise DicomError(where, "the decoded image holds NaN or infinite values")
     return image
 
 
@@ -500,6 +780,7 @@ def read_dicom_pixels(
     Returns
     -------
     float32 ndarray of shape (rows, columns)
+        Finite, with the modality transform applied.
 
     Raises
     ------
@@ -518,7 +799,7 @@ def read_dicom_pixels(
                     count = header.rows * header.columns
                     pixels = np.fromfile(handle, dtype=raw.dtype, count=count)
                     if pixels.size == count:
-                        return _rescale(pixels.reshape(header.shape), header)
+                        return _rescale(pixels.reshape(header.shape), header, where)
                     handle.seek(start)
             except OSError as exc:
                 raise DicomError(where, f"cannot read file ({exc})") from exc

@@ -42,8 +42,9 @@ class DicomError(_FileError, ValueError):
     reason : str
         What is wrong, in words a person understands.
     code : str
-        The scan's problem code (``unreadable-dicom``, ``no-pixel-data``,
-        ``image-too-large``).
+        The scan's problem code (``unreadable-dicom``, ``missing-dicom``,
+        ``no-pixel-data``, ``image-too-large``, ``file-too-large``,
+        ``header-too-large``, ``invalid-rescale``).
     """
 
     default_code = "unreadable-dicom"
@@ -62,7 +63,8 @@ class ContourError(_FileError, ValueError):
         What is wrong.
     code : str
         The scan's problem code (``empty-contour``, ``unparseable-contour``,
-        ``non-finite-coordinate``, ``too-few-points``, ``too-many-points``).
+        ``non-finite-coordinate``, ``too-few-points``, ``too-many-points``,
+        ``out-of-bounds``, ``too-many-crossings``).
     """
 
     default_code = "unparseable-contour"
@@ -105,6 +107,15 @@ class LayoutError(DicontourError, ValueError):
 
 class LoaderError(DicontourError, RuntimeError):
     """The batch loader cannot go on (a timeout, a worker that keeps dying, bad options)."""
+
+
+class EngineError(DicontourError, RuntimeError):
+    """An engine cannot start, its cluster cannot run the work, or a task failed untyped.
+
+    Raised for a Dask scheduler that cannot be reached or is lost, workers that
+    die or never come, workers that run another dicontour version or do not see
+    the dataset and cache as this process does (see :mod:`dicontour.engine`).
+    """
 
 
 class CacheError(DicontourError, OSError):

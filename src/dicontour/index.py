@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from .contour import read_contour
+from .contour import check_bounds, read_contour
 from .dicom import DicomHeader, read_dicom_header, read_dicom_pixels
 from .errors import ContourError, DicomError, RefusedFileError
 from .problems import CODES, EXCLUDES, Problem
-from .raster import polygon_to_mask
+from .raster import MAX_CROSSINGS, count_crossings, polygon_to_mask
 from .rtstruct import is_reference as is_rtstruct_reference
 from .rtstruct import read_reference as read_rtstruct_reference
 from .splits import assign_folds, choose_holdout
@@ -182,6 +182,33 @@ def read_points(root: Location, relative: str) -> np.ndarray:
         return read_contour(handle, name=relative)
 
 
+def read_polygon(root: Location, relative: str, shape: tuple[int, int]) -> np.ndarray:
+    """The points of contour ``relative``, checked against its image of ``shape``.
+
+    Every rule the scan applies to a contour is applied here, and the scan and
+    the loaders both read contours through this function, so a file rewritten
+    after a scan is refused when loaded, never silently clipped.
+
+    Raises
+    ------
+    ContourError
+        What :func:`dicontour.read_contour` refuses; ``out-of-bounds`` (see
+        :func:`dicontour.contour.check_bounds`); ``too-many-crossings`` for a
+        polygon over the rasteriser's :data:`dicontour.raster.MAX_CROSSINGS`.
+    """
+    points = read_points(root, relative)
+    check_bounds(points, shape, name=relative)
+    crossings = count_crossings(points, shape)
+    if crossings > MAX_CROSSINGS:
+        raise ContourError(
+            relative,
+            f"its edges cross {crossings} (edge, row) pairs of the {shape[0]}x{shape[1]} "
+            f"image, more than MAX_CROSSINGS={MAX_CROSSINGS}: too costly to rasterise",
+            code="too-many-crossings",
+        )
+    return points
+
+
 def read_image(root: Location, record: SampleRecord) -> np.ndarray:
     """The float32 image of ``record``; the direct-offset fast path on local files."""
     with _opened(root, record.dicom, DicomError) as handle:
@@ -189,8 +216,11 @@ def read_image(root: Location, record: SampleRecord) -> np.ndarray:
 
 
 def read_mask(root: Location, relative: str, shape: tuple[int, int]) -> np.ndarray:
-    """Read the contour file ``relative`` and rasterise it to a (H, W) bool mask."""
-    return polygon_to_mask(read_points(root, relative), shape)
+    """Read the contour file ``relative``, check it (:func:`read_polygon`), rasterise it.
+
+    Returns a (H, W) bool mask.
+    """
+    return polygon_to_mask(read_polygon(root, relative, shape), shape)
 
 
 def load_sample(root: Location, record: SampleRecord) -> Sample:

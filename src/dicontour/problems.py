@@ -40,11 +40,25 @@ CODES: dict[str, tuple[Severity, str]] = {
     "link-outside-root": ("error", "a symbolic link leading outside the dataset root"),
     "broken-link": ("error", "a symbolic link to nothing (dangling) or in a loop"),
     "unreadable-folder": ("error", "a folder that cannot be listed (permissions, I/O error)"),
+    "root-unreachable": (
+        "error",
+        "a patient scanned where the dataset root is not visible (a cluster worker without the "
+        "same mount, a store without the same credentials); the patient's files are not used",
+    ),
     # DICOM files
     "missing-dicom": ("error", "a contour for a slice whose DICOM file does not exist"),
     "unreadable-dicom": ("error", "a DICOM file that is not DICOM, truncated or undecodable"),
     "no-pixel-data": ("error", "a DICOM file without pixel data"),
     "image-too-large": ("error", "a DICOM image over the size limit"),
+    "file-too-large": ("error", "a DICOM file over the file size limit (MAX_FILE_BYTES)"),
+    "header-too-large": (
+        "error",
+        "a DICOM file whose header takes more than MAX_HEADER_BYTES to parse",
+    ),
+    "invalid-rescale": (
+        "error",
+        "a DICOM rescale that is not finite or takes pixel values beyond float32",
+    ),
     "instance-number-mismatch": ("warning", "<n>.dcm whose InstanceNumber is not n"),
     # contour files
     "empty-contour": ("error", "a contour file with no points"),
@@ -54,6 +68,10 @@ CODES: dict[str, tuple[Severity, str]] = {
     "too-many-points": ("error", "a contour over the point limit"),
     "missing-contour": ("error", "a contour file that vanished while scanning"),
     "out-of-bounds": ("error", "a contour reaching more than 1 pixel outside the image"),
+    "too-many-crossings": (
+        "error",
+        "a contour whose edges cross more image rows in total than MAX_CROSSINGS",
+    ),
     # RT Structure Sets (scan with dicontour.rtstruct.RtstructContours)
     "malformed-rtstruct": (
         "error",

@@ -28,6 +28,15 @@ Convention = Literal["center", "challenge"]
 #: Largest coordinate magnitude accepted: products of coordinate differences
 #: then stay finite, so every crossing is computed without overflow.
 MAX_COORDINATE = 1e150
+#: Most (edge, row) crossings the rasteriser computes for one polygon (the sum
+#: over edges of the image rows each spans), so its work is bounded by
+#: vertices + crossings + pixels.  A hand-drawn contour crosses each row about
+#: twice; this allows 256 crossings per row of the largest image, and refuses
+#: a zig-zag of 100,000 vertices across a 256-row image (25.6 million).
+MAX_CROSSINGS = 1 << 20
+# Work arrays hold one band of rows at a time (see polygon_to_mask).
+_BAND_CROSSINGS = 1 << 18
+_BAND_PIXELS = 1 << 20
 
 
 def _check(points: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, int, int]:
@@ -79,7 +88,9 @@ def polygon_to_mask(
     ValueError
         Malformed points or shape, more than ``MAX_POINTS`` vertices, a
         coordinate that is not finite or beyond ``MAX_COORDINATE``, a mask over
-        ``MAX_PIXELS``.
+        ``MAX_PIXELS``, more than ``MAX_CROSSINGS`` (edge, row) crossings
+        (checked before any work array is allocated; see
+        :func:`count_crossings`).
 
     Notes
     -----
@@ -87,7 +98,8 @@ def polygon_to_mask(
     row it spans; sorted crossings pair into inside runs.  The work is
     proportional to vertices + rows crossed + pixels filled, with no per-pixel
     point-in-polygon test (``benchmarks/bench_mask.py`` measures it against the
-    PIL helper).
+    PIL helper).  Rows are processed in bands, so memory stays at the mask plus
+    a few MB whatever the polygon.
 
     Examples
     --------
@@ -110,27 +122,118 @@ def polygon_to_mask(
 
     x0, y0 = points[:, 0], points[:, 1]
     x1, y1 = np.concatenate((x0[1:], x0[:1])), np.concatenate((y0[1:], y0[:1]))
-    # Rows crossed by edge i: the integers r with min(y0, y1) <= r < max(y0, y1),
-    # clipped to the image.  ceil is monotone, so it is taken once per vertex.
-    ceil_y = np.minimum(np.maximum(np.ceil(y0), 0), height)
-    ceil_y1 = np.concatenate((ceil_y[1:], ceil_y[:1]))
-    first_row = np.minimum(ceil_y, ceil_y1)
-    counts = (np.maximum(ceil_y, ceil_y1) - first_row).astype(np.intp)
+    first_row, counts = _rows_crossed(y0, height)
     total = int(counts.sum())
+    if total > MAX_CROSSINGS:
+        raise ValueError(
+            f"the polygon's edges cross {total} (edge, row) pairs, more than "
+            f"MAX_CROSSINGS={MAX_CROSSINGS}"
+        )
     if total == 0:
         return mask
+    flip = y1 < y0
+    x_low, y_low = np.where(flip, x1, x0), np.where(flip, y1, y0)
+    dx, dy = x1 - x0, y1 - y0
+    # Rows are filled in bands holding at most about _BAND_CROSSINGS crossings
+    # and _BAND_PIXELS pixels, so the work arrays stay small whatever the
+    # polygon (a zig-zag of 100,000 vertices spanning the image crosses 1e8+
+    # (edge, row) pairs); each band sees every crossing of its rows, so the
+    # result does not depend on the banding.
+    if total <= _BAND_CROSSINGS and height * width <= _BAND_PIXELS:
+        _fill_rows(mask, first_row, counts, total, x_low, y_low, dx, dy)  # the usual case
+        return mask
+    for start, stop in _bands(first_row, counts, height, width):
+        band_first = np.maximum(first_row, start)
+        band_counts = np.maximum(np.minimum(first_row + counts, stop) - band_first, 0)
+        band_total = int(band_counts.sum())
+        if band_total:
+            _fill_rows(mask, band_first, band_counts, band_total, x_low, y_low, dx, dy)
+    return mask
 
+
+def _rows_crossed(y: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """First row and number of rows each edge (y[i] -> y[i+1]) crosses inside the image.
+
+    Rows crossed by edge i: the integers r with min(y0, y1) <= r < max(y0, y1),
+    clipped to the image.  ceil is monotone, so it is taken once per vertex.
+    """
+    ceil_y = np.minimum(np.maximum(np.ceil(y), 0), height)
+    ceil_y1 = np.concatenate((ceil_y[1:], ceil_y[:1]))
+    first_row = np.minimum(ceil_y, ceil_y1).astype(np.intp)
+    counts = (np.maximum(ceil_y, ceil_y1) - first_row).astype(np.intp)
+    return first_row, counts
+
+
+def count_crossings(points: np.ndarray, shape: tuple[int, int]) -> int:
+    """How many (edge, row) crossings rasterising ``points`` on ``shape`` costs.
+
+    The rasteriser refuses a polygon over :data:`MAX_CROSSINGS`; this tells
+    beforehand, in O(vertices) time and memory.
+
+    Parameters
+    ----------
+    points : array_like of shape (N, 2)
+        Vertices as (x, y) = (column, row).
+    shape : tuple of int
+        (H, W) of the mask.
+
+    Returns
+    -------
+    int
+        The sum over edges of the pixel rows each edge spans within the image.
+
+    Examples
+    --------
+    >>> count_crossings([(0, 0), (0, 3), (3, 3), (3, 0)], (5, 5))
+    6
+    """
+    points, height, _ = _check(points, shape)
+    if len(points) < 3:
+        return 0
+    return int(_rows_crossed(points[:, 1], height)[1].sum())
+
+
+def _bands(
+    first_row: np.ndarray, counts: np.ndarray, height: int, width: int
+) -> list[tuple[int, int]]:
+    """Cut rows 0..height into bands of bounded crossings and pixels."""
+    per_row = np.cumsum(
+        np.bincount(first_row, minlength=height + 1)
+        - np.bincount(first_row + counts, minlength=height + 1)
+    )[:height]
+    before = np.cumsum(per_row) - per_row  # crossings in the rows above each row
+    rows_per_band = max(1, _BAND_PIXELS // width)
+    starts = np.flatnonzero(np.diff(before // _BAND_CROSSINGS, prepend=-1))
+    starts = np.union1d(starts, np.arange(0, height, rows_per_band))
+    stops = np.append(starts[1:], height)
+    return list(zip(starts.tolist(), stops.tolist(), strict=True))
+
+
+def _fill_rows(
+    mask: np.ndarray,
+    first_row: np.ndarray,
+    counts: np.ndarray,
+    total: int,
+    x_low: np.ndarray,
+    y_low: np.ndarray,
+    dx: np.ndarray,
+    dy: np.ndarray,
+) -> None:
+    """Fill ``mask`` where edge i crosses rows first_row[i] .. first_row[i] + counts[i] - 1.
+
+    Every crossing of those rows must be given, since crossings pair up row by row.
+    """
+    width = mask.shape[1]
     # One crossing per (edge, row).  x is interpolated from the edge's lower
     # end, so an edge shared by two polygons (walked in opposite directions)
     # gives bit-identical crossings and the two masks tile exactly.  Multiply
     # before dividing: for integer and half-integer vertices the product is
     # exact, so a centre exactly on an edge gets exactly its x (a precomputed
     # slope such as 58/14 is rounded, and 7 * (58/14) gives 29.000000000000004).
-    flip = y1 < y0
-    x_low, y_low = np.where(flip, x1, x0), np.where(flip, y1, y0)
     edge = np.repeat(np.arange(len(counts)), counts)
     rows = first_row[edge] + (np.arange(total) - (np.cumsum(counts) - counts)[edge])
-    crossing_x = x_low[edge] + (rows - y_low[edge]) * (x1 - x0)[edge] / (y1 - y0)[edge]
+    crossing_x = x_low[edge] + (rows - y_low[edge]) * dx[edge] / dy[edge]
+    del edge
 
     # Pixel c is right of a crossing at x when c >= ceil(x).  Sorted by
     # (row, ceil(x)), crossings pair up into the inside runs [c0, c1) of each
@@ -143,7 +246,6 @@ def polygon_to_mask(
     if filled:
         base = np.repeat(run_start - (np.cumsum(run_length) - run_length), run_length)
         mask.ravel()[base + np.arange(filled)] = True
-    return mask
 
 
 def _challenge_mask(points: np.ndarray, height: int, width: int) -> np.ndarray:

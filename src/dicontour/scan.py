@@ -32,8 +32,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .contour import OUT_OF_BOUNDS_MARGIN as OUT_OF_BOUNDS_MARGIN  # re-exported
 from .errors import ContourError, DicomError, LayoutError, RefusedFileError
-from .index import Index, PatientCounts, SampleRecord, read_header, read_points
+from .index import Index, PatientCounts, SampleRecord, read_header, read_polygon
 from .problems import Problem, problem
 from .qa.checks import I_OUTSIDE_O_TOLERANCE as I_OUTSIDE_O_TOLERANCE  # re-exported
 from .qa.checks import check_patient
@@ -45,9 +46,6 @@ _CONTOUR_NAME = {
     "o": re.compile(r"^IM-\d+-(\d+)-ocontour-manual\.txt$"),
 }
 _CONTOUR_DIRS = {"i": "i-contours", "o": "o-contours"}
-#: How far (pixels) a contour may reach beyond the image's outer edge.  Pixel
-#: centres run 0..W-1, so the image itself spans -0.5..W-0.5 in x (likewise y).
-OUT_OF_BOUNDS_MARGIN = 1.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +54,11 @@ class Patient:
 
     patient_id: str
     original_id: str
+
+    @property
+    def label(self) -> str:
+        """How an engine error names this patient's task."""
+        return f"patient {self.patient_id}"
 
 
 @dataclass
@@ -76,22 +79,23 @@ _LINE_END = re.compile(rb"\r\n|\r|\n")  # the csv module's own line ends, split 
 _HEADER = ["patient_id", "original_id"]
 
 
-def read_link_csv(root: str | Location) -> list[Patient]:
+def read_link_csv(root: str | Location, *, strict: bool = True) -> list[Patient]:
     """Read ``link.csv``: one :class:`Patient` per row.
 
     Blank lines are skipped, before the header too.  :func:`scan` reports a bad
     row as a ``bad-link-row`` problem and uses the others; called directly,
-    this function raises on it.
+    this function raises on it, or with ``strict=False`` leaves it out as the
+    scan does.
 
     Raises
     ------
     LayoutError
         The root or link.csv is missing or not a regular file, link.csv is over
         :data:`MAX_LINK_CSV_BYTES`, lacks the ``patient_id,original_id``
-        header, or has a bad row.
+        header, or (``strict``) has a bad row.
     """
     patients, problems = _read_links(location(root))
-    if problems:
+    if problems and strict:
         raise LayoutError(f"link.csv {problems[0].message}")
     return patients
 
@@ -141,6 +145,8 @@ def _link_bytes(where: Location) -> bytes:
     try:
         is_dir = where.fs.isdir(where.base)
         is_file = True if where.is_local else where.fs.isfile(where.path("link.csv"))
+    except LayoutError:  # no package for the scheme, or an unknown scheme: already in words
+        raise
     except Exception as exc:  # object stores raise their own types (botocore, aiohttp, ...)
         raise LayoutError(
             f"{where.redacted()}: cannot reach the dataset root ({type(exc).__name__})"
@@ -315,26 +321,6 @@ def _duplicate(path: str, kept: str, number: int, patient_id: str) -> Problem:
     )
 
 
-def _check_bounds(points: np.ndarray, shape: tuple[int, int]) -> str | None:
-    """Say how a contour leaves the image, or None when it stays within the margin."""
-    rows, columns = shape
-    low = -0.5 - OUT_OF_BOUNDS_MARGIN
-    x, y = points[:, 0], points[:, 1]
-    if (
-        x.min() < low
-        or y.min() < low
-        or x.max() > columns - 0.5 + OUT_OF_BOUNDS_MARGIN
-        or (y.max() > rows - 0.5 + OUT_OF_BOUNDS_MARGIN)
-    ):
-        return (
-            f"points span x {x.min():.1f}..{x.max():.1f}, y {y.min():.1f}..{y.max():.1f}, "
-            f"more than {OUT_OF_BOUNDS_MARGIN:g} pixel beyond the image "
-            f"({rows} rows x {columns} columns: x and y from -0.5 to {columns - 0.5:g} "
-            f"and {rows - 0.5:g})"
-        )
-    return None
-
-
 def scan_patient(
     root: str | Location, patient: Patient, contours: ContourSource | None = None
 ) -> PatientScan:
@@ -350,7 +336,14 @@ def scan_patient(
     pid = patient.patient_id
     dicom_folder = f"dicoms/{pid}"
     slices: dict[int, str] = {}
-    for name, is_dir in sorted(_children(where, dicom_folder, problems, pid).items()):
+    listed = _children(where, dicom_folder, problems, pid)
+    if not listed and not problems:
+        unseen = _unseen(where, dicom_folder, pid)
+        if unseen is not None:
+            # Not an empty patient: the folder was listed when the scan began.
+            result.problems.append(unseen)
+            return result
+    for name, is_dir in sorted(listed.items()):
         match = None if is_dir else _DICOM_NAME.match(name)
         if match is None:
             problems.append(
@@ -413,7 +406,8 @@ def scan_patient(
             if path is None:
                 continue
             try:
-                polygon = read_points(where, path)
+                # The same reading and checks as every load (out-of-bounds etc.).
+                polygon = read_polygon(where, path, header.shape)
             except ContourError as exc:
                 problems.append(
                     problem(
@@ -423,12 +417,6 @@ def scan_patient(
                         patient_id=pid,
                         slice=number,
                     )
-                )
-                continue
-            outside = _check_bounds(polygon, header.shape)
-            if outside:
-                problems.append(
-                    problem("out-of-bounds", path, outside, patient_id=pid, slice=number)
                 )
                 continue
             points[kind] = polygon
@@ -448,6 +436,36 @@ def scan_patient(
     # Consistency checks (qa/checks.py): slice by slice and across the patient.
     problems.extend(check_patient(result.records, polygons))
     return result
+
+
+def _unseen(where: Location, folder: str, patient_id: str) -> Problem | None:
+    """Why an empty listing of ``folder`` is not an empty patient, or None when it is one."""
+    try:
+        root_seen = where.fs.isdir(where.base)
+        folder_seen = root_seen and where.fs.isdir(where.path(folder))
+    except Exception as exc:  # object stores raise their own types (botocore, aiohttp, ...)
+        root_seen = folder_seen = False
+        why = f"{type(exc).__name__}: {exc}"
+    else:
+        why = "no such folder"
+    if not root_seen:
+        return problem(
+            "root-unreachable",
+            folder,
+            f"the dataset root {where.redacted()} cannot be seen where this patient was scanned "
+            f"({why}; a cluster worker without the same mount or credentials?); "
+            "the patient's files are not used",
+            patient_id=patient_id,
+        )
+    if not folder_seen:
+        return problem(
+            "missing-patient-folder",
+            folder,
+            "the folder was there when the scan began and is gone now (or cannot be seen "
+            "where this patient was scanned); the patient's files are not used",
+            patient_id=patient_id,
+        )
+    return None
 
 
 def _layout_problems(

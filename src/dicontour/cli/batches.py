@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..targets import TARGETS
-from ._format import echo, print_json, problem_section, show_progress, table
+from ._format import echo, print_json, printable, problem_section, show_progress, table
 from ._options import count, duration, workers
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ def report(document: dict[str, Any]) -> str:
         for e in document["epochs"]
     ]
     lines = [
-        f"dataset {document['root']}: {settings['samples_per_epoch']} samples "
+        f"dataset {printable(document['root'])}: {settings['samples_per_epoch']} samples "
         f"({settings['target']}-contour), {settings['batches_per_epoch']} batches of "
         f"{settings['batch_size']}, {settings['workers']} workers, prefetch "
         f"{settings['prefetch']}, images {settings['shape'][0]}x{settings['shape'][1]}",

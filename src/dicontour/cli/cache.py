@@ -67,20 +67,21 @@ def run_build(args: argparse.Namespace) -> int:
     seconds = report.seconds
     if report.up_to_date:
         echo(
-            f"{report.cache}: up to date ({report.samples} samples in {report.shards} shards, "
+            f"{printable(report.cache)}: up to date ({report.samples} samples in "
+            f"{report.shards} shards, "
             f"every checksum checked in {seconds['check']:.2f} s)"
         )
         return 0
     rate = report.samples / seconds["total"] if seconds["total"] else 0.0
     echo(
-        f"{report.cache}: {report.samples} samples in {report.shards} shards "
+        f"{printable(report.cache)}: {report.samples} samples in {report.shards} shards "
         f"({report.built} built, {report.reused} kept) in {seconds['total']:.1f} s "
         f"(list {seconds['list']:.1f} s, scan {seconds['scan']:.1f} s, "
         f"shards {seconds['build']:.1f} s; {rate:,.0f} samples/s)"
     )
     errors = report.problems.get("error", 0)
     if errors:
-        echo(f"the scan found {errors} error(s); see `dicontour scan {args.root}`")
+        echo(f"the scan found {errors} error(s); see `dicontour scan {printable(args.root)}`")
     return 0
 
 
@@ -90,8 +91,8 @@ def run_verify(args: argparse.Namespace) -> int:
 
     if args.root is not None:
         # An unusable dataset root is a usage error (exit 2) for every command,
-        # not a stale cache.
-        read_link_csv(args.root)
+        # not a stale cache.  A bad row is not (the scan reports it and uses the rest).
+        read_link_csv(args.root, strict=False)
     with engine_from_args(args, workers=1) as engine:
         report = verify_cache(args.cache, root=args.root, engine=engine, strict=False)
     if args.json:
@@ -99,7 +100,7 @@ def run_verify(args: argparse.Namespace) -> int:
         return 0 if report.ok else 1
     freshness = {None: "", True: ", dataset unchanged", False: ", STALE"}[report.fresh]
     echo(
-        f"{report.cache}: {report.samples} samples in {report.shards} shards, "
+        f"{printable(report.cache)}: {report.samples} samples in {report.shards} shards, "
         f"{report.bytes / 1e6:,.1f} MB checked in {report.seconds:.1f} s{freshness}: "
         + ("OK" if report.ok else f"{len(report.failures)} problem(s)")
     )

@@ -7,7 +7,7 @@ import os
 
 from ..errors import LayoutError
 from ..scan import scan
-from ._format import echo
+from ._format import echo, printable
 from .scan import report
 
 
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from ..phantom import write_phantom
 
     if os.path.isfile(os.path.join(args.dir, "link.csv")):
-        echo(f"using the example dataset already in {args.dir}")
+        echo(f"using the example dataset already in {printable(args.dir)}")
     else:
         try:
             info = write_phantom(args.dir, seed=args.seed)
@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
             raise LayoutError(f"cannot write the example dataset: {exc}") from exc
         echo(
             f"wrote {info.dicoms} DICOMs, {info.i_contours} i-contours and "
-            f"{info.o_contours} o-contours for {len(info.patients)} patients to {args.dir}, "
+            f"{info.o_contours} o-contours for {len(info.patients)} patients to "
+            f"{printable(args.dir)}, "
             f"with {len(info.faults)} deliberate faults"
         )
     echo(report(scan(args.dir)))

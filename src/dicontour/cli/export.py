@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     contours = contour_source(args)
-    with engine_from_args(args, workers=1) as engine:
+    with engine_from_args(args, workers=1, root=args.root) as engine:
         index = scan(args.root, progress=show_progress(args), mapper=engine.map, contours=contours)
     report = export(
         index,

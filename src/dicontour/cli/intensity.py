@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._format import echo, print_json, show_progress, table
+from ._format import echo, print_json, printable, show_progress, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,5 +65,5 @@ def run(args: argparse.Namespace) -> int:
         "oracle Dice: best single threshold inside o, per slice, averaged\n" + table(headers, rows)
     )
     if args.out:
-        echo(f"\nwrote {args.out}/slices.csv, patients.csv, intensity.json, histograms/")
+        echo(f"\nwrote {printable(args.out)}/slices.csv, patients.csv, intensity.json, histograms/")
     return 0

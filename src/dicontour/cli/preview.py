@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._format import echo, show_progress
+from ._format import echo, printable, show_progress
 from ._options import count
 
 
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     )
     slices = sum(1 for path in result.images if path.name != "sheet.png")
     echo(
-        f"wrote {result.html}: {slices} slices of {len(result.patients)} patients, "
+        f"wrote {printable(result.html)}: {slices} slices of {len(result.patients)} patients, "
         f"{len(result.problems)} problems shown"
     )
     return 0

@@ -8,7 +8,7 @@ from ..index import Index
 from ..scan import scan
 from ._contours import add_contour_options, contour_source
 from ._engine import add_engine_options, engine_from_args
-from ._format import echo, print_json, problem_section, show_progress, table
+from ._format import echo, print_json, printable, problem_section, show_progress, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     contours = contour_source(args)
-    with engine_from_args(args, workers=1) as engine:
+    with engine_from_args(args, workers=1, root=args.root) as engine:
         index = scan(args.root, progress=show_progress(args), mapper=engine.map, contours=contours)
     return output(args, index)
 
@@ -67,7 +67,7 @@ def report(index: Index) -> str:
         ]
     )
     lines = [
-        f"dataset {index.location.redacted()}",
+        f"dataset {printable(index.location.redacted())}",
         table(["patient", "DICOMs", "labelled", "i-pairs", "o-pairs", "problems"], rows),
         "",
         f"{summary['unlabelled_slices']} unlabelled slices; problems: "

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import DicontourError
 from ..qa.segment import DEFAULT_METHOD, METHODS
-from ._format import echo, print_json, show_progress, table
+from ._format import echo, print_json, printable, show_progress, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -64,7 +64,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         echo(_summary(evaluation, aligned))
         if args.out:
-            echo(f"\nwrote {args.out}/slices.csv, summary.csv, summary.txt, best.png, worst.png")
+            echo(
+                f"\nwrote {printable(args.out)}/slices.csv, summary.csv, summary.txt, "
+                "best.png, worst.png"
+            )
     return 0
 
 

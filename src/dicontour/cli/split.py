@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with engine_from_args(args, workers=1) as engine:
+    with engine_from_args(args, workers=1, root=args.root) as engine:
         index = scan(args.root, progress=show_progress(args), mapper=engine.map)
     index = index.subset(exclude=args.exclude)
     # More folds than patients raises ValueError: the request does not fit the
@@ -115,7 +115,7 @@ def report(document: dict[str, Any]) -> str:
     ]
     headers = ["fold", "train patients", "train samples", "val patients", "val samples", "val"]
     lines = [
-        f"dataset {document['root']}",
+        f"dataset {printable(document['root'])}",
         f"{how} by patient, seed {document['seed']}",
         table(headers, rows),
         "",
@@ -130,7 +130,9 @@ def report(document: dict[str, Any]) -> str:
     else:
         lines.append("excluded: nothing (--exclude CODE leaves out flagged contours)")
     if document["out"]:
-        lines.append(f"wrote {document['out']} ({len(sides)} fold(s), nnU-Net splits_final.json)")
+        lines.append(
+            f"wrote {printable(document['out'])} ({len(sides)} fold(s), nnU-Net splits_final.json)"
+        )
     else:
         lines.append("no file written (--out FILE writes splits_final.json)")
     return "\n".join(lines)

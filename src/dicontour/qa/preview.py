@@ -30,7 +30,7 @@ from urllib.parse import quote
 import numpy as np
 
 from ..errors import ContourError, DicomError
-from ..index import Index, Sample, SampleRecord, read_image, read_points
+from ..index import Index, Sample, SampleRecord, read_image, read_polygon
 from ..problems import Problem
 from ..raster import polygon_to_mask
 from .checks import contour_on_background, duplicate_contours, unloadable
@@ -160,8 +160,8 @@ def _crop_box(sample: Sample, pad: int = 12) -> tuple[int, int, int, int]:
 def _load_with_points(index: Index, record: SampleRecord) -> tuple[Sample, dict[str, np.ndarray]]:
     """The slice as :meth:`Index.load` reads it, and its contour points: each file read once."""
     image = read_image(index.location, record)
-    points = {
-        kind: read_points(index.location, path)
+    points = {  # checked as Index.load checks them (bounds, rasteriser limit)
+        kind: read_polygon(index.location, path, record.shape)
         for kind, path in (("i", record.i_contour), ("o", record.o_contour))
         if path
     }
