@@ -635,3 +635,19 @@ def test_second_contour_on_a_slice_is_an_extra_contour(rt_dataset, phantom):
     assert not index.errors()  # the first contour is used
     text = dicontour.scan(phantom)
     assert index.summary["i_contours"] == text.summary["i_contours"]
+
+
+def test_rtstruct_limits_are_checked_before_parsing(rt_dataset, monkeypatch):
+    from dicontour import rtstruct
+
+    path = _files(rt_dataset, "PHA00001")[0]
+    monkeypatch.setattr(rtstruct, "MAX_RTSTRUCT_BYTES", path.stat().st_size - 1)
+    with pytest.raises(dicontour.ContourError, match="larger than") as caught:
+        read_rtstruct(path)
+    assert caught.value.code == "malformed-rtstruct"
+    index = dicontour.scan(rt_dataset, contours=RtstructContours())
+    assert "malformed-rtstruct" in index.summary["problems"]
+    monkeypatch.setattr(rtstruct, "MAX_RTSTRUCT_BYTES", 2**30)
+    monkeypatch.setattr(rtstruct, "MAX_POINTS", 3)
+    with pytest.raises(dicontour.ContourError, match="over 3 points"):
+        read_rtstruct(path)

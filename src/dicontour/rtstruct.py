@@ -44,14 +44,15 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
 
 from ._files import open_regular
-from .contour import check_polygon
+from .contour import MAX_POINTS, check_polygon
 from .dicom import DicomHeader, patient_to_pixel, pixel_to_patient, read_dicom_header
 from .errors import ContourError, DicomError, RefusedFileError
 from .problems import Problem, problem
 from .storage import Location
 
-#: Largest RT Structure Set file read, in bytes (checked before reading).
-MAX_RTSTRUCT_BYTES = 256 * 2**20
+#: Largest RT Structure Set file read, in bytes (checked before reading): the
+#: parsed numbers cost several times the text, so this bounds memory to ~1 GiB.
+MAX_RTSTRUCT_BYTES = 64 * 2**20
 #: How far (mm) a contour's points may lie from its image's plane.
 OFF_PLANE_TOLERANCE = 0.1
 #: Decimals kept of the pixel coordinates computed from patient coordinates.
@@ -258,6 +259,8 @@ def _contours(ds: Dataset, where: str) -> list[RtContour]:
             values = item.get("ContourData")
             if values is None:
                 raise _malformed(where, f"ROI {number} contour {k}: no Contour Data")
+            if isinstance(values, Sequence) and len(values) > 3 * MAX_POINTS:
+                raise _malformed(where, f"ROI {number} contour {k}: over {MAX_POINTS} points")
             points = np.array(
                 [float(v) for v in (values if isinstance(values, Sequence) else [values])]
             )
