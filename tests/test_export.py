@@ -449,8 +449,12 @@ def test_cli_export_and_rtstruct_scan(phantom, tmp_path, capsys):
     scanned = json.loads(capsys.readouterr().out)
     assert scanned["summary"]["i_contours"] == dicontour.scan(phantom).summary["i_contours"]
     assert main(["scan", str(phantom), "--roi-map", "i=x"]) == 2  # text contours take no map
+    assert "--roi-map applies to --contours rtstruct only" in capsys.readouterr().err
     assert main(["export", str(phantom), str(out), "--format", "rtstruct"]) == 1  # refused
-    assert "already holds this export" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"dicontour: error: {out}: already holds this export; pass resume=True (--resume) to "
+        "complete it, or choose an empty or new folder\n"
+    )
 
 
 # ------------------------------------------------------------------ rerun and atomicity
@@ -475,8 +479,9 @@ def test_rerun_refused_or_resumed(phantom, tmp_path, monkeypatch):
     assert len([w for w in written if w.endswith(".nii.gz")]) == 4  # whole files only
     assert not [w for w in written if w.endswith(".tmp")]
     monkeypatch.setattr(export_module, "nifti_slice", real)
-    with pytest.raises(ExportError, match="already holds this export"):
+    with pytest.raises(ExportError, match="already holds this export") as caught:
         export(index, out, "nnunet", folds=2)
+    assert str(caught.value).startswith(f"{out}: already holds this export; pass resume=True")
     with pytest.raises(ExportError, match="other settings"):
         export(index, out, "nnunet", folds=2, exclude=["i-outside-o"], resume=True)
     with pytest.raises(ExportError, match="other settings"):

@@ -191,13 +191,11 @@ def _check_out(out: Path, settings: dict[str, Any], plan: _Plan, resume: bool) -
             k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k)
         )
         raise ExportError(
-            out,
             f"{out}: holds an export with other settings ({', '.join(differ)} differ); "
             "choose an empty or new folder",
         )
     if not resume:
         raise ExportError(
-            out,
             f"{out}: already holds this export; pass resume=True (--resume) to complete it, "
             "or choose an empty or new folder",
         )
