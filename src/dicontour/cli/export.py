@@ -9,7 +9,7 @@ from ..problems import EXCLUDES
 from ..scan import scan
 from ._contours import add_contour_options, contour_source
 from ._engine import add_engine_options, engine_from_args
-from ._format import echo, print_json, show_progress
+from ._format import echo, print_json, printable, show_progress
 from ._options import count
 
 
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         print_json(report.to_dict())
     else:
         echo(
-            f"{report.format}: {report.cases} cases to {report.out}; "
+            f"{report.format}: {report.cases} cases to {printable(report.out)}; "
             f"{len(report.written)} files written, {len(report.kept)} kept"
         )
     return 0
