@@ -261,8 +261,9 @@ def _nearest(
     inside = None
     if outside is not None:
         inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
-    np.clip(r, 0, height - 1, out=r)
-    np.clip(c, 0, width - 1, out=c)
+    # maximum/minimum, not np.clip: its Python-side checks cost more than the work here.
+    np.minimum(np.maximum(r, 0, out=r), height - 1, out=r)
+    np.minimum(np.maximum(c, 0, out=c), width - 1, out=c)
     flat, origin, steps = _flat_pixels(array)
     index = r * steps[-2]
     index += c * steps[-1]
@@ -271,7 +272,7 @@ def _nearest(
     # One gather per leading index (mask channel), each from the channel's first pixel on.
     for lead in np.ndindex(array.shape[:-2]):
         start = sum(i * s for i, s in zip(lead, steps, strict=False))
-        flat.take(index + start, out=out[lead], mode="clip")
+        flat.take(index + start if start else index, out=out[lead], mode="clip")
     if inside is not None:
         out &= inside
     return out
@@ -371,28 +372,32 @@ def _warp_mask(mask: np.ndarray, matrix: np.ndarray, offset: np.ndarray) -> np.n
     """Nearest-neighbour resampling of bool (C, H, W), computed only where True can land."""
     height, width = mask.shape[1:]
     out = np.zeros(mask.shape, dtype=bool)
-    found = np.flatnonzero(mask.any(axis=0).ravel())
-    if not len(found):
+    # The masks' bounding box, from the rows and columns holding a True (one
+    # contour's mask: no reduction over channels, and a flipped view is not copied).
+    anywhere = mask[0] if mask.shape[0] == 1 else mask.any(axis=0)
+    hit_rows = np.flatnonzero(anywhere.any(axis=1))
+    if not len(hit_rows):
         return out
-    fr, fc = np.divmod(found, width)
-    # Output pixels whose source rounds into the masks' bounding box [lo - 0.5, hi + 0.5):
-    # the inverse map of that box's corners bounds them (plus a pixel for rounding).
-    box = np.array(
-        [[fr.min() - 0.5, fc.min() - 0.5], [fr.max() + 0.5, fc.max() + 0.5]], dtype=np.float64
-    )
-    corners = np.array([[box[i, 0], box[j, 1]] for i in (0, 1) for j in (0, 1)])
-    try:
-        inverse = np.linalg.inv(matrix)
-    except np.linalg.LinAlgError:
-        inverse = None
-    if inverse is None:
+    hit_columns = np.flatnonzero(anywhere.any(axis=0))
+    # Output pixels whose source rounds into that box [lo - 0.5, hi + 0.5): the
+    # inverse map of the box's corners bounds them (plus a pixel for rounding).
+    # Plain floats: a 2 x 2 inverse in numpy costs more in calls than in arithmetic.
+    (a, b), (c, d) = matrix.tolist()
+    o_r, o_c = offset.tolist()
+    det = a * d - b * c
+    inverse = (d / det, -b / det, -c / det, a / det) if det else (math.nan,)
+    if not all(math.isfinite(v) for v in inverse):
         r_lo, r_hi, c_lo, c_hi = 0, height, 0, width
     else:
-        landed = (corners - offset) @ inverse.T
-        r_lo = max(int(np.floor(landed[:, 0].min())) - 1, 0)
-        r_hi = min(int(np.ceil(landed[:, 0].max())) + 2, height)
-        c_lo = max(int(np.floor(landed[:, 1].min())) - 1, 0)
-        c_hi = min(int(np.ceil(landed[:, 1].max())) + 2, width)
+        i00, i01, i10, i11 = inverse
+        box_rows = (int(hit_rows[0]) - 0.5 - o_r, int(hit_rows[-1]) + 0.5 - o_r)
+        box_columns = (int(hit_columns[0]) - 0.5 - o_c, int(hit_columns[-1]) + 0.5 - o_c)
+        landed_r = [i00 * y + i01 * x for y in box_rows for x in box_columns]
+        landed_c = [i10 * y + i11 * x for y in box_rows for x in box_columns]
+        r_lo = max(math.floor(min(landed_r)) - 1, 0)
+        r_hi = min(math.ceil(max(landed_r)) + 2, height)
+        c_lo = max(math.floor(min(landed_c)) - 1, 0)
+        c_hi = min(math.ceil(max(landed_c)) + 2, width)
     if r_lo >= r_hi or c_lo >= c_hi:
         return out
     rows = np.arange(r_lo, r_hi, dtype=np.float64)
