@@ -190,6 +190,8 @@ def affine(
     for the image, 0 for the mask) on a 256 x 256 slice: the image in blocks
     of rows that stay in the CPU cache, the masks only inside the bounding
     box their pixels can land in (a contour covers a few percent of the image).
+    A flipped or turned view (from :class:`RandomFlip`, :class:`RandomRot90`)
+    is read through its strides, not copied first: the same output, bit for bit.
     Bilinear values match scipy's ``mode="nearest"`` to float32 rounding.
 
     Examples
