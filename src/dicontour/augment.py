@@ -398,7 +398,7 @@ def _warp_mask(mask: np.ndarray, matrix: np.ndarray, offset: np.ndarray) -> np.n
     out = np.zeros(mask.shape, dtype=bool)
     # The masks' bounding box, from the rows and columns holding a True (one
     # contour's mask: no reduction over channels, and a flipped view is not copied).
-    anywhere = mask[0] if mask.shape[0] == 1 else mask.any(axis=0)
+    anywhere = mask[0] if mask.shape[0] == 1 else np.asarray(mask.any(axis=0))
     box = _bounding_box(anywhere)
     if box is None:
         return out
@@ -409,7 +409,7 @@ def _warp_mask(mask: np.ndarray, matrix: np.ndarray, offset: np.ndarray) -> np.n
     (a, b), (c, d) = matrix.tolist()
     o_r, o_c = offset.tolist()
     det = a * d - b * c
-    inverse = (d / det, -b / det, -c / det, a / det) if det else (math.nan,)
+    inverse: tuple[float, ...] = (d / det, -b / det, -c / det, a / det) if det else (math.nan,)
     if not all(math.isfinite(v) for v in inverse):
         r_lo, r_hi, c_lo, c_hi = 0, height, 0, width
     else:

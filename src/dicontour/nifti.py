@@ -18,15 +18,17 @@ spacing only (a diagonal); without PixelSpacing too, 1 mm.
 from __future__ import annotations
 
 import gzip
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .dicom import DicomHeader
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
-def _nibabel():  # type: ignore[no-untyped-def]
+def _nibabel() -> Any:
     try:
         import nibabel
     except ImportError as exc:  # an optional dependency: say which extra brings it
@@ -71,7 +73,7 @@ def slice_affine(header: DicomHeader) -> np.ndarray:
     return affine
 
 
-def nifti_slice(array: np.ndarray, header: DicomHeader, *, dtype: str | np.dtype) -> bytes:
+def nifti_slice(array: np.ndarray, header: DicomHeader, *, dtype: npt.DTypeLike) -> bytes:
     """A (H, W) array as the bytes of a gzipped NIfTI-1 file of shape (H, W, 1).
 
     The bytes are the same for the same input (gzip's timestamp is 0), so a

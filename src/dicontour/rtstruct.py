@@ -41,7 +41,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
 
 from ._files import open_regular
 from .contour import MAX_POINTS, check_polygon
@@ -123,31 +123,37 @@ def parse_roi_map(spec: Mapping[str, Iterable[str]] | Sequence[str] | str | None
     >>> parse_roi_map(["i=LV_Endo,Endocardium", "o=LV Epi"])
     {'lv endo': 'i', 'endocardium': 'i', 'lv epi': 'o'}
     """
-    if spec is None:
-        spec = DEFAULT_ROI_NAMES
-    elif isinstance(spec, str | os.PathLike):
+    given: Mapping[str, Iterable[str]] | Sequence[str] | str | os.PathLike[str]
+    given = DEFAULT_ROI_NAMES if spec is None else spec
+    if isinstance(given, str | os.PathLike):
+        path = os.fspath(given)
         try:
-            with open(spec, encoding="utf-8") as handle:
-                spec = json.load(handle)
+            with open(path, encoding="utf-8") as handle:
+                loaded = json.load(handle)
         except (OSError, ValueError) as exc:
-            raise ValueError(f"ROI map {os.fspath(spec)}: cannot read JSON ({exc})") from exc
-        if not isinstance(spec, dict):
-            raise ValueError(f"ROI map must be a JSON object {{'i': [...], 'o': [...]}}: {spec!r}")
-    if not isinstance(spec, Mapping):
+            raise ValueError(f"ROI map {path}: cannot read JSON ({exc})") from exc
+        if not isinstance(loaded, dict):
+            raise ValueError(
+                f"ROI map must be a JSON object {{'i': [...], 'o': [...]}}: {loaded!r}"
+            )
+        given = loaded
+    mapping: Mapping[str, Iterable[str] | str]
+    if isinstance(given, Mapping):
+        mapping = given
+    else:
         items: dict[str, list[str]] = {}
-        for item in spec:
+        for item in given:
             kind, sep, names = item.partition("=")
             if not sep:
                 raise ValueError(f"ROI map item {item!r}: expected KIND=NAME[,NAME...]")
             items.setdefault(kind.strip(), []).extend(names.split(","))
-        spec = items
+        mapping = items
     result: dict[str, str] = {}
-    for kind, names in spec.items():
+    for kind, given_names in mapping.items():
         if kind not in ("i", "o"):
             raise ValueError(f"ROI map: kind must be 'i' or 'o', got {kind!r}")
-        if isinstance(names, str):
-            names = [names]
-        for name in names:
+        roi_names = [given_names] if isinstance(given_names, str) else list(given_names)
+        for name in roi_names:
             key = normalize_roi_name(str(name))
             if not key:
                 continue
@@ -640,13 +646,14 @@ def structure_set(
             f"{len(studies)} study UID(s) {sorted(map(str, studies))[:3]} and {len(frames)} "
             f"frame(s) of reference"
         )
-    frame, study = frames.pop(), studies.pop()
+    # Both sets hold exactly one UID, not None (checked above).
+    frame, study = str(frames.pop()), str(studies.pop())
     first = sources[0]
     now = datetime.datetime.now()
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = RTStructureSetStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = sop_instance_uid or generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid or generate_uid())
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.InstanceCreationDate = now.strftime("%Y%m%d")

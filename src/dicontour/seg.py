@@ -30,6 +30,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from copy import deepcopy
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -45,7 +46,7 @@ SEGMENTS: dict[int, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def _highdicom():  # type: ignore[no-untyped-def]
+def _highdicom() -> Any:
     try:
         import highdicom
     except ImportError as exc:  # an optional dependency: say which extra brings it
