@@ -394,7 +394,10 @@ EXIT_CODES = [
     (["scan", "ROOT", "--bogus"], 2),
     (["scan", "ROOT", "--workers", "-1"], 2),
     (["scan", "ROOT", "--workers", "100000"], 2),
-    (["scan", "ROOT", "--scheduler", "tcp://127.0.0.1:1"], 2),  # needs --engine dask
+    # --scheduler alone means the dask engine (issue 13); with --engine local it is a usage error.
+    (["scan", "ROOT", "--engine", "local", "--scheduler", "tcp://127.0.0.1:1"], 2),
+    (["scan", "ROOT", "--scheduler", "tcp://127.0.0.1:1", "--connect-timeout", "0"], 2),
+    (["scan", "ROOT", "--scheduler", "tcp://127.0.0.1:1", "--no-worker-timeout", "-1"], 2),
     (["cache", "build", "ROOT", "OUT", "--shard-size", "0"], 2),
     (["cache", "build", "ROOT", "OUT", "--workers", "-3"], 2),
     (["batches", "ROOT", "--batch-size", "0"], 2),

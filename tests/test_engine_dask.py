@@ -103,6 +103,9 @@ class Slowed:
     def map(self, fn, items):
         return self.engine.map(fn, items)
 
+    def each_worker(self, fn, *args):
+        return self.engine.each_worker(fn, *args)
+
     def run(self, fn, items):
         delay = self.delay
 
@@ -173,3 +176,75 @@ def test_cli_build_and_train_on_a_local_dask_cluster(dataset: Path, tmp_path: Pa
 def test_an_unreachable_scheduler_is_a_clear_error() -> None:
     with pytest.raises(EngineError, match=r"cannot reach the Dask scheduler tcp://127\.0\.0\.1:9"):
         DaskEngine("tcp://127.0.0.1:9", timeout=1)
+
+
+def test_a_client_or_a_cluster_object_is_used_as_given(cluster) -> None:
+    with distributed.Client(cluster.scheduler_address, timeout=10) as client:
+        with DaskEngine(client) as engine:
+            assert engine.scheduler == cluster.scheduler_address
+            assert list(engine.map(abs, [-1, -2])) == [1, 2]
+        assert client.status == "running"  # not closed: it is the caller's
+    with DaskEngine(cluster) as engine:  # as a KubeCluster or SLURMCluster would be given
+        assert engine.workers == 2
+        assert list(engine.map(abs, [-3])) == [3]
+    assert cluster.status.name == "running"
+
+
+def test_workers_with_another_dicontour_version_are_refused(
+    cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This process plays the other version: the workers run the real one.
+    monkeypatch.setattr(dicontour, "__version__", "0.0.0-other")
+    with pytest.raises(EngineError, match=r"Dask worker tcp://127\.0\.0\.1:\d+ runs dicontour "):
+        DaskEngine(cluster.scheduler_address)
+
+
+def test_a_task_refuses_a_worker_that_joined_with_another_version(
+    engine: DaskEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Connected when the versions agreed; a worker with another version joins later.
+    monkeypatch.setattr(dicontour, "__version__", "0.0.0-other")
+    with pytest.raises(EngineError, match=r"the client runs 0\.0\.0-other: install dicontour"):
+        list(engine.map(abs, [-1]))
+
+
+def test_scheduler_alone_implies_the_dask_engine(cluster, dataset: Path, capsys) -> None:
+    assert main(["scan", str(dataset), "--json"]) == 0
+    local = capsys.readouterr().out
+    assert main(["scan", str(dataset), "--json", "--scheduler", cluster.scheduler_address]) == 0
+    assert capsys.readouterr().out == local
+    argv = ["scan", str(dataset), "--engine", "local", "--scheduler", cluster.scheduler_address]
+    assert main(argv) == 2
+    assert "needs the dask engine" in capsys.readouterr().err
+
+
+class _Named:
+    """An item that names itself in engine errors, as a shard task does."""
+
+    label = "shard 000007"
+
+
+def _die(_: object) -> None:
+    os._exit(1)  # what the kernel's OOM killer does to a worker, as far as Dask can tell
+
+
+def test_a_task_that_keeps_killing_its_worker_is_one_line() -> None:
+    import dask
+
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        distributed.LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            host="127.0.0.1",
+        ) as local,
+        DaskEngine(local) as engine,
+        pytest.raises(EngineError) as caught,
+    ):
+        list(engine.run(_die, [_Named()]))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("shard 000007: the Dask workers running it died")
+    assert "run the same command again to resume" in message

@@ -15,6 +15,7 @@ from conftest import I_SQUARE, O_SQUARE, SHAPE, contour_name, write_dicom
 
 import dicontour
 from dicontour import CODES, LayoutError, scan
+from dicontour.phantom import write_phantom
 from dicontour.scan import OUT_OF_BOUNDS_MARGIN, Patient, _PatientScanner, scan_patient
 
 
@@ -46,6 +47,9 @@ def test_every_problem_code_is_triggered(fault_tree, fault_index):
     # Special files, unlistable folders and files vanishing mid-scan cannot live in a
     # shared tree (copies would block or fail): tests/test_files.py triggers them.
     expected -= {"not-a-regular-file", "unreadable-folder", "missing-contour"}
+    # A root seen by the client but not where a patient is scanned: a worker without the
+    # mount (tests/test_cluster.py), or scan_patient on another root (below).
+    expected -= {"root-unreachable"}
     if not any(code == "broken-link" for code, _ in fault_tree.problems):
         expected -= {"broken-link", "link-outside-root"}  # no symlinks on this system
     assert codes == expected
@@ -454,3 +458,30 @@ def test_location_of_paths_and_urls(tmp_path):
     (tmp_path / "f.txt").write_bytes(b"abc")
     with copy.open("f.txt") as handle:
         assert handle.read() == b"abc"
+
+
+def test_a_patient_scanned_where_the_root_cannot_be_seen_is_a_problem(tmp_path):
+    """What a cluster worker without the client's disk finds: not an empty patient."""
+    write_phantom(tmp_path / "data", patients=1, slices=4, shape=(32, 32), faults=False)
+    patient = Patient("PHA00001", "PH-1")
+    assert scan_patient(tmp_path / "data", patient).dicoms == 4
+    unseen = scan_patient(tmp_path / "elsewhere", patient)
+    assert (unseen.dicoms, unseen.records) == (0, [])
+    [found] = unseen.problems
+    assert (found.code, found.severity, found.path) == (
+        "root-unreachable",
+        "error",
+        "dicoms/PHA00001",
+    )
+    assert "elsewhere" in found.message and "same mount" in found.message
+
+
+def test_a_patient_folder_gone_during_the_scan_is_a_problem_but_an_empty_one_is_not(tmp_path):
+    write_phantom(tmp_path, patients=2, slices=4, shape=(32, 32), faults=False)
+    shutil.rmtree(tmp_path / "dicoms/PHA00001")
+    [gone] = scan_patient(tmp_path, Patient("PHA00001", "PH-1")).problems
+    assert (gone.code, gone.path) == ("missing-patient-folder", "dicoms/PHA00001")
+    for dicom in (tmp_path / "dicoms/PHA00002").iterdir():
+        dicom.unlink()
+    empty = scan_patient(tmp_path, Patient("PHA00002", "PH-2"))
+    assert empty.dicoms == 0 and {p.code for p in empty.problems} <= {"missing-dicom"}

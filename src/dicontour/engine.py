@@ -22,13 +22,23 @@ Engines
     read credentials from the environment they start with.
 :class:`DaskEngine`
     A ``dask.distributed`` cluster: a ``LocalCluster`` on loopback by default,
-    or an existing scheduler (``tcp://host:8786``).  A worker lost mid-run is
-    survived: the scheduler runs its tasks again on another worker, which is
-    safe because every dicontour task is idempotent.  Needs ``dicontour[dask]``.
+    or an existing scheduler (``tcp://host:8786``, a ``Client``, a cluster
+    object).  A worker lost mid-run is survived: the scheduler runs its tasks
+    again on another worker, which is safe because every dicontour task is
+    idempotent.  Workers that join late are used as they arrive; a lost
+    scheduler, a task whose workers keep dying or no worker at all end the run
+    with one :class:`~dicontour.errors.EngineError`.  Needs ``dicontour[dask]``.
+
+``each_worker(fn, *args)`` runs a check once on every worker of a cluster
+(``{}`` for the local engine, whose workers are this machine's processes):
+:mod:`dicontour._reach` uses it to check that workers see ROOT and CACHE.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import multiprocessing
 import os
 import pickle
@@ -36,13 +46,26 @@ import signal
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
 from ._process import exit_with_parent
-from .errors import DicontourError
+from .errors import EngineError
+
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "IN_FLIGHT_PER_WORKER",
+    "NO_WORKER_TIMEOUT",
+    "DaskEngine",
+    "Engine",
+    "EngineError",
+    "LocalEngine",
+    "open_engine",
+]
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -54,10 +77,14 @@ IN_FLIGHT_PER_WORKER = 2
 #: Seconds :meth:`LocalEngine.close` lets workers finish their task before
 #: terminating them.
 CLOSE_GRACE_SECONDS = 5.0
-
-
-class EngineError(DicontourError, RuntimeError):
-    """An engine cannot start or a task failed in a way that has no better error type."""
+#: Seconds the Dask engine waits for a scheduler to answer (``--connect-timeout``).
+CONNECT_TIMEOUT = 10.0
+#: Seconds a Dask run waits while no worker is connected before it gives up
+#: (``--no-worker-timeout``).
+NO_WORKER_TIMEOUT = 60.0
+#: How often a Dask run looks at the workers present (to widen its window, to
+#: notice that none is left); also the age of the worker count it uses.
+_REFRESH_SECONDS = 0.5
 
 
 class Engine(Protocol):
@@ -68,6 +95,8 @@ class Engine(Protocol):
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]: ...
 
     def run(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[tuple[int, R]]: ...
+
+    def each_worker(self, fn: Callable[..., R], *args: Any) -> dict[str, R | BaseException]: ...
 
     def close(self) -> None: ...
 
@@ -103,10 +132,16 @@ class _Guarded:
     """``fn`` with its exceptions returned as :class:`_Failure` values (picklable)."""
 
     fn: Callable[[Any], Any]
+    version: str | None = None  # the client's dicontour: a worker with another refuses
 
     def __call__(self, numbered: tuple[int, Any]) -> Any:
         position, item = numbered
         try:
+            if self.version is not None and self.version != _worker_version():
+                raise EngineError(
+                    f"a Dask worker runs dicontour {_worker_version()}, the client runs "
+                    f"{self.version}: install dicontour=={self.version} on every worker"
+                )
             return self.fn(item)
         except Exception as exc:
             return _Failure(
@@ -202,6 +237,10 @@ class LocalEngine(_Base):
     def __repr__(self) -> str:
         return f"LocalEngine(workers={self.workers})"
 
+    def each_worker(self, fn: Callable[..., R], *args: Any) -> dict[str, R | BaseException]:
+        """Nothing to ask (``{}``): the workers are processes of this machine, seeing its files."""
+        return {}
+
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
@@ -286,28 +325,100 @@ def _distributed() -> Any:
     return distributed
 
 
+def _worker_version() -> str:
+    """The dicontour version of the process this runs in (a worker's, on a cluster)."""
+    # Not a cycle dodge: the package front imports this module, and this runs later,
+    # on a worker, where only the import tells which dicontour is installed.
+    import dicontour
+
+    return dicontour.__version__
+
+
+#: Loggers of a Dask client that report a lost scheduler with tracebacks, from the
+#: client's own thread: the run reports it as one EngineError instead.
+_CLIENT_LOGGERS = ("distributed.batched", "distributed.client", "distributed.utils")
+_silenced: list[int] = []  # the loggers' own levels, while any DaskEngine is open
+_silencers = 0
+
+
+def _silence_client_logs(on: bool) -> None:
+    """Silence :data:`_CLIENT_LOGGERS` while at least one engine asks for it."""
+    global _silencers
+    loggers = [logging.getLogger(name) for name in _CLIENT_LOGGERS]
+    if on:
+        if _silencers == 0:
+            _silenced[:] = [logger.level for logger in loggers]
+            for logger in loggers:
+                logger.setLevel(logging.CRITICAL + 1)
+        _silencers += 1
+    elif _silencers > 0:
+        _silencers -= 1
+        if _silencers == 0:
+            for logger, level in zip(loggers, _silenced, strict=True):
+                logger.setLevel(level)
+
+
+def _label(item: Any, position: int) -> str:
+    """How an error names a task: the item's own ``label`` (a shard, a patient) or its number."""
+    label = getattr(item, "label", None)
+    return label if isinstance(label, str) else f"task {position}"
+
+
+def _first(running: dict[Any, tuple[int, Any]], default: str) -> str:
+    """The label of the earliest task still running (``default`` when none is)."""
+    if not running:
+        return default
+    position, item = min(running.values(), key=lambda pair: pair[0])
+    return _label(item, position)
+
+
+RESUME = "run the same command again to resume (a cache build keeps the shards already written)"
+
+
 class DaskEngine(_Base):
     """Run tasks on a ``dask.distributed`` cluster.
 
     Parameters
     ----------
-    scheduler : str, optional
-        Address of a running scheduler (``tcp://host:8786``).  Without it, a
+    scheduler : str, Client or cluster, optional
+        Address of a running scheduler (``tcp://host:8786``), a connected
+        ``distributed.Client`` (used as is, never closed here), or a cluster
+        object with a ``scheduler_address`` (``KubeCluster``,
+        ``SLURMCluster``; connected to, never closed here).  Without it, a
         ``LocalCluster`` of ``workers`` single-threaded worker processes is
         started on 127.0.0.1 with the dashboard off, and closed by :meth:`close`.
     workers : int, optional
         Workers of the local cluster (the number of CPUs by default); not
         allowed with ``scheduler``.
     timeout : float
-        Seconds to wait for the scheduler to answer.
+        Seconds to wait for the scheduler to answer (:data:`CONNECT_TIMEOUT`).
+    no_worker_timeout : float
+        Seconds tasks may wait while no worker at all is connected before a run
+        gives up with :class:`EngineError` (:data:`NO_WORKER_TIMEOUT`).
+
+    Raises
+    ------
+    EngineError
+        The scheduler does not answer within ``timeout``, or a connected
+        worker cannot run dicontour or runs another version of it (the
+        message names the worker).
 
     Notes
     -----
-    dicontour must be installed on every worker (the tasks are dicontour
-    functions), and each worker reads data with its own credentials: those of
-    its environment and config files, never sent from the client.  When a
-    worker dies, the scheduler runs its tasks again elsewhere (up to Dask's
+    dicontour must be installed on every worker, the same version as here: it
+    is checked when connecting, and every task refuses to run on a worker with
+    another version (one that joins later included).  Each worker reads data
+    with its own credentials and endpoint settings: those of its environment
+    and config files, never sent from the client.  When a worker dies, the
+    scheduler runs its tasks again elsewhere (up to Dask's
     ``distributed.scheduler.allowed-failures`` times per task).
+
+    The number of tasks in flight follows the workers present each time tasks
+    are handed out (:data:`IN_FLIGHT_PER_WORKER` per worker thread), so workers
+    that join after the connection are used as soon as they arrive.  A lost
+    scheduler, a task whose workers keep dying, or no worker for
+    ``no_worker_timeout`` seconds end the run with one :class:`EngineError`
+    naming the task (``shard 000003``, ``patient SCD0000101``).
 
     Examples
     --------
@@ -317,7 +428,12 @@ class DaskEngine(_Base):
     """
 
     def __init__(
-        self, scheduler: str | None = None, *, workers: int | None = None, timeout: float = 30.0
+        self,
+        scheduler: Any = None,
+        *,
+        workers: int | None = None,
+        timeout: float = CONNECT_TIMEOUT,
+        no_worker_timeout: float = NO_WORKER_TIMEOUT,
     ) -> None:
         if scheduler is not None and workers is not None:
             raise ValueError(
@@ -326,8 +442,15 @@ class DaskEngine(_Base):
             )
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers!r}")
+        for name, value in (("timeout", timeout), ("no_worker_timeout", no_worker_timeout)):
+            if not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         distributed = _distributed()
         self._cluster = None
+        self._owns_client = True
+        self.no_worker_timeout = float(no_worker_timeout)
+        self._threads = (0, float("-inf"))  # (worker threads, when last asked)
+        target = scheduler
         try:
             if scheduler is None:
                 self._cluster = distributed.LocalCluster(
@@ -338,86 +461,226 @@ class DaskEngine(_Base):
                     host="127.0.0.1",
                 )
                 self.client = distributed.Client(self._cluster, timeout=timeout)
+            elif isinstance(scheduler, distributed.Client):
+                self.client, self._owns_client = scheduler, False
             else:
-                self.client = distributed.Client(scheduler, timeout=timeout)
+                # A cluster object (KubeCluster, SLURMCluster...) is reached by its address.
+                target = getattr(scheduler, "scheduler_address", scheduler)
+                self.client = distributed.Client(target, timeout=timeout)
         except OSError as exc:  # timeouts and refused connections
             if self._cluster is not None:
                 self._cluster.close()
-            raise EngineError(f"cannot reach the Dask scheduler {scheduler}: {exc}") from exc
-        self.scheduler = scheduler or self._cluster.scheduler_address
-        threads = self.client.nthreads()
-        self.workers = max(1, sum(threads.values()))
+            raise EngineError(
+                f"cannot reach the Dask scheduler {target} within {timeout:g} s "
+                f"({type(exc).__name__}); is it running, and is the address right? "
+                "(--connect-timeout SECONDS waits longer)"
+            ) from exc
+        # A client whose scheduler is gone logs its failed reconnection as ERRORs with
+        # tracebacks, from its own thread: the run says what happened, in one line.
+        self._silencing = True
+        _silence_client_logs(True)
+        self.scheduler = (
+            self._cluster.scheduler_address
+            if self._cluster is not None
+            else self.client.scheduler.address
+        )
+        try:
+            self._check_workers()
+        except BaseException:
+            self.close()
+            raise
 
     def __repr__(self) -> str:
         return f"DaskEngine({self.scheduler!r}, workers={self.workers})"
 
+    @property
+    def workers(self) -> int:  # type: ignore[override]
+        """Worker threads connected now (asked from the scheduler at most twice a second)."""
+        threads, asked = self._threads
+        now = time.monotonic()
+        if now - asked >= _REFRESH_SECONDS and self.client is not None:
+            threads = sum(self.client.nthreads().values())
+            self._threads = (threads, now)
+        return threads
+
+    def _check_workers(self) -> None:
+        """Refuse workers that cannot run this dicontour; warn when there is none yet."""
+        mine = _worker_version()
+        found = self.each_worker(_worker_version)
+        if not found:
+            logger.warning(
+                "no worker is connected to the Dask scheduler %s yet: tasks wait for one, "
+                "for at most %g s (--no-worker-timeout)",
+                self.scheduler,
+                self.no_worker_timeout,
+            )
+            return
+        install = f"install dicontour=={mine} on every worker"
+        for worker, version in sorted(found.items()):
+            if isinstance(version, BaseException):
+                raise EngineError(
+                    f"Dask worker {worker} cannot run dicontour ({type(version).__name__}: "
+                    f"{version}): {install}"
+                )
+            if version != mine:
+                raise EngineError(
+                    f"Dask worker {worker} runs dicontour {version}, this process runs "
+                    f"{mine}: {install}"
+                )
+
+    def each_worker(self, fn: Callable[..., R], *args: Any) -> dict[str, R | BaseException]:
+        """``fn(*args)`` once on every connected worker: ``{worker address: result or error}``.
+
+        Used to check that the workers see what this process sees (see
+        :mod:`dicontour._reach`).
+        """
+        try:
+            return self.client.run(fn, *args, on_error="return")
+        except Exception as exc:
+            raise self._lost(exc, "checking the workers") from exc
+
+    def _lost(self, exc: BaseException, label: str) -> EngineError:
+        """One line for a cluster failure (not a task's own error) that stopped ``label``."""
+        kind = type(exc).__name__
+        if kind == "KilledWorker":
+            return EngineError(
+                f"{label}: the Dask workers running it died, too many times (out of memory? "
+                f"killed?); give workers more memory or fewer threads, then {RESUME}"
+            )
+        if isinstance(exc, (OSError, CancelledError, asyncio.CancelledError)) or kind in (
+            "FutureCancelledError",
+            "FuturesCancelledError",
+            "CommClosedError",
+        ):
+            return EngineError(
+                f"{label}: lost the Dask scheduler {self.scheduler} ({kind}); restart the "
+                f"scheduler and its workers, then {RESUME}"
+            )
+        return EngineError(f"{label}: the Dask cluster could not run it ({kind}: {exc}); {RESUME}")
+
     def run(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[tuple[int, R]]:
         """Run ``fn`` on every item on the cluster; yield ``(position, result)`` as tasks finish."""
         distributed = _distributed()
-        guarded = _Guarded(fn)
+        guarded = _Guarded(fn, _worker_version())
         numbered = enumerate(items)
-        finished = distributed.as_completed()
-        running: dict[str, tuple[int, Any]] = {}
-
-        def submit(pair: tuple[int, Any]) -> None:
-            # pure=False: a task's key must not be shared with an earlier run's task.
-            future = self.client.submit(guarded, pair, pure=False)
-            running[future.key] = (pair[0], future)
-            finished.add(future)
-
-        for pair in numbered:
-            submit(pair)
-            if len(running) >= self._window():
-                break
+        running: dict[Any, tuple[int, Any]] = {}  # future -> (position, item)
+        exhausted, alone_since = False, None
+        label = "the first task"
         try:
-            for future in finished:
-                position, _ = running.pop(future.key)
-                result = future.result()
-                future.release()
-                yield position, _unwrap(result)
-                for pair in numbered:
-                    submit(pair)
-                    break
+            while True:
+                try:
+                    # The window follows the workers present now, not those at connect time.
+                    room = self._window() - len(running)
+                except Exception as exc:
+                    raise self._lost(exc, _first(running, label)) from exc
+                while room > 0 and not exhausted:
+                    pair = next(numbered, None)  # the caller's generator: its errors are its own
+                    if pair is None:
+                        exhausted = True
+                        break
+                    label = _label(pair[1], pair[0])
+                    try:
+                        # pure=False: a task's key must not be shared with an earlier run's.
+                        running[self.client.submit(guarded, pair, pure=False)] = pair
+                    except Exception as exc:
+                        raise self._lost(exc, label) from exc
+                    room -= 1
+                if not running:
+                    return
+                try:
+                    done, _ = distributed.wait(
+                        list(running), timeout=_REFRESH_SECONDS, return_when="FIRST_COMPLETED"
+                    )
+                except TimeoutError:
+                    try:
+                        alone_since = self._alone(alone_since, running)
+                    except EngineError:
+                        raise
+                    except Exception as exc:
+                        raise self._lost(exc, _first(running, label)) from exc
+                    continue
+                except Exception as exc:
+                    raise self._lost(exc, _first(running, label)) from exc
+                alone_since = None
+                for future in done:
+                    position, item = running.pop(future)
+                    try:
+                        result = future.result()
+                    except Exception as exc:
+                        raise self._lost(exc, _label(item, position)) from exc
+                    finally:
+                        future.release()
+                    yield position, _unwrap(result)
         finally:
-            finished.clear()
             if running and self.client is not None:
-                self.client.cancel([future for _, future in running.values()])
+                with contextlib.suppress(Exception):
+                    self.client.cancel(list(running))
             running.clear()
 
+    def _window(self) -> int:
+        return max(2, IN_FLIGHT_PER_WORKER * self.workers)
+
+    def _alone(self, since: float | None, running: dict[Any, tuple[int, Any]]) -> float | None:
+        """When the workers left (None: some are here); raise once that lasts too long."""
+        if self.workers:
+            return None
+        now = time.monotonic()
+        if since is None:
+            return now
+        if now - since >= self.no_worker_timeout:
+            raise EngineError(
+                f"{_first(running, 'a task')}: no Dask worker connected to {self.scheduler} for "
+                f"{now - since:.0f} s (--no-worker-timeout); start workers "
+                f"(`dask worker {self.scheduler}`), then {RESUME}"
+            )
+        return since
+
     def close(self) -> None:
-        """Disconnect; stop the local cluster if this engine started one (idempotent)."""
+        """Disconnect; stop the local cluster if this engine started one (idempotent).
+
+        Never raises: a scheduler already gone is reported by the run, not here.
+        """
         client, self.client = getattr(self, "client", None), None
-        cluster, self._cluster = self._cluster, None
-        if client is not None:
-            client.close()
+        cluster, self._cluster = getattr(self, "_cluster", None), None
+        if client is not None and self._owns_client:
+            with contextlib.suppress(Exception):
+                client.close(timeout=CLOSE_GRACE_SECONDS)
+        if getattr(self, "_silencing", False):
+            self._silencing = False
+            _silence_client_logs(False)
         if cluster is not None:
             cluster.close()
 
 
 def open_engine(
-    kind: EngineKind | None = "local",
+    kind: EngineKind | None = None,
     *,
     workers: int | None = None,
     scheduler: str | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    no_worker_timeout: float = NO_WORKER_TIMEOUT,
 ) -> LocalEngine | DaskEngine:
     """Make an engine from command-line style options.
 
     Parameters
     ----------
-    kind : {"local", "dask"}
+    kind : {"local", "dask"}, optional
         ``"local"``: :class:`LocalEngine`; ``"dask"``: :class:`DaskEngine`.
-        ``scheduler`` implies ``"dask"``.
+        Not given: ``"dask"`` with a ``scheduler``, ``"local"`` without.
     workers : int, optional
         Worker processes (local pool or local Dask cluster).
     scheduler : str, optional
         Address of a running Dask scheduler.
+    connect_timeout, no_worker_timeout : float
+        Seconds, see :class:`DaskEngine` (``timeout``, ``no_worker_timeout``).
 
     Raises
     ------
     ValueError
         ``scheduler`` with ``kind="local"``, or ``workers`` with ``scheduler``.
     EngineError
-        Dask is not installed, or the scheduler does not answer.
+        Dask is not installed, the scheduler does not answer, or a worker
+        cannot run this version of dicontour.
 
     Examples
     --------
@@ -428,7 +691,12 @@ def open_engine(
     if scheduler is not None and kind == "local":
         raise ValueError("a scheduler address needs the dask engine (--engine dask)")
     if kind == "dask" or scheduler is not None:
-        return DaskEngine(scheduler, workers=workers)
+        return DaskEngine(
+            scheduler,
+            workers=workers,
+            timeout=connect_timeout,
+            no_worker_timeout=no_worker_timeout,
+        )
     if kind in ("local", None):
         return LocalEngine(workers)
     raise ValueError(f"engine must be 'local' or 'dask', got {kind!r}")

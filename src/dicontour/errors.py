@@ -109,6 +109,15 @@ class LoaderError(DicontourError, RuntimeError):
     """The batch loader cannot go on (a timeout, a worker that keeps dying, bad options)."""
 
 
+class EngineError(DicontourError, RuntimeError):
+    """An engine cannot start, its cluster cannot run the work, or a task failed untyped.
+
+    Raised for a Dask scheduler that cannot be reached or is lost, workers that
+    die or never come, workers that run another dicontour version or do not see
+    the dataset and cache as this process does (see :mod:`dicontour.engine`).
+    """
+
+
 class CacheError(DicontourError, OSError):
     """A preprocessed cache that is missing, corrupt or stale."""
 

@@ -40,6 +40,11 @@ CODES: dict[str, tuple[Severity, str]] = {
     "link-outside-root": ("error", "a symbolic link leading outside the dataset root"),
     "broken-link": ("error", "a symbolic link to nothing (dangling) or in a loop"),
     "unreadable-folder": ("error", "a folder that cannot be listed (permissions, I/O error)"),
+    "root-unreachable": (
+        "error",
+        "a patient scanned where the dataset root is not visible (a cluster worker without the "
+        "same mount, a store without the same credentials); the patient's files are not used",
+    ),
     # DICOM files
     "missing-dicom": ("error", "a contour for a slice whose DICOM file does not exist"),
     "unreadable-dicom": ("error", "a DICOM file that is not DICOM, truncated or undecodable"),

@@ -48,6 +48,11 @@ class Patient:
     patient_id: str
     original_id: str
 
+    @property
+    def label(self) -> str:
+        """How an engine error names this patient's task."""
+        return f"patient {self.patient_id}"
+
 
 @dataclass
 class PatientScan:
@@ -291,7 +296,14 @@ def scan_patient(root: str | Location, patient: Patient) -> PatientScan:
     pid = patient.patient_id
     dicom_folder = f"dicoms/{pid}"
     slices: dict[int, str] = {}
-    for name, is_dir in sorted(_children(where, dicom_folder, problems, pid).items()):
+    listed = _children(where, dicom_folder, problems, pid)
+    if not listed and not problems:
+        unseen = _unseen(where, dicom_folder, pid)
+        if unseen is not None:
+            # Not an empty patient: the folder was listed when the scan began.
+            result.problems.append(unseen)
+            return result
+    for name, is_dir in sorted(listed.items()):
         match = None if is_dir else _DICOM_NAME.match(name)
         if match is None:
             problems.append(
@@ -383,6 +395,36 @@ def scan_patient(root: str | Location, patient: Patient) -> PatientScan:
     # Consistency checks (qa/checks.py): slice by slice and across the patient.
     problems.extend(check_patient(result.records, polygons))
     return result
+
+
+def _unseen(where: Location, folder: str, patient_id: str) -> Problem | None:
+    """Why an empty listing of ``folder`` is not an empty patient, or None when it is one."""
+    try:
+        root_seen = where.fs.isdir(where.base)
+        folder_seen = root_seen and where.fs.isdir(where.path(folder))
+    except Exception as exc:  # object stores raise their own types (botocore, aiohttp, ...)
+        root_seen = folder_seen = False
+        why = f"{type(exc).__name__}: {exc}"
+    else:
+        why = "no such folder"
+    if not root_seen:
+        return problem(
+            "root-unreachable",
+            folder,
+            f"the dataset root {where.redacted()} cannot be seen where this patient was scanned "
+            f"({why}; a cluster worker without the same mount or credentials?); "
+            "the patient's files are not used",
+            patient_id=patient_id,
+        )
+    if not folder_seen:
+        return problem(
+            "missing-patient-folder",
+            folder,
+            "the folder was there when the scan began and is gone now (or cannot be seen "
+            "where this patient was scanned); the patient's files are not used",
+            patient_id=patient_id,
+        )
+    return None
 
 
 def _layout_problems(

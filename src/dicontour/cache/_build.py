@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -47,13 +48,14 @@ from typing import Any
 
 import numpy as np
 
+from .._reach import check_cache, check_root
 from ..engine import Engine, LocalEngine
 from ..errors import CacheError, DicontourError
 from ..index import Index, SampleRecord, load_sample
 from ..scan import scan
 from ..storage import Location, location
 from . import _layout, _store
-from ._check import ShardCheck, check_shard, check_small_files
+from ._check import ShardCheck, check_shard, check_small_files, check_written
 from ._fingerprint import Fingerprint, fingerprint, list_files
 from ._layout import ARRAYS, FINGERPRINT, HAS, LOCK, MANIFEST, SHARDS
 from ._lock import build_lock
@@ -88,6 +90,11 @@ class ShardTask:
     shape: tuple[int, int]
     records: tuple[SampleRecord, ...]
     head: dict[str, Any] = field(repr=False)
+
+    @property
+    def label(self) -> str:
+        """How an engine error names this task."""
+        return f"shard {self.name}"
 
 
 @dataclass(frozen=True)
@@ -443,6 +450,10 @@ def _build(
 ) -> BuildReport:
     found = _check_destination(store)  # again, now that no other build can change it
     clock = time.perf_counter()
+    # Before any work: workers that do not see ROOT and CACHE as this process does
+    # would scan empty patients and write shards that only they can see.
+    check_root(engine, where)
+    check_cache(engine, store, f".{MANIFEST}.tmp-{secrets.token_hex(8)}")
     files = list_files(where)
     dataset = fingerprint(files)
     listed = time.perf_counter()
@@ -515,6 +526,7 @@ def _build(
         if bar is not None:
             bar.close()
     built = time.perf_counter()
+    _check_results(store, planned, results)
 
     names = {entry["name"] for entry in planned["shards"]}
     after = _layout.audit(store)
@@ -553,6 +565,35 @@ def _build(
             "total": time.perf_counter() - clock,
         },
         problems,
+    )
+
+
+def _check_results(
+    store: Location, planned: dict[str, Any], results: dict[str, ShardResult]
+) -> None:
+    """Refuse to seal unless this process sees every shard as the worker that wrote it did.
+
+    Reads each shard's manifest and sizes its arrays (not their bytes): a worker
+    that wrote to a disk this process does not see fails here, before the
+    top-level manifest would call the cache complete.
+    """
+    failures = []
+    for entry in planned["shards"]:
+        result = results.get(entry["name"])
+        if result is None:
+            failures.append(f"{shard_folder(entry['name'])}: no task reported it")
+            continue
+        check = ShardCheck.of(store, {**entry, "manifest_sha256": result.manifest_sha256})
+        failures += check_written(check)
+    if not failures:
+        return
+    listed = "; ".join(failures[:3])
+    more = f"; and {len(failures) - 3} more" if len(failures) > 3 else ""
+    raise CacheError(
+        f"{store.redacted()}: the workers reported shards that this process does not see "
+        f"({listed}{more}); not sealed. The workers must write CACHE where this process reads "
+        "it: the same shared filesystem mounted at the same path on every machine, or an "
+        "object store URL (s3://bucket/prefix)"
     )
 
 

@@ -17,6 +17,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import math
@@ -120,6 +121,11 @@ class ShardCheck:
     shape: tuple[int, int]
     checksums: bool = True
 
+    @property
+    def label(self) -> str:
+        """How an engine error names this task."""
+        return f"shard {self.name}"
+
     @classmethod
     def of(cls, cache: Location, entry: dict[str, Any], checksums: bool = True) -> ShardCheck:
         return cls(
@@ -192,6 +198,26 @@ def check_shard(task: ShardCheck, sizes: dict[str, int] | None = None) -> tuple[
         elif size != expected[name]:
             failures.append(f"{folder}/{name}: {size} bytes, {expected[name]} expected")
     return failures, total
+
+
+def check_written(task: ShardCheck) -> list[str]:
+    """Failures of a shard a worker reports written, as seen from here, reading only its manifest.
+
+    Every file is present with the size its shape implies, and the shard
+    manifest has the sha256 the worker reported: these are the worker's very
+    files (the manifest holds the arrays' checksums), not another machine's.
+    """
+    failures, _ = check_shard(dataclasses.replace(task, checksums=False))
+    if failures:
+        return failures
+    relative = f"{SHARDS}/{task.name}/{MANIFEST}"
+    try:
+        raw = task.cache.fs.cat_file(task.cache.path(relative))
+    except OSError as exc:
+        return [f"{relative}: cannot read ({_store.words(exc)})"]
+    if hashlib.sha256(raw).hexdigest() != task.manifest_sha256:
+        return [f"{relative}: not the manifest the worker wrote (its sha256 differs)"]
+    return []
 
 
 def _size(where: Location, relative: str) -> int | None:

@@ -1,4 +1,4 @@
-"""``--engine/--workers/--scheduler``: the engine options shared by scan and cache commands."""
+"""The engine options of scan and cache: --engine, --workers, --scheduler, Dask timeouts."""
 
 from __future__ import annotations
 
@@ -6,8 +6,17 @@ import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..engine import DaskEngine, LocalEngine, open_engine
+from .._reach import check_root
+from ..engine import CONNECT_TIMEOUT, NO_WORKER_TIMEOUT, DaskEngine, LocalEngine, open_engine
 from . import _options
+
+
+def _seconds(text: str) -> float:
+    """An argparse ``type=``: a number of seconds above 0."""
+    value = _options.duration(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
 
 
 def add_engine_options(parser: argparse.ArgumentParser, *, default_workers: str) -> None:
@@ -16,7 +25,7 @@ def add_engine_options(parser: argparse.ArgumentParser, *, default_workers: str)
     group.add_argument(
         "--engine",
         choices=["local", "dask"],
-        default="local",
+        default=None,
         help="local: this machine's processes (default); dask: a dask.distributed cluster",
     )
     group.add_argument(
@@ -31,19 +40,47 @@ def add_engine_options(parser: argparse.ArgumentParser, *, default_workers: str)
         metavar="ADDRESS",
         help="a running Dask scheduler, e.g. tcp://host:8786 (implies --engine dask)",
     )
+    group.add_argument(
+        "--connect-timeout",
+        type=_seconds,
+        default=CONNECT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up when the Dask scheduler does not answer within this time "
+        f"({CONNECT_TIMEOUT:g})",
+    )
+    group.add_argument(
+        "--no-worker-timeout",
+        type=_seconds,
+        default=NO_WORKER_TIMEOUT,
+        metavar="SECONDS",
+        help="give up when no Dask worker is connected for this long while tasks wait "
+        f"({NO_WORKER_TIMEOUT:g})",
+    )
 
 
 @contextmanager
 def engine_from_args(
-    args: argparse.Namespace, *, workers: int | None = None
+    args: argparse.Namespace, *, workers: int | None = None, root: str | None = None
 ) -> Iterator[LocalEngine | DaskEngine]:
-    """The engine the options ask for (``workers`` when --workers is absent), closed after use."""
+    """The engine the options ask for (``workers`` when --workers is absent), closed after use.
+
+    With ``root``, the engine's workers are first checked to see that dataset
+    as this process does (see :mod:`dicontour._reach`).
+    """
     chosen = args.workers if args.workers is not None else workers
     if args.scheduler is not None:
         chosen = args.workers
     # A ValueError here (a scheduler with --engine local) is a usage error: exit 2.
-    engine = open_engine(args.engine, workers=chosen, scheduler=args.scheduler)
+    engine = open_engine(
+        args.engine,
+        workers=chosen,
+        scheduler=args.scheduler,
+        connect_timeout=args.connect_timeout,
+        no_worker_timeout=args.no_worker_timeout,
+    )
     try:
+        if root is not None:
+            check_root(engine, root)
         yield engine
     finally:
         engine.close()

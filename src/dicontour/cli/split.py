@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with engine_from_args(args, workers=1) as engine:
+    with engine_from_args(args, workers=1, root=args.root) as engine:
         index = scan(args.root, progress=show_progress(args), mapper=engine.map)
     index = index.subset(exclude=args.exclude)
     # More folds than patients raises ValueError: the request does not fit the
