@@ -199,3 +199,42 @@ def test_an_unreachable_store_is_a_layout_error(monkeypatch, capsys):
         dicontour_scan("memory://nowhere/data")
     code, _, err = _run(capsys, "scan", "memory://nowhere/data")
     assert code == 2 and "ConnectionError" in err
+
+
+def test_help_imports_neither_the_scan_stack_nor_qa():
+    # `dicontour --help` builds every subcommand's parser: none may import the
+    # heavy layers (pydicom, numpy, the scan, QA) just to describe itself.
+    code = (
+        "import sys\n"
+        "from dicontour.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('pydicom', 'numpy', 'dicontour.scan', 'dicontour.qa', "
+        "'dicontour.engine', 'importlib.metadata') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("command", ["scan", "check", "preview", "intensity", "segment", "split"])
+def test_every_scanning_command_takes_the_common_options(command):
+    from dicontour.cli import build_parser
+
+    extra = {"preview": ["out"], "split": ["--folds", "2"]}.get(command, [])
+    args = build_parser().parse_args(
+        [command, "root", *extra, "--quiet", "--engine", "local", "--workers", "0"]
+    )
+    assert (args.root, args.quiet, args.engine, args.workers) == ("root", True, "local", 0)
+
+
+def test_segment_help_names_the_default_method(capsys):
+    from dicontour.qa.segment import DEFAULT_METHOD, METHODS
+
+    with pytest.raises(SystemExit):
+        main(["segment", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"default: {DEFAULT_METHOD}," in text
+    assert ", ".join(sorted(METHODS)) in text

@@ -52,6 +52,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
 from ._process import exit_with_parent
+from ._timeouts import CONNECT_TIMEOUT as CONNECT_TIMEOUT  # re-exported
+from ._timeouts import NO_WORKER_TIMEOUT as NO_WORKER_TIMEOUT  # re-exported
 from .errors import EngineError
 
 __all__ = [
@@ -77,11 +79,6 @@ IN_FLIGHT_PER_WORKER = 2
 #: Seconds :meth:`LocalEngine.close` lets workers finish their task before
 #: terminating them.
 CLOSE_GRACE_SECONDS = 5.0
-#: Seconds the Dask engine waits for a scheduler to answer (``--connect-timeout``).
-CONNECT_TIMEOUT = 10.0
-#: Seconds a Dask run waits while no worker is connected before it gives up
-#: (``--no-worker-timeout``).
-NO_WORKER_TIMEOUT = 60.0
 #: How often a Dask run looks at the workers present (to widen its window, to
 #: notice that none is left); also the age of the worker count it uses.
 _REFRESH_SECONDS = 0.5

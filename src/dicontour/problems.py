@@ -11,7 +11,10 @@ never renamed.  Each code has one fixed severity:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from .errors import ContourError, DicomError, RefusedFileError
 
 Severity = Literal["error", "warning", "info"]
 Removes = Literal["patient-o", "slice", "contour"]
@@ -149,6 +152,51 @@ class Problem:
     def to_dict(self) -> dict[str, Any]:
         """The problem as a JSON-ready dict."""
         return asdict(self)
+
+    @classmethod
+    def from_error(
+        cls,
+        error: DicomError | ContourError | RefusedFileError,
+        *,
+        path: str | None = None,
+        note: str = "",
+        patient_id: str | None = None,
+        slice: int | None = None,
+    ) -> Problem:
+        """The problem a file error stands for: the one conversion the scan, checks and loader use.
+
+        Parameters
+        ----------
+        error : DicomError, ContourError or RefusedFileError
+            Its ``code`` becomes the problem's code (the error class's default
+            code when it is not a problem code); its reason, after ``line N:``
+            when one line is at fault, the message.
+        path : str, optional
+            The file to name, relative to the root (default: the error's path).
+        note : str
+            Appended to the message: what became of the file, e.g.
+            ``" (skipped by the loader)"``.
+        patient_id, slice
+            Where the file belongs.
+
+        Examples
+        --------
+        >>> from dicontour.errors import ContourError
+        >>> error = ContourError("c.txt", "not two numbers", line=3, code="unparseable-contour")
+        >>> p = Problem.from_error(error, note="; not used", slice=4)
+        >>> p.code, p.path, p.message
+        ('unparseable-contour', 'c.txt', 'line 3: not two numbers; not used')
+        """
+        code = error.code if error.code in CODES else type(error).default_code
+        line = getattr(error, "line", None)
+        message = (f"line {line}: " if line is not None else "") + error.reason + note
+        return problem(
+            code,
+            error.path if path is None else path,
+            message,
+            patient_id=patient_id,
+            slice=slice,
+        )
 
 
 def problem(

@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from .consistency import I_OUTSIDE_O_TOLERANCE as I_OUTSIDE_O_TOLERANCE  # re-exported
+from .consistency import check_patient
 from .contour import OUT_OF_BOUNDS_MARGIN as OUT_OF_BOUNDS_MARGIN  # re-exported
 from .errors import ContourError, DicomError, LayoutError, RefusedFileError
 from .index import Index, PatientCounts, SampleRecord, read_header, read_polygon
 from .problems import Problem, problem
-from .qa.checks import I_OUTSIDE_O_TOLERANCE as I_OUTSIDE_O_TOLERANCE  # re-exported
-from .qa.checks import check_patient
 from .storage import Location, location
 
 _DICOM_NAME = re.compile(r"^(\d+)\.dcm$")
@@ -211,7 +211,7 @@ def _children(
     try:
         entries = where.entries(relative)
     except RefusedFileError as exc:
-        problems.append(problem(exc.code, relative or ".", exc.reason, patient_id=patient_id))
+        problems.append(Problem.from_error(exc, path=relative or ".", patient_id=patient_id))
         return {}
     found = {}
     for entry in entries:
@@ -341,12 +341,8 @@ def scan_patient(root: str | Location, patient: Patient) -> PatientScan:
             header = read_header(where, dicom)
         except DicomError as exc:
             problems.append(
-                problem(
-                    exc.code,
-                    dicom,
-                    f"{exc.reason}; its {names} not used",
-                    patient_id=pid,
-                    slice=number,
+                Problem.from_error(
+                    exc, path=dicom, note=f"; its {names} not used", patient_id=pid, slice=number
                 )
             )
             continue
@@ -368,15 +364,7 @@ def scan_patient(root: str | Location, patient: Patient) -> PatientScan:
                 # The same reading and checks as every load (out-of-bounds etc.).
                 polygon = read_polygon(where, path, header.shape)
             except ContourError as exc:
-                problems.append(
-                    problem(
-                        exc.code,
-                        path,
-                        exc.reason if exc.line is None else f"line {exc.line}: {exc.reason}",
-                        patient_id=pid,
-                        slice=number,
-                    )
-                )
+                problems.append(Problem.from_error(exc, path=path, patient_id=pid, slice=number))
                 continue
             points[kind] = polygon
         if not points:

@@ -57,22 +57,20 @@ from ..storage import Location, location
 from . import _layout, _store
 from ._check import ShardCheck, check_shard, check_small_files, check_written
 from ._fingerprint import Fingerprint, fingerprint, list_files
-from ._layout import ARRAYS, FINGERPRINT, HAS, LOCK, MANIFEST, SHARDS
+from ._format import (
+    ARRAYS,
+    DEFAULT_SHARD_SIZE,
+    FINGERPRINT,
+    FORMAT,
+    FORMAT_VERSION,
+    HAS,
+    LOCK,
+    MANIFEST,
+    SHARDS,
+    shard_folder,
+)
+from ._format import dicontour_version as _version
 from ._lock import build_lock
-
-FORMAT = "dicontour-cache"
-FORMAT_VERSION = 1
-DEFAULT_SHARD_SIZE = 256
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
-
-
-def shard_folder(name: str) -> str:
-    return f"{SHARDS}/{name}"
 
 
 @dataclass(frozen=True)

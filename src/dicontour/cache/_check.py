@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import CacheError
 from ..storage import Location
 from . import _store
-from ._layout import ARRAYS, FINGERPRINT, HAS, MANIFEST, SHARDS
+from ._format import ARRAYS, FINGERPRINT, HAS, MANIFEST, SHARDS
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SHARD_NAME = re.compile(r"[0-9]{6}")

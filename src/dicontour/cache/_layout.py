@@ -38,13 +38,7 @@ from dataclasses import dataclass, field
 from ..errors import CacheError
 from ..storage import Location
 from . import _store
-
-MANIFEST = "manifest.json"
-FINGERPRINT = "fingerprint.json"
-HAS = "has.npy"
-SHARDS = "shards"
-ARRAYS = ("images.npy", "masks.npy", "has.npy")
-LOCK = ".dicontour-build.lock"
+from ._format import ARRAYS, FINGERPRINT, HAS, LOCK, MANIFEST, SHARDS
 
 _TOP_FILES = (MANIFEST, FINGERPRINT, HAS)
 _SHARD_FILES = (*ARRAYS, MANIFEST)

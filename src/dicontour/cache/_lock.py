@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from ..errors import CacheError
 from ..storage import Location
 from . import _store
-from ._layout import LOCK
+from ._format import LOCK
 
 try:
     import fcntl

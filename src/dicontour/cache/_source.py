@@ -30,15 +30,15 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..batch import BatchMeta, case_id
 from ..errors import CacheError
-from ..loader.meta import BatchMeta, case_id
 from ..storage import Location, location
 from ..targets import Target, check_target
 from . import _layout, _store
-from ._build import FINGERPRINT, FORMAT, FORMAT_VERSION, HAS, MANIFEST, _version, shard_folder
 from ._check import ShardCheck, check_shard, check_small_files, manifest_problem, refuse
 from ._fingerprint import Fingerprint, fingerprint, list_files
-from ._layout import LOCK, SHARDS
+from ._format import FINGERPRINT, FORMAT, FORMAT_VERSION, HAS, LOCK, MANIFEST, SHARDS, shard_folder
+from ._format import dicontour_version as _version
 
 log = logging.getLogger("dicontour.cache")
 _HEADER_BYTES = 512

@@ -21,6 +21,7 @@ escapes control characters (see :mod:`._format`); ``--json`` stays exact.
 
 from __future__ import annotations
 
+import argparse
 import errno
 import logging
 import os
@@ -28,8 +29,9 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
+from .._version import version
 from ..errors import DicontourError, LayoutError
 from . import batches, cache, check, demo, intensity, preview, scan, segment, split
 from ._format import Parser, echo, error, printable
@@ -56,13 +58,19 @@ _OS_WORDS = {
 
 
 def package_version() -> str:
-    """The installed distribution's version, else the source tree's."""
-    try:
-        return version("dicontour")
-    except PackageNotFoundError:  # run from a source checkout without installing
-        from .. import __version__
+    """The installed distribution's version (read once, in :mod:`dicontour._version`)."""
+    return version()
 
-        return __version__
+
+class _Version(argparse.Action):
+    """``--version``: like argparse's, but the version is read only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
+        parser._print_message(f"dicontour {package_version()}\n", sys.stdout)
+        parser.exit()
 
 
 def build_parser() -> Parser:
@@ -73,7 +81,7 @@ def build_parser() -> Parser:
         epilog="exit codes: 0 done (problems found included), 1 failed, "
         "2 usage error or unusable dataset root, 130 interrupted",
     )
-    parser.add_argument("--version", action="version", version=f"dicontour {package_version()}")
+    parser.add_argument("--version", action=_Version)
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from .._reach import check_root
-from ..engine import CONNECT_TIMEOUT, NO_WORKER_TIMEOUT, DaskEngine, LocalEngine, open_engine
+from .._timeouts import CONNECT_TIMEOUT, NO_WORKER_TIMEOUT
 from . import _options
+
+if TYPE_CHECKING:
+    from ..engine import DaskEngine, LocalEngine
 
 
 def _seconds(text: str) -> float:
@@ -67,6 +70,10 @@ def engine_from_args(
     With ``root``, the engine's workers are first checked to see that dataset
     as this process does (see :mod:`dicontour._reach`).
     """
+    # Imported here, not at the top: `dicontour --help` builds this parser and stays fast.
+    from .._reach import check_root
+    from ..engine import open_engine
+
     chosen = args.workers if args.workers is not None else workers
     if args.scheduler is not None:
         chosen = args.workers

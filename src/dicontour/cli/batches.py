@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..targets import TARGETS
+from ._common import options
 from ._format import echo, print_json, printable, problem_section, show_progress, table
 from ._options import count, duration, workers
 
@@ -23,9 +24,11 @@ if TYPE_CHECKING:
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
-        "batches", help="iterate training batches like a training loop and report their speed"
+        "batches",
+        # no engine options: --workers here is the loader's worker processes
+        parents=options(quiet="no progress bar while scanning"),
+        help="iterate training batches like a training loop and report their speed",
     )
-    parser.add_argument("root", help="dataset root: a folder or an fsspec URL (s3://...)")
     parser.add_argument("--batch-size", type=count(1), default=8, help="samples per batch (8)")
     parser.add_argument("--epochs", type=count(1), default=2, help="epochs to run (2)")
     parser.add_argument("--workers", type=workers, default=2, help="worker processes (2)")
@@ -42,8 +45,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         help="pretend each training step computes for this long (0)",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar while scanning")
     parser.set_defaults(run=run)
 
 

@@ -6,9 +6,8 @@ import argparse
 import os
 
 from ..errors import LayoutError
-from ..scan import scan
+from ._common import scan_report
 from ._format import echo, printable
-from .scan import report
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..phantom import write_phantom
+    from ..scan import scan
 
     if os.path.isfile(os.path.join(args.dir, "link.csv")):
         echo(f"using the example dataset already in {printable(args.dir)}")
@@ -39,5 +39,5 @@ def run(args: argparse.Namespace) -> int:
             f"{printable(args.dir)}, "
             f"with {len(info.faults)} deliberate faults"
         )
-    echo(report(scan(args.dir)))
+    echo(scan_report(scan(args.dir)))
     return 0

@@ -5,27 +5,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._format import echo, print_json, printable, show_progress, table
+from ._common import IN_PROCESS, options, scan_root
+from ._format import echo, print_json, printable, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "intensity",
+        parents=options(engine=IN_PROCESS),
         help="intensity of the blood pool (inside i) vs the myocardium (between i and o)",
     )
-    parser.add_argument("root", help="dataset root: a folder or an fsspec URL (s3://...)")
     parser.add_argument("--out", type=Path, help="write CSVs, JSON and histogram PNGs here")
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..qa.intensity import intensity_study, write_intensity_report
     from ..qa.study import load_labelled, well_aligned_patients
-    from ..scan import scan
 
-    index = scan(args.root, progress=show_progress(args))
+    index = scan_root(args)
     aligned = well_aligned_patients(index)
     slices = load_labelled(index)
     if args.out:

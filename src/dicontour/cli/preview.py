@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._common import IN_PROCESS, options, scan_root
 from ._format import echo, printable, show_progress
 from ._options import count
 
@@ -12,9 +13,9 @@ from ._options import count
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "preview",
+        parents=options(json=None, engine=IN_PROCESS),
         help="draw every labelled slice with its contours; contact sheets and an HTML index",
     )
-    parser.add_argument("root", help="dataset root: a folder or an fsspec URL (s3://...)")
     parser.add_argument("out", type=Path, help="output folder (index.html goes here)")
     parser.add_argument(
         "--patient",
@@ -30,16 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="skip the pixel checks (contour-on-background, duplicate-contour)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import DicontourError
     from ..qa.preview import write_preview
-    from ..scan import scan
 
-    index = scan(args.root, progress=show_progress(args))
+    index = scan_root(args)
     unknown = sorted(set(args.patient or ()) - {record.patient_id for record in index})
     if unknown:
         raise DicontourError(

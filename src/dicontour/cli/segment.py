@@ -12,42 +12,62 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import DicontourError
-from ..qa.segment import DEFAULT_METHOD, METHODS
+from ._common import IN_PROCESS, options, scan_root
 from ._format import echo, print_json, printable, show_progress, table
+
+
+class _Methods:
+    """The registered method names, looked up only when argparse needs them.
+
+    ``dicontour --help`` builds this parser; importing the segmentation
+    methods there would load the QA stack for nothing.
+    """
+
+    def _names(self) -> list[str]:
+        from ..qa.segment import METHODS
+
+        return sorted(METHODS)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "segment",
+        parents=options(engine=IN_PROCESS),
         help="segment the blood pool inside each o-contour without learning; score vs i-contours",
     )
-    parser.add_argument("root", help="dataset root: a folder or an fsspec URL (s3://...)")
     parser.add_argument(
         "--method",
-        choices=sorted(METHODS),
+        choices=_Methods(),
         default=None,
-        help=f"segmentation method (default: {DEFAULT_METHOD}; with --study: all)",
+        metavar="METHOD",  # a metavar, so that building the parser does not list the choices
+        help="segmentation method: %(choices)s (default: hull, the best on the real data; "
+        "with --study: all)",
     )
     parser.add_argument("--out", type=Path, help="write CSVs, summary table and figures here")
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument(
         "--study",
         action="store_true",
         help="tune each method leave-one-patient-out on the well-aligned patients; "
         "report held-out beside in-sample scores",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..qa.segment import DEFAULT_METHOD
     from ..qa.study import evaluate, load_labelled, well_aligned_patients
-    from ..scan import scan
 
-    index = scan(args.root, progress=show_progress(args))
+    index = scan_root(args)
     aligned = well_aligned_patients(index)
     if args.study:
         return _study(args, load_labelled(index, aligned), aligned)
@@ -90,6 +110,7 @@ def _fixed(rows: list[list[object]]) -> list[list[object]]:
 
 
 def _study(args: argparse.Namespace, slices, aligned: list[str]) -> int:
+    from ..qa.segment import METHODS
     from ..qa.study import leave_one_patient_out
 
     methods = [args.method] if args.method else list(METHODS)

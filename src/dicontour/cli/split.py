@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..index import Split
 from ..problems import EXCLUDES
-from ..scan import scan
-from ..splits import write_splits
-from ._engine import add_engine_options, engine_from_args
-from ._format import echo, print_json, printable, show_progress, table
+from ._common import IN_PROCESS, options, scan_root
+from ._format import echo, print_json, printable, table
 from ._options import count
+
+if TYPE_CHECKING:
+    from ..index import Split
 
 
 def _fraction(text: str) -> float:
@@ -27,11 +27,11 @@ def _fraction(text: str) -> float:
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "split",
+        parents=options(engine=IN_PROCESS),
         help="split a dataset by patient into folds (nnU-Net splits_final.json)",
         description="Assign whole patients to k folds (or a hold-out), balanced by sample "
         "count and reproducible from --seed. Without --out nothing is written.",
     )
-    parser.add_argument("root", help="dataset root: a folder or an fsspec URL (s3://...)")
     how = parser.add_mutually_exclusive_group(required=True)
     how.add_argument("--folds", type=count(2), metavar="K", help="k-fold cross-validation")
     how.add_argument(
@@ -51,15 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="leave out the contours these problem codes flag: " + ", ".join(EXCLUDES),
     )
     parser.add_argument("--out", metavar="FILE", help="write the splits file here (atomically)")
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_engine_options(parser, default_workers="default: 1, this process")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    with engine_from_args(args, workers=1, root=args.root) as engine:
-        index = scan(args.root, progress=show_progress(args), mapper=engine.map)
+    index = scan_root(args)
     index = index.subset(exclude=args.exclude)
     # More folds than patients raises ValueError: the request does not fit the
     # data, a usage error (exit 2) said in one line by dicontour.cli.main.
@@ -68,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         splits = [index.holdout(args.holdout, seed=args.seed)]
     if args.out:
+        from ..splits import write_splits
+
         write_splits(args.out, splits)
     document = {
         "root": index.location.redacted(),

@@ -15,9 +15,9 @@ The modules, in the order a batch meets them::
     stats.py         EpochStats: per-epoch telemetry
 """
 
+from ..batch import Batch, BatchMeta
 from .batches import MAX_BATCH_BYTES, BatchLoader
 from .index_source import IndexSource
-from .meta import Batch, BatchMeta
 from .order import batch_count, epoch_order, rank_share
 from .source import SampleSource, Transform
 from .stats import EpochStats

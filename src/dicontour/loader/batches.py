@@ -34,12 +34,13 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..batch import Batch, BatchMeta
+from ..cache import open_cache
 from ..errors import ContourError, DicomError, LoaderError
 from ..index import Index
-from ..problems import CODES, Problem, problem
+from ..problems import Problem, problem
 from ..targets import Target, check_target
 from .index_source import IndexSource
-from .meta import Batch, BatchMeta
 from .order import batch_count, epoch_order, rank_share, samples_per_rank
 from .pool import InlinePool, ProcessPool, RemoteTraceback
 from .prepare import NORMALIZE, Normalize
@@ -397,8 +398,6 @@ class BatchLoader:
         >>> loader = BatchLoader.from_cache("cache", batch_size=8, workers=2)  # doctest: +SKIP
         >>> fast = BatchLoader.from_cache("cache", copy=False)    # doctest: +SKIP
         """
-        from ..cache import open_cache  # the cache imports the loader's protocol
-
         return cls(open_cache(cache, root=root, checksums=checksums), batch_size, **options)
 
     def _common_shape(self) -> tuple[int, int]:
@@ -751,12 +750,7 @@ class BatchLoader:
         if failure.code == TRANSFORM_FAILED:
             self.problems.append(self._transform_problem(failure))
             return
-        code = failure.code
-        if code not in CODES:
-            code = "unparseable-contour" if failure.kind == "ContourError" else "unreadable-dicom"
-        where = f"line {failure.line}: " if failure.line is not None else ""
-        message = f"{where}{failure.reason} (skipped by the loader)"
-        self.problems.append(problem(code, failure.path, message))
+        self.problems.append(Problem.from_error(failure.error(), note=" (skipped by the loader)"))
 
     def _transform_problem(self, failure: Failure) -> Problem:
         """A ``transform-failed`` problem: its path is the sample's case id."""

@@ -14,12 +14,12 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from ..batch import BatchMeta, case_id
 from ..dicom import DicomHeader, RawPixels
 from ..errors import DicomError
 from ..index import Index, SampleRecord, read_image, read_mask
 from ..storage import Location, location
 from ..targets import Target, check_target
-from .meta import BatchMeta, case_id
 
 
 class PackedStrings:

@@ -2,7 +2,7 @@
 
 Modules, by concept::
 
-    checks.py          consistency checks (the scan runs the geometry ones)
+    checks.py          pixel checks (the scan's geometry checks are in dicontour.consistency)
     preview.py         per-slice PNGs, contact sheets, index.html
     intensity.py       blood pool vs myocardium intensities, histograms
     segment.py         non-learned blood-pool segmentation methods
@@ -11,9 +11,10 @@ Modules, by concept::
     metrics.py         dice, iou
     threshold.py       Otsu's threshold in numpy
 
-Only numpy and dicontour's core are imported here (the scan imports
-``checks``); scipy and matplotlib (the ``qa`` extra) are imported inside the
-functions that need them.
+QA is the last stage: nothing in dicontour below it imports it (only the
+package front and the CLI do).  scipy, scikit-image, scikit-learn and
+matplotlib (the ``qa`` extra) are imported inside the functions that need
+them.
 """
 
 from .checks import check_index, check_patient, with_problems
