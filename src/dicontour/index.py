@@ -328,6 +328,9 @@ class Index:
     root : str or Location
         The dataset root the records' paths are relative to.
     samples : sequence of SampleRecord
+        Held column-wise (:class:`dicontour._table.RecordTable`, about 200
+        bytes a record instead of about 1 KB of objects); ``index.samples[k]``
+        rebuilds record k, equal in every field to what the scan found.
     problems : sequence of Problem
     summary : dict, optional
         Computed by :func:`summarize` when omitted.
