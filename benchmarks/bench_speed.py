@@ -27,7 +27,10 @@ Printed, in one run:
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import ctypes
+import gc
 import hashlib
 import json
 import os
@@ -117,7 +120,14 @@ def _linked(seed: Path, target: Path, copies: int) -> Path:
 
 
 def rss_bytes() -> int:
-    """This process's resident set now (Linux /proc; peak elsewhere)."""
+    """This process's resident set now (Linux /proc; peak elsewhere), what it holds.
+
+    Garbage is collected and glibc's freed heap given back first, so that the
+    figure is memory held, not memory once used (that is the peak's figure).
+    """
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     try:
         return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
@@ -326,13 +336,10 @@ def memory(step: str, root: str, cache: str) -> dict[str, float]:
     The baseline is taken after a warm-up scan of the real data, so that the
     modules a step imports lazily are not counted as the step's memory.
     """
-    import gc
-
     import dicontour
     from dicontour.cache import build_cache
 
     dicontour.scan(REAL_DATA)
-    gc.collect()
     base = rss_bytes()
     if step == "scan":
         index = dicontour.scan(root)
