@@ -110,6 +110,9 @@ _ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
 _ASCII_BLANKS = b" \t\v\f"
 # 10**k for k digits: exact in int64 and in float64 up to k = 15 (< 2**53).
 _MAX_DIGITS = 15
+# Larger files take the careful path: the fast path's work arrays (about 60
+# bytes per byte of text) stay under 64 MB.  Contour files are a few KB.
+_FAST_MAX_BYTES = 1 << 20
 _POW10_INT = 10 ** np.arange(_MAX_DIGITS + 1, dtype=np.int64)
 _POW10_FLOAT = _POW10_INT.astype(np.float64)
 
@@ -126,7 +129,7 @@ def _parse_fast(data: bytes) -> np.ndarray | None:
     the line grammar or be blank.  What is left between the blanks and line
     ends is then numbers of the grammar, two on each non-blank line.
     """
-    if not data.isascii():
+    if len(data) > _FAST_MAX_BYTES or not data.isascii():
         return None
     for shape in set(data.translate(_ZERO_DIGITS).splitlines()):
         if _LINE_BYTES.fullmatch(shape) is None and shape.strip(_ASCII_BLANKS):
