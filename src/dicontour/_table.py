@@ -50,7 +50,7 @@ def _fits(record: object) -> bool:
     return (
         _is_str(record.patient_id)
         and _is_str(record.original_id)
-        and _is_int(record.slice, _INT64)
+        and _is_int(record.slice, _INT32)
         and _is_str(record.dicom)
         and all(p is None or _is_str(p) for p in (record.i_contour, record.o_contour))
         and _is_int(header.rows, _INT32)
@@ -63,7 +63,7 @@ def _fits(record: object) -> bool:
                 and all(type(v) is float for v in spacing)
             )
         )
-        and (header.instance_number is None or _is_int(header.instance_number, _INT64))
+        and (header.instance_number is None or _is_int(header.instance_number, _INT32))
         and (header.sop_instance_uid is None or _is_str(header.sop_instance_uid))
         and type(header.slope) is float
         and type(header.intercept) is float
@@ -152,16 +152,16 @@ class RecordTable(Sequence):
         self._length += len(batch)
         n = len(batch)
         pair = np.zeros(n, np.int32)
-        slices = np.zeros(n, np.int64)
+        slices = np.zeros(n, np.int32)
         rows = np.zeros(n, np.int32)
         columns = np.zeros(n, np.int32)
         spacing = np.zeros((n, 2), np.float64)
-        instance = np.zeros(n, np.int64)
+        instance = np.zeros(n, np.int32)
         rescale = np.zeros((n, 2), np.float64)
         syntax = np.zeros(n, np.int32)
         flags = np.zeros(n, np.uint8)
         raw = np.zeros((n, 3), np.int64)
-        dtype = np.zeros(n, np.int16)
+        dtype = np.zeros(n, np.int32)
         folders = np.full((n, 3), -1, np.int32)
         names: dict[str, list[bytes]] = {"dicom": [], "i": [], "o": [], "uid": []}
         for j, record in enumerate(batch):
@@ -211,7 +211,7 @@ class RecordTable(Sequence):
             "syntax": syntax.astype(np.int16) if len(self._syntaxes.values) < 2**15 else syntax,
             "flags": flags,
             "raw": raw,
-            "dtype": dtype,
+            "dtype": dtype.astype(np.int8) if len(self._dtypes.values) <= 127 else dtype,
             "folders": folders,
         }
         for kind, values in names.items():
