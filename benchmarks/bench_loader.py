@@ -12,7 +12,7 @@ On the i-contour samples of the real data, batch 8, several epochs:
 
 Goal: >= 3x (a).  Rates are steady-state samples/s: the best of ``ROUNDS``
 interleaved rounds of ``EPOCHS`` epochs each (the machine is shared), after
-one warm-up epoch.  BatchLoader's start-up (2 workers spawned, first batch
+one warm-up epoch.  BatchLoader's start-up (2 workers started, first batch
 delivered) is reported on its own line.  torch's DataLoader is measured as
 the issue names it (workers started anew each epoch) and, for reference, with
 ``persistent_workers=True``.
@@ -150,7 +150,7 @@ def main() -> int:
             "samples/s",
             base,
         )
-    print(f"{'BatchLoader start-up (spawn 2 workers, first batch)':<48} {startup:>12.2f} s")
+    print(f"{'BatchLoader start-up (2 workers, first batch)':<48} {startup:>12.2f} s")
     report("BatchLoader(workers=2)", rates["ours"], "samples/s", base)
     report("BatchLoader(workers=2, copy=False)", rates["ours-views"], "samples/s", base)
     if "torch" in rates:

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import unicodedata
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,7 @@ def test_printable_by_hand():
 
 
 @given(st.text())
+@pytest.mark.slow
 def test_printable_leaves_nothing_a_terminal_acts_on(text):
     out = printable(text)
     assert unsafe(out) == [] and "\n" not in out
@@ -195,6 +197,8 @@ def _every_command(root: Path, out: Path) -> list[list[str]]:
         ["demo", str(out / f"demo{NASTY}")],  # reused
         ["split", str(root), "--folds", "2", "--out", str(out / f"splits{NASTY}.json")],
         ["split", str(root), "--holdout", "0.3", "--exclude", "i-outside-o"],
+        ["export", str(root), str(out / f"nn{NASTY}"), "--format", "nnunet", "--folds", "2"],
+        ["export", str(root), str(out / f"rt{NASTY}"), "--format", "rtstruct"],
         # error lines: an unusable root, an output path that is a file, an unknown id
         ["scan", str(out / f"missing{NASTY}")],
         ["cache", "build", str(root), str(root / "link.csv")],
@@ -202,6 +206,7 @@ def _every_command(root: Path, out: Path) -> list[list[str]]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_no_command_prints_a_control_character(hostile, tmp_path, capsys):
     root, _ = hostile
@@ -218,8 +223,8 @@ def test_no_command_prints_a_control_character(hostile, tmp_path, capsys):
         assert all(line.startswith("dicontour: warning: ") for line in lines[:-1]), argv
         assert not lines or lines[-1].startswith("dicontour: "), argv
         codes.append(code)
-    assert codes[:16] == [0] * 16, codes
-    assert codes[16:] == [2, 1, 1]
+    assert codes[:18] == [0] * 18, codes
+    assert codes[18:] == [2, 1, 1]
 
 
 def test_a_corrupt_cache_lists_its_failures_escaped(hostile, tmp_path, capsys):
@@ -259,6 +264,7 @@ _HOSTILE_TEXT = st.text(
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(nasty=_HOSTILE_TEXT)
+@pytest.mark.slow
 def test_any_name_is_escaped_in_scan_and_check(nasty):
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -332,17 +338,14 @@ def test_usage_errors_are_escaped_too(argv, capsys):
 
 
 @pytest.fixture(scope="module")
-def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("clean") / "data"
-    write_phantom(root, patients=3, slices=8, shape=(64, 64), faults=False)
-    return root
+def clean(phantom: Callable[..., Path]) -> Path:
+    """A phantom without faults (this module's ``clean`` is a dataset, not the leak check)."""
+    return phantom(patients=3, slices=8, shape=(64, 64), faults=False)
 
 
 @pytest.fixture(scope="module")
-def faulty(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("faulty") / "data"
-    write_phantom(root, patients=3, slices=8, shape=(64, 64), faults=True)
-    return root
+def faulty(phantom: Callable[..., Path]) -> Path:
+    return phantom(patients=3, slices=8, shape=(64, 64), faults=True)
 
 
 @pytest.fixture(scope="module")
@@ -430,6 +433,7 @@ def _fill(argv: list[str], paths: dict[str, Path]) -> list[str]:
 @pytest.mark.parametrize(
     ("argv", "expected"), EXIT_CODES, ids=[" ".join(a) or "-" for a, _ in EXIT_CODES]
 )
+@pytest.mark.slow
 def test_exit_code_table(argv, expected, clean, faulty, built_cache, tmp_path, capsys):
     (tmp_path / "a-file").write_text("in the way")
     paths = {
@@ -470,6 +474,7 @@ INTERRUPTED = [
 
 
 @pytest.mark.parametrize("argv", INTERRUPTED, ids=" ".join)
+@pytest.mark.slow
 def test_ctrl_c_is_exit_130_and_one_line(argv, clean, built_cache, tmp_path, capsys, monkeypatch):
     def interrupt(self):
         raise KeyboardInterrupt

@@ -25,7 +25,7 @@ NAME = "f.txt"
 
 def careful(text: str) -> np.ndarray:
     """The careful path alone: line by line, then the polygon checks."""
-    return contour_module._polygon(contour_module._parse_lines(text, NAME), NAME)
+    return contour_module.check_polygon(contour_module._parse_lines(text, NAME), name=NAME)
 
 
 def careful_bytes(data: bytes) -> np.ndarray:

@@ -52,6 +52,14 @@ headers = st.builds(
     transfer_syntax=st.sampled_from(["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", ""]),
     raw=raws,
     modality_lut=st.booleans(),
+    image_position=st.none() | st.tuples(floats, floats, floats),
+    image_orientation=st.none()
+    | st.sampled_from([(1.0, 0.0, 0.0, 0.0, 1.0, 0.0), (1.0, -0.0, 0.0, 0.0, 1.0, 0.0)])
+    | st.tuples(*[floats] * 6),
+    slice_thickness=st.none() | floats,
+    frame_of_reference_uid=st.none() | st.sampled_from(["1.2.3", "1.2.4"]),
+    series_instance_uid=st.none() | text,
+    study_instance_uid=st.none() | st.sampled_from(["9.8", ""]),
 )
 records = st.builds(
     SampleRecord,

@@ -27,8 +27,9 @@ from .record import SampleRecord
 _CHUNK = 4096
 _INT64 = (-(2**63), 2**63 - 1)
 _INT32 = (-(2**31), 2**31 - 1)
+_UINT16 = (0, 2**16 - 1)  # DICOM Rows and Columns are US
 # Bits of the flags column.
-_SPACING, _INSTANCE, _UID, _LUT, _RAW = 1, 2, 4, 8, 16
+_SPACING, _INSTANCE, _UID, _LUT, _RAW, _POSITION = 1, 2, 4, 8, 16, 32
 
 
 def _is_int(value: object, bounds: tuple[int, int]) -> bool:
@@ -53,8 +54,8 @@ def _fits(record: object) -> bool:
         and _is_int(record.slice, _INT32)
         and _is_str(record.dicom)
         and all(p is None or _is_str(p) for p in (record.i_contour, record.o_contour))
-        and _is_int(header.rows, _INT32)
-        and _is_int(header.columns, _INT32)
+        and _is_int(header.rows, _UINT16)
+        and _is_int(header.columns, _UINT16)
         and (
             spacing is None
             or (
@@ -70,6 +71,15 @@ def _fits(record: object) -> bool:
         and _is_str(header.transfer_syntax)
         and type(header.modality_lut) is bool
         and (
+            header.image_position is None
+            or (
+                type(header.image_position) is tuple
+                and len(header.image_position) == 3
+                and all(type(v) is float for v in header.image_position)
+            )
+        )
+        and _hashable(_series(header))
+        and (
             raw is None
             or (
                 type(raw) is RawPixels
@@ -80,6 +90,25 @@ def _fits(record: object) -> bool:
             )
         )
     )
+
+
+def _series(header: DicomHeader) -> tuple[object, ...]:
+    """What a header shares with its series: kept once per distinct value, exactly."""
+    return (
+        header.image_orientation,
+        header.slice_thickness,
+        header.frame_of_reference_uid,
+        header.series_instance_uid,
+        header.study_instance_uid,
+    )
+
+
+def _hashable(value: object) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _encode(text: str) -> bytes:
@@ -97,10 +126,12 @@ class _Codes:
         self.values: list[object] = []
         self._code: dict[object, int] = {}
 
-    def __call__(self, value: object) -> int:
-        code = self._code.get(value)
+    def __call__(self, value: object, key: object = None) -> int:
+        """The code of ``value``, looked up by ``key`` (default: the value itself)."""
+        key = value if key is None else key
+        code = self._code.get(key)
         if code is None:
-            code = self._code[value] = len(self.values)
+            code = self._code[key] = len(self.values)
             self.values.append(value)
         return code
 
@@ -124,7 +155,7 @@ class RecordTable(Sequence):
 
     def __init__(self, records: Iterable[object] = ()) -> None:
         self._pairs, self._folders = _Codes(), _Codes()
-        self._syntaxes, self._dtypes = _Codes(), _Codes()
+        self._syntaxes, self._dtypes, self._series = _Codes(), _Codes(), _Codes()
         self._odd: dict[int, object] = {}
         self._length = 0
         chunks: list[dict[str, np.ndarray]] = []
@@ -153,9 +184,11 @@ class RecordTable(Sequence):
         n = len(batch)
         pair = np.zeros(n, np.int32)
         slices = np.zeros(n, np.int32)
-        rows = np.zeros(n, np.int32)
-        columns = np.zeros(n, np.int32)
+        rows = np.zeros(n, np.uint16)
+        columns = np.zeros(n, np.uint16)
         spacing = np.zeros((n, 2), np.float64)
+        position = np.zeros((n, 3), np.float64)
+        series = np.zeros(n, np.int32)
         instance = np.zeros(n, np.int32)
         rescale = np.zeros((n, 2), np.float64)
         syntax = np.zeros(n, np.int32)
@@ -189,6 +222,12 @@ class RecordTable(Sequence):
             if header.pixel_spacing is not None:
                 spacing[j] = header.pixel_spacing
                 bits |= _SPACING
+            if header.image_position is not None:
+                position[j] = header.image_position
+                bits |= _POSITION
+            shared = _series(header)
+            # Keyed by repr, so that -0.0 and 0.0 (equal, same hash) stay apart.
+            series[j] = self._series(shared, key=repr(shared))
             if header.instance_number is not None:
                 instance[j] = header.instance_number
                 bits |= _INSTANCE
@@ -206,6 +245,8 @@ class RecordTable(Sequence):
             "rows": rows,
             "columns": columns,
             "spacing": spacing,
+            "position": position,
+            "series": series,
             "instance": instance,
             "rescale": rescale,
             "syntax": syntax.astype(np.int16) if len(self._syntaxes.values) < 2**15 else syntax,
@@ -299,6 +340,10 @@ class RecordTable(Sequence):
             offset, size, mtime = (int(v) for v in c["raw"][k])
             raw = RawPixels(offset, str(self._dtypes.values[int(c["dtype"][k])]), size, mtime)
         spacing = c["spacing"][k]
+        orientation, thickness, frame, series, study = self._series.values[  # type: ignore[misc]
+            int(c["series"][k])
+        ]
+        position = c["position"][k]
         header = DicomHeader(
             rows=int(c["rows"][k]),
             columns=int(c["columns"][k]),
@@ -310,6 +355,16 @@ class RecordTable(Sequence):
             transfer_syntax=str(self._syntaxes.values[int(c["syntax"][k])]),
             raw=raw,
             modality_lut=bool(bits & _LUT),
+            image_position=(
+                (float(position[0]), float(position[1]), float(position[2]))
+                if bits & _POSITION
+                else None
+            ),
+            image_orientation=orientation,
+            slice_thickness=thickness,
+            frame_of_reference_uid=frame,
+            series_instance_uid=series,
+            study_instance_uid=study,
         )
         patient_id, original_id = self._pairs.values[int(c["pair"][k])]  # type: ignore[misc]
         return SampleRecord(

@@ -86,13 +86,47 @@ def parse_contour(text: str, *, name: str = "<contour>") -> np.ndarray:
     array = _parse_fast(text.encode("ascii")) if text.isascii() else None
     if array is None:
         array = _parse_lines(text, name)
-    return _polygon(array, name)
+    return check_polygon(array, name=name)
 
 
-def _polygon(array: np.ndarray, name: str) -> np.ndarray:
-    """Check the parsed points make a polygon; drop a closing point that repeats the first."""
+def check_polygon(points: np.ndarray, *, name: str = "<contour>") -> np.ndarray:
+    """Check a polygon's (x, y) points as every contour reader does; drop a closing repeat.
+
+    The one set of rules behind :func:`parse_contour` and the RT Structure Set
+    reader (:mod:`dicontour.rtstruct`), so both report the same problem codes.
+
+    Parameters
+    ----------
+    points : float ndarray of shape (N, 2)
+        (x, y) = (column, row) vertices.
+    name : str
+        The contour named in errors.
+
+    Returns
+    -------
+    float64 ndarray of shape (M, 2)
+        ``points``, without a last point that repeats the first.
+
+    Raises
+    ------
+    ContourError
+        ``empty-contour``, ``non-finite-coordinate``, ``too-few-points``,
+        ``too-many-points`` (as :func:`parse_contour`).
+
+    Examples
+    --------
+    >>> check_polygon(np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [0.0, 0.0]]))
+    array([[0., 0.],
+           [2., 0.],
+           [0., 2.]])
+    """
+    array = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     if not len(array):
         raise ContourError(name, "no points in file", code="empty-contour")
+    if len(array) > MAX_POINTS:
+        raise ContourError(name, f"more than {MAX_POINTS} points", code="too-many-points")
+    if not np.isfinite(array).all():
+        raise ContourError(name, "a coordinate is not finite", code="non-finite-coordinate")
     if len(array) > 1 and (array[-1] == array[0]).all():
         array = array[:-1]
     if not _has_three_distinct(array):
@@ -297,7 +331,7 @@ def read_contour(
         raise ContourError(where, f"file larger than {MAX_BYTES} bytes", code="too-many-points")
     array = _parse_fast(data)  # only ASCII is taken, so the text would decode
     if array is not None:
-        return _polygon(array, where)
+        return check_polygon(array, name=where)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -32,6 +32,8 @@ from .errors import ContourError, DicomError, RefusedFileError
 from .problems import CODES, EXCLUDES, Problem
 from .raster import MAX_CROSSINGS, count_crossings, polygon_to_mask
 from .record import SampleRecord as SampleRecord  # re-exported: defined here before
+from .rtstruct import is_reference as is_rtstruct_reference
+from .rtstruct import read_reference as read_rtstruct_reference
 from .splits import assign_folds, choose_holdout
 from .storage import Location, location
 from .targets import Target as Target  # re-exported: index.Target predates targets.py
@@ -107,7 +109,14 @@ def read_header(root: Location, relative: str) -> DicomHeader:
 
 
 def read_points(root: Location, relative: str) -> np.ndarray:
-    """The (N, 2) (x, y) points of the contour file ``relative`` under ``root``."""
+    """The (N, 2) (x, y) points of the contour ``relative`` names under ``root``.
+
+    ``relative`` is a contour reference as a contour source lists it: the path
+    of a text contour file, or a contour inside an RT Structure Set
+    (:func:`dicontour.rtstruct.is_reference`), read by its own reader.
+    """
+    if is_rtstruct_reference(relative):
+        return read_rtstruct_reference(root, relative)
     with _opened(root, relative, ContourError) as handle:
         return read_contour(handle, name=relative)
 
@@ -596,10 +605,10 @@ def _exclude(
     for record in records:
         paths = {"i": record.i_contour, "o": record.o_contour}
         for contour in ("i", "o"):
-            why = drop.get((record.patient_id, record.slice, contour))
-            if why is not None and paths[contour] is not None:
+            dropped = drop.get((record.patient_id, record.slice, contour))
+            if dropped is not None and paths[contour] is not None:
                 paths[contour] = None
-                excluded.append(Exclusion(record.case_id, contour, *why))
+                excluded.append(Exclusion(record.case_id, contour, *dropped))
         if paths["i"] is None and paths["o"] is None:
             continue
         kept.append(replace(record, i_contour=paths["i"], o_contour=paths["o"]))

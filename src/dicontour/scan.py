@@ -7,6 +7,13 @@ The layout::
     ROOT/contourfiles/<original_id>/i-contours/IM-0001-<nnnn>-icontour-manual.txt
     ROOT/contourfiles/<original_id>/o-contours/IM-0001-<nnnn>-ocontour-manual.txt
 
+The contours come from a *contour source* (:class:`ContourSource`): the text
+files above by default (:class:`TextContours`), or RT Structure Sets in
+``contourfiles/<original_id>/`` (:class:`dicontour.rtstruct.RtstructContours`).
+A source lists a patient's contours as slice -> reference; the scan then reads
+every reference through :func:`dicontour.index.read_points`, and the same
+checks and problems apply whatever the source.
+
 A scan never raises on bad data: every finding becomes a :class:`Problem`, and a
 bad file drops only what depends on it.  Only a root that cannot be used at
 all raises :class:`LayoutError`.
@@ -19,9 +26,9 @@ import io
 import os
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -114,9 +121,11 @@ def _read_links(where: Location) -> tuple[list[Patient], list[Problem]]:
         break
     if header[:2] != _HEADER:
         raise LayoutError("link.csv: first line must be 'patient_id,original_id', got []")
-    patients, problems = [], []
+    patients: list[Patient] = []
+    problems: list[Problem] = []
     for number, line in rows:
         cells = _parse_line(line)
+        why: str | None
         if isinstance(cells, str):
             why = cells
         else:
@@ -138,7 +147,7 @@ def _link_bytes(where: Location) -> bytes:
     """The bytes of link.csv, refused before reading when over the limit or not a file."""
     try:
         is_dir = where.fs.isdir(where.base)
-        is_file = True if where.is_local else where.fs.isfile(where.path("link.csv"))
+        is_file = not where.lacks_file("link.csv")
     except LayoutError:  # no package for the scheme, or an unknown scheme: already in words
         raise
     except Exception as exc:  # object stores raise their own types (botocore, aiohttp, ...)
@@ -274,6 +283,36 @@ def _contour_files(
     return found
 
 
+class ContourSource(Protocol):
+    """Where a patient's contours come from: lists them, slice by slice.
+
+    ``find`` returns ``{"i": {slice: reference}, "o": {...}}`` for one patient,
+    appending a :class:`Problem` for whatever cannot be used.  ``slices`` maps
+    the patient's slice numbers to their DICOM paths.  A reference is a string
+    that :func:`dicontour.index.read_points` reads into (x, y) points.  Must be
+    picklable (the engines send it to worker processes).
+    """
+
+    def find(
+        self, where: Location, patient: Patient, slices: Mapping[int, str], problems: list[Problem]
+    ) -> dict[str, dict[int, str]]: ...
+
+
+@dataclass(frozen=True)
+class TextContours:
+    """The contour source of the challenge layout: one text file per contour.
+
+    ``contourfiles/<original_id>/{i,o}-contours/IM-0001-<nnnn>-{i,o}contour-manual.txt``;
+    the reference is the file's path.
+    """
+
+    def find(
+        self, where: Location, patient: Patient, slices: Mapping[int, str], problems: list[Problem]
+    ) -> dict[str, dict[int, str]]:
+        """Slice number -> relative path, for the i- and o-contours of ``patient``."""
+        return _contour_files(where, patient, problems)
+
+
 def _duplicate(path: str, kept: str, number: int, patient_id: str) -> Problem:
     """A second file for the same slice: reported, never silently dropped."""
     return problem(
@@ -285,105 +324,125 @@ def _duplicate(path: str, kept: str, number: int, patient_id: str) -> Problem:
     )
 
 
-def scan_patient(root: str | Location, patient: Patient) -> PatientScan:
+def scan_patient(
+    root: str | Location, patient: Patient, contours: ContourSource | None = None
+) -> PatientScan:
     """Scan one patient: pair slices with contours, read headers and contours.
 
     Never raises on bad data.  This is the unit of work the engines distribute.
+    Its steps: list the DICOM slices, list the contours (``contours``, the
+    contour source: :class:`TextContours` by default), read each labelled
+    slice (:func:`_scan_slice`), then the patient's geometry checks.
     """
     where = location(root)
     result = PatientScan(patient.patient_id)
-    polygons: dict[int, dict[str, np.ndarray]] = {}
-    problems = result.problems
     pid = patient.patient_id
-    dicom_folder = f"dicoms/{pid}"
-    slices: dict[int, str] = {}
-    listed = _children(where, dicom_folder, problems, pid)
-    if not listed and not problems:
-        unseen = _unseen(where, dicom_folder, pid)
+    listed = _children(where, f"dicoms/{pid}", result.problems, pid)
+    if not listed and not result.problems:
+        unseen = _unseen(where, f"dicoms/{pid}", pid)
         if unseen is not None:
             # Not an empty patient: the folder was listed when the scan began.
             result.problems.append(unseen)
             return result
+    slices = _dicom_slices(pid, listed, result.problems)
+    result.dicoms = len(slices)
+    source: ContourSource = contours or TextContours()
+    found = source.find(where, patient, slices, result.problems)
+    labelled = sorted(set(found["i"]) | set(found["o"]))
+    result.unlabelled = len(set(slices) - set(labelled))
+    polygons: dict[int, dict[str, np.ndarray]] = {}
+    for number in labelled:
+        files = {kind: found[kind].get(number) for kind in ("i", "o")}
+        read = _scan_slice(where, patient, number, slices.get(number), files, result.problems)
+        if read is not None:
+            result.records.append(read[0])
+            polygons[number] = read[1]
+    # The geometry checks (consistency.py): slice by slice and across the patient.
+    result.problems.extend(check_patient(result.records, polygons))
+    return result
+
+
+def _dicom_slices(pid: str, listed: dict[str, bool], problems: list[Problem]) -> dict[int, str]:
+    """``{slice number: path}`` of the patient's ``<n>.dcm`` files; others are problems."""
+    folder = f"dicoms/{pid}"
+    slices: dict[int, str] = {}
     for name, is_dir in sorted(listed.items()):
         match = None if is_dir else _DICOM_NAME.match(name)
         if match is None:
             problems.append(
-                problem(
-                    "stray-file", f"{dicom_folder}/{name}", "not <n>.dcm; ignored", patient_id=pid
-                )
+                problem("stray-file", f"{folder}/{name}", "not <n>.dcm; ignored", patient_id=pid)
             )
         elif int(match.group(1)) in slices:  # 7.dcm and 07.dcm: keep the first
             number = int(match.group(1))
-            problems.append(_duplicate(f"{dicom_folder}/{name}", slices[number], number, pid))
+            problems.append(_duplicate(f"{folder}/{name}", slices[number], number, pid))
         else:
-            slices[int(match.group(1))] = f"{dicom_folder}/{name}"
-    result.dicoms = len(slices)
-    contours = _contour_files(where, patient, problems)
-    labelled = sorted(set(contours["i"]) | set(contours["o"]))
-    result.unlabelled = len(set(slices) - set(labelled))
+            slices[int(match.group(1))] = f"{folder}/{name}"
+    return slices
 
-    for number in labelled:
-        files = {kind: contours[kind].get(number) for kind in ("i", "o")}
-        names = " and ".join(f"{k}-contour" for k, path in files.items() if path)
-        dicom = slices.get(number)
-        if dicom is None:
-            for path in filter(None, files.values()):
-                problems.append(
-                    problem(
-                        "missing-dicom",
-                        path,
-                        f"no {dicom_folder}/{number}.dcm for this contour",
-                        patient_id=pid,
-                        slice=number,
-                    )
-                )
-            continue
-        try:
-            header = read_header(where, dicom)
-        except DicomError as exc:
-            problems.append(
-                Problem.from_error(
-                    exc, path=dicom, note=f"; its {names} not used", patient_id=pid, slice=number
-                )
-            )
-            continue
-        if header.instance_number is not None and header.instance_number != number:
+
+def _scan_slice(
+    where: Location,
+    patient: Patient,
+    number: int,
+    dicom: str | None,
+    files: dict[str, str | None],
+    problems: list[Problem],
+) -> tuple[SampleRecord, dict[str, np.ndarray]] | None:
+    """One labelled slice: its header and valid polygons, or None (its problems recorded)."""
+    pid = patient.patient_id
+    if dicom is None:
+        for contour in filter(None, files.values()):
             problems.append(
                 problem(
-                    "instance-number-mismatch",
-                    dicom,
-                    f"file name says slice {number}, InstanceNumber is {header.instance_number}",
+                    "missing-dicom",
+                    contour,
+                    f"no dicoms/{pid}/{number}.dcm for this contour",
                     patient_id=pid,
                     slice=number,
                 )
             )
-        points: dict[str, np.ndarray] = {}
-        for kind, path in files.items():
-            if path is None:
-                continue
-            try:
-                # The same reading and checks as every load (out-of-bounds etc.).
-                polygon = read_polygon(where, path, header.shape)
-            except ContourError as exc:
-                problems.append(Problem.from_error(exc, path=path, patient_id=pid, slice=number))
-                continue
-            points[kind] = polygon
-        if not points:
-            continue
-        record = SampleRecord(
-            pid,
-            patient.original_id,
-            number,
-            dicom,
-            files["i"] if "i" in points else None,
-            files["o"] if "o" in points else None,
-            header,
+        return None
+    try:
+        header = read_header(where, dicom)
+    except DicomError as exc:
+        names = " and ".join(f"{k}-contour" for k, path in files.items() if path)
+        problems.append(
+            Problem.from_error(
+                exc, path=dicom, note=f"; its {names} not used", patient_id=pid, slice=number
+            )
         )
-        result.records.append(record)
-        polygons[number] = points
-    # Consistency checks (qa/checks.py): slice by slice and across the patient.
-    problems.extend(check_patient(result.records, polygons))
-    return result
+        return None
+    if header.instance_number is not None and header.instance_number != number:
+        problems.append(
+            problem(
+                "instance-number-mismatch",
+                dicom,
+                f"file name says slice {number}, InstanceNumber is {header.instance_number}",
+                patient_id=pid,
+                slice=number,
+            )
+        )
+    points: dict[str, np.ndarray] = {}
+    for kind, path in files.items():
+        if path is None:
+            continue
+        try:
+            # The same reading and checks as every load (out-of-bounds etc.).
+            points[kind] = read_polygon(where, path, header.shape)
+        except ContourError as exc:
+            problems.append(Problem.from_error(exc, path=path, patient_id=pid, slice=number))
+    if not points:
+        return None
+    record = SampleRecord(
+        pid,
+        patient.original_id,
+        number,
+        dicom,
+        files["i"] if "i" in points else None,
+        files["o"] if "o" in points else None,
+        header,
+    )
+    return record, points
 
 
 def _unseen(where: Location, folder: str, patient_id: str) -> Problem | None:
@@ -509,7 +568,13 @@ def _layout_problems(
 Mapper = Callable[[Callable[[Patient], PatientScan], list[Patient]], Iterable[PatientScan]]
 
 
-def scan(root: str | Location, *, progress: bool = False, mapper: Mapper | None = None) -> Index:
+def scan(
+    root: str | Location,
+    *,
+    progress: bool = False,
+    mapper: Mapper | None = None,
+    contours: ContourSource | None = None,
+) -> Index:
     """Scan a dataset folder and return its :class:`Index`.
 
     Parameters
@@ -522,6 +587,10 @@ def scan(root: str | Location, *, progress: bool = False, mapper: Mapper | None 
         ``mapper(function, patients)`` running :func:`scan_patient` for each patient
         and yielding the results in order; the built-in ``map`` by default.  The
         engines pass one that spreads patients over processes or a Dask cluster.
+    contours : ContourSource, optional
+        Where the contours come from: :class:`TextContours` (the layout above)
+        by default; :class:`dicontour.rtstruct.RtstructContours` for RT
+        Structure Sets in ``contourfiles/<original_id>/``.
 
     Returns
     -------
@@ -546,10 +615,10 @@ def scan(root: str | Location, *, progress: bool = False, mapper: Mapper | None 
     links, bad_rows = _read_links(where)
     patients, problems = _layout_problems(where, links)
     problems += bad_rows
-    worker = _PatientScanner(where)
+    worker = _PatientScanner(where, contours)
     results: Iterable[PatientScan] = (mapper or map)(worker, patients)
     if progress:
-        from tqdm import tqdm
+        from tqdm import tqdm  # not a cycle: only when a bar is shown (slow to import)
 
         results = tqdm(results, total=len(patients), desc="scan", unit="patient", leave=False)
     found: list[Problem] = []
@@ -583,6 +652,7 @@ class _PatientScanner:
     """A picklable ``scan_patient`` bound to a root, for process and cluster maps."""
 
     root: Location
+    contours: ContourSource | None = None
 
     def __call__(self, patient: Patient) -> PatientScan:
-        return scan_patient(self.root, patient)
+        return scan_patient(self.root, patient, self.contours)

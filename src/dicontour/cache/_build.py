@@ -37,10 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -179,15 +176,10 @@ def _write_shard(task: ShardTask) -> ShardResult:
             if mask is not None:
                 masks[j, channel] = mask
                 has[j, channel] = True
-    scratch = "" if cache.is_local else tempfile.mkdtemp(prefix="dicontour-shard-")
-    try:
-        arrays = {
-            name: _store.save_array(cache, f"{folder}/{name}", array, scratch)
-            for name, array in zip(ARRAYS, (images, masks, has), strict=True)
-        }
-    finally:
-        if scratch:
-            shutil.rmtree(scratch, ignore_errors=True)
+    arrays = {
+        name: _store.save_array(cache, f"{folder}/{name}", array)
+        for name, array in zip(ARRAYS, (images, masks, has), strict=True)
+    }
     data = _store.dumps({**task.head, "arrays": arrays})
     _store.write_bytes(cache, f"{folder}/{MANIFEST}", data)
     total = sum(entry["bytes"] for entry in arrays.values())
@@ -209,7 +201,8 @@ def plan_shards(
         raise ValueError(f"shard_size must be at least 1, got {shard_size!r}")
     by_shape: dict[tuple[int, int], list[int]] = {}
     for k, record in enumerate(records):
-        by_shape.setdefault(tuple(record.shape), []).append(k)
+        height, width = record.shape
+        by_shape.setdefault((height, width), []).append(k)
     return [
         (shape, positions[start : start + shard_size])
         for shape, positions in by_shape.items()
@@ -436,11 +429,8 @@ def build_cache(
 
 
 def _make_cache_folder(store: Location) -> None:
-    if store.is_local:
-        os.makedirs(store.base, exist_ok=True)
-        _layout.check_folder(store)  # made by someone else as a link in between
-    elif not _store.is_object_store(store):
-        store.fs.makedirs(store.base, exist_ok=True)
+    store.make_root()
+    _layout.check_folder(store)  # made by someone else as a link in between
 
 
 def _build(
@@ -512,7 +502,7 @@ def _build(
     results: dict[str, ShardResult] = {}
     bar = None
     if progress:
-        from tqdm import tqdm
+        from tqdm import tqdm  # not a cycle: only when a bar is shown (slow to import)
 
         bar = tqdm(total=len(index), desc="cache", unit="sample", leave=False)
     try:
@@ -536,7 +526,7 @@ def _build(
     has = np.array(
         [[r.i_contour is not None, r.o_contour is not None] for r in index.samples], bool
     )[np.concatenate([positions for _, positions in plan])]
-    has_entry = _store.save_array(store, HAS, has, _scratch_for(store))
+    has_entry = _store.save_array(store, HAS, has)
     fingerprint_bytes = _store.dumps(dataset.to_dict())
     _store.write_bytes(store, FINGERPRINT, fingerprint_bytes)
     manifest = dict(planned)
@@ -593,7 +583,3 @@ def _check_results(
         "it: the same shared filesystem mounted at the same path on every machine, or an "
         "object store URL (s3://bucket/prefix)"
     )
-
-
-def _scratch_for(store: Location) -> str:
-    return "" if store.is_local else tempfile.gettempdir()

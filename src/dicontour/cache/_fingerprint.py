@@ -19,87 +19,18 @@ a file that is only read does not.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import RefusedFileError
 from ..storage import Location
 
 #: The parts of a dataset root that the fingerprint covers.
 LAYOUT = ("link.csv", "dicoms", "contourfiles")
-# Tags in order of preference: content hashes first, then times.
-_TAG_KEYS = (
-    "ETag",
-    "etag",
-    "md5Hash",
-    "md5",
-    "crc32c",
-    "generation",
-    "mtime",
-    "LastModified",
-    "last_modified",
-    "updated",
-    "created",
-)
-
-
-def _tag(info: dict[str, Any]) -> str:
-    for key in _TAG_KEYS:
-        value = info.get(key)
-        if value not in (None, ""):
-            return str(value).strip('"')
-    return "-"
 
 
 def list_files(root: Location) -> dict[str, str]:
     """``{relative path: "<size> <tag>"}`` for every file of the layout under ``root``."""
-    found: dict[str, str] = {}
-    if root.is_local:
-        # Listed through the Location, which follows only links inside the root and
-        # never stats through a loop; a refused entry is fingerprinted by its code,
-        # so repairing it (a link fixed, a FIFO replaced) makes the cache stale.
-        pending = [top for top in LAYOUT if top != "link.csv"]
-        try:
-            stat = os.stat(root.path("link.csv"))
-            found["link.csv"] = f"{stat.st_size} {stat.st_mtime_ns}"
-        except OSError:
-            pass
-        while pending:
-            folder = pending.pop()
-            try:
-                entries = root.entries(folder)
-            except RefusedFileError as exc:
-                found[folder] = f"refused {exc.code}"
-                continue
-            for entry in entries:
-                relative = f"{folder}/{entry.name}"
-                if entry.kind == "folder":
-                    pending.append(relative)
-                elif entry.kind == "refused":
-                    found[relative] = f"refused {entry.code}"
-                else:
-                    try:
-                        stat = os.stat(root.path(relative))
-                    except OSError:  # vanished since the listing
-                        continue
-                    found[relative] = f"{stat.st_size} {stat.st_mtime_ns}"
-        return dict(sorted(found.items()))
-    fs, base = root.fs, root.base.rstrip("/")
-    for top in LAYOUT:
-        path = root.path(top)
-        fs.invalidate_cache(path)
-        try:
-            # find() on a file key would also match longer keys with the same prefix
-            entries = {path: fs.info(path)} if top == "link.csv" else fs.find(path, detail=True)
-        except FileNotFoundError:
-            continue
-        for name, info in entries.items():
-            if info.get("type") == "directory":
-                continue
-            relative = name.rstrip("/")[len(base) + 1 :] if name.startswith(base) else name
-            found[relative] = f"{info.get('size', '-')} {_tag(info)}"
-    return found
+    return root.file_versions(files=LAYOUT[:1], folders=LAYOUT[1:])
 
 
 def _group(relative: str) -> str:

@@ -28,15 +28,13 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..errors import CacheError
-from ..storage import Location
+from ..storage import Location, NotRemoved, mode_words
 from . import _store
 from ._format import ARRAYS, FINGERPRINT, HAS, LOCK, MANIFEST, SHARDS
 
@@ -107,19 +105,9 @@ class Audit:
         return sorted(self.in_the_way + self.foreign)
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "folder"
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISLNK(mode):
-        return "symbolic link"
-    return "special file (device, pipe or socket)"
-
-
 def _classify(found: Audit, relative: str, mode: int, size: int, path: str) -> bool:
     """Record one entry; True when it is one of the scheme's folders (to descend into)."""
-    kind = _kind(mode)
+    kind = mode_words(mode)
     if stat.S_ISLNK(mode):
         try:
             target = os.readlink(path)
@@ -149,51 +137,18 @@ def _classify(found: Audit, relative: str, mode: int, size: int, path: str) -> b
     return False
 
 
-def _audit_local(where: Location) -> Audit:
+def _audit(where: Location) -> Audit:
     found = Audit()
-    pending = [""]
-    while pending:
-        folder = pending.pop()
-        try:
-            entries = sorted(os.scandir(where.path(folder)), key=lambda e: e.name)
-        except FileNotFoundError:  # removed since it was listed (a build is running)
+    for entry in where.walk(descend=_own_folder):
+        if entry.error is not None:
+            action = "list" if stat.S_ISDIR(entry.mode) else "inspect"
+            found.in_the_way.append(
+                f"{entry.relative or '.'}: cannot {action} ({_store.words(entry.error)})"
+            )
             continue
-        except OSError as exc:
-            found.in_the_way.append(f"{folder or '.'}: cannot list ({_store.words(exc)})")
-            continue
-        for entry in entries:
-            relative = f"{folder}/{entry.name}" if folder else entry.name
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:  # a temporary renamed since the listing
-                continue
-            except OSError as exc:
-                found.in_the_way.append(f"{relative}: cannot inspect ({_store.words(exc)})")
-                continue
-            if _classify(found, relative, info.st_mode, info.st_size, entry.path):
-                pending.append(relative)
-    return found
-
-
-def _audit_remote(where: Location) -> Audit:
-    found = Audit()
-    base = where.base.rstrip("/")
-    where.fs.invalidate_cache(base)
-    try:
-        listing = where.fs.find(base, detail=True)
-    except FileNotFoundError:
-        return found
-    for key, info in sorted(listing.items()):
-        relative = key.rstrip("/")[len(base) + 1 :]
-        if not relative or info.get("type") == "directory":
-            continue
-        size = int(info.get("size") or 0)
-        if own_file(relative):
-            found.files[relative] = size
-            if relative.startswith(f"{SHARDS}/"):
-                found.shards.add(relative.split("/")[1])
-        else:
-            found.foreign.append(f"{relative}: not a file of the cache")
+        _classify(found, entry.relative, entry.mode, entry.size, where.path(entry.relative))
+    # A store without folders names its shards only through their files' keys.
+    found.shards.update(name.split("/")[1] for name in found.files if name.startswith(f"{SHARDS}/"))
     return found
 
 
@@ -209,22 +164,20 @@ def check_folder(where: Location, *, link_ok: bool = False) -> bool:
         The path is a symbolic link (unless ``link_ok``), a file, or another
         non-folder.
     """
-    if not where.is_local:
-        return True
     try:
-        info = os.stat(where.base) if link_ok else os.lstat(where.base)
-    except FileNotFoundError:
-        return False
+        mode = where.root_mode(follow_links=link_ok)
     except OSError as exc:
         raise CacheError(f"{where.base}: cannot inspect ({_store.words(exc)})") from exc
-    if stat.S_ISLNK(info.st_mode):
+    if mode is None:
+        return False
+    if stat.S_ISLNK(mode):
         raise CacheError(
             f"{where.base}: a symbolic link (to {os.readlink(where.base)}); dicontour writes "
             f"and removes only inside a real folder: give the folder itself "
             f"({os.path.realpath(where.base)})"
         )
-    if not stat.S_ISDIR(info.st_mode):
-        raise CacheError(f"{where.base}: exists and is a {_kind(info.st_mode)}, not a folder")
+    if not stat.S_ISDIR(mode):
+        raise CacheError(f"{where.base}: exists and is a {mode_words(mode)}, not a folder")
     return True
 
 
@@ -239,7 +192,7 @@ def audit(where: Location, *, link_ok: bool = False) -> Audit:
     """
     if not check_folder(where, link_ok=link_ok):
         return Audit()
-    return _audit_local(where) if where.is_local else _audit_remote(where)
+    return _audit(where)
 
 
 def _refuse_unless_own_file(where: Location, relative: str) -> None:
@@ -247,54 +200,21 @@ def _refuse_unless_own_file(where: Location, relative: str) -> None:
         raise CacheError(f"{_store.name(where, relative)}: not a file of the cache, not removed")
 
 
-_NOFOLLOW_FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
-
-
-@contextlib.contextmanager
-def _folder(where: Location, parts: list[str]) -> Iterator[int | None]:
-    """A descriptor of the local folder ``parts`` under the cache, no link followed on the way.
-
-    Removals then go through it (``unlink(name, dir_fd=...)``), so a folder
-    swapped for a link after the audit cannot redirect them elsewhere.
-    Yields None when the folder does not exist.
-    """
-    handle = os.open(where.base, _NOFOLLOW_FOLDER)
-    try:
-        for depth, part in enumerate(parts):
-            try:
-                inner = os.open(part, _NOFOLLOW_FOLDER, dir_fd=handle)
-            except FileNotFoundError:
-                yield None
-                return
-            except OSError as exc:  # ELOOP or ENOTDIR: a link or a file in the way
-                path = where.path("/".join(parts[: depth + 1]))
-                try:
-                    what = _kind(os.stat(part, dir_fd=handle, follow_symlinks=False).st_mode)
-                except OSError:
-                    what = _store.words(exc)
-                raise CacheError(
-                    f"{path}: not a folder (a {what}); dicontour removes nothing through it"
-                ) from exc
-            os.close(handle)
-            handle = inner
-        yield handle
-    finally:
-        os.close(handle)
-
-
-def _unlink_own(where: Location, handle: int, relative: str) -> None:
-    name = relative.rsplit("/", 1)[-1]
-    try:
-        info = os.stat(name, dir_fd=handle, follow_symlinks=False)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISREG(info.st_mode):
-        raise CacheError(
-            f"{where.path(relative)}: a {_kind(info.st_mode)} is in the way where the cache "
-            "keeps a file; dicontour removes only files it wrote: remove it yourself"
+def _not_removed(exc: NotRemoved) -> CacheError:
+    """The cache's words for a removal that :class:`~dicontour.storage.Location` refused."""
+    if exc.through:
+        return CacheError(
+            f"{exc.path}: not a folder (a {exc.what}); dicontour removes nothing through it"
         )
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(name, dir_fd=handle)
+    if exc.what == "foreign":
+        return CacheError(
+            f"{exc.path}: not a file of the cache; the shard folder is left in place: "
+            "remove it yourself"
+        )
+    return CacheError(
+        f"{exc.path}: a {exc.what} is in the way where the cache keeps a file; dicontour "
+        "removes only files it wrote: remove it yourself"
+    )
 
 
 def remove_file(where: Location, relative: str) -> None:
@@ -307,13 +227,10 @@ def remove_file(where: Location, relative: str) -> None:
         link, or it is anything but a regular file: then nothing is removed.
     """
     _refuse_unless_own_file(where, relative)
-    if not where.is_local:
-        with contextlib.suppress(FileNotFoundError):
-            where.fs.rm_file(where.path(relative))
-        return
-    with _folder(where, relative.split("/")[:-1]) as handle:
-        if handle is not None:
-            _unlink_own(where, handle, relative)
+    try:
+        where.remove(relative)
+    except NotRemoved as exc:
+        raise _not_removed(exc) from exc
 
 
 def remove_shard(where: Location, name: str) -> None:
@@ -327,28 +244,7 @@ def remove_shard(where: Location, name: str) -> None:
     """
     if _SHARD_NAME.fullmatch(name) is None:
         raise CacheError(f"{_store.name(where, SHARDS)}/{name}: not a shard folder, not removed")
-    folder = f"{SHARDS}/{name}"
-    if where.is_local:
-        with _folder(where, [SHARDS, name]) as handle:
-            if handle is None:
-                return
-            for entry in sorted(os.listdir(handle)):
-                relative = f"{folder}/{entry}"
-                if not own_file(relative):
-                    raise CacheError(
-                        f"{where.path(relative)}: not a file of the cache; the shard folder "
-                        "is left in place: remove it yourself"
-                    )
-                _unlink_own(where, handle, relative)
-        with _folder(where, [SHARDS]) as handle:
-            if handle is not None:
-                os.rmdir(name, dir_fd=handle)  # only an empty folder goes
-        return
-    base = where.path(folder).rstrip("/")
-    where.fs.invalidate_cache(base)
     try:
-        keys = where.fs.find(base)
-    except FileNotFoundError:
-        return
-    for key in keys:
-        remove_file(where, key.rstrip("/")[len(where.base.rstrip("/")) + 1 :])
+        where.remove_folder(f"{SHARDS}/{name}", own=own_file)
+    except NotRemoved as exc:
+        raise _not_removed(exc) from exc

@@ -20,17 +20,11 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Iterator
 
 from ..errors import CacheError
-from ..storage import Location
+from ..storage import Location, LockHeld, LockUnavailable
 from . import _store
 from ._format import LOCK
-
-try:
-    import fcntl
-except ImportError:  # Windows: the remote scheme (an object naming the holder) is used
-    fcntl = None  # type: ignore[assignment]
 
 
 def _holder() -> str:
@@ -44,41 +38,6 @@ def _busy(where: Location, holder: str) -> CacheError:
         f"({holder or 'holder unknown'}); "
         "wait for it to finish, then run `dicontour cache build` again if needed"
     )
-
-
-@contextlib.contextmanager
-def _local(where: Location) -> Iterator[None]:
-    path = where.path(LOCK)
-    while True:
-        try:
-            # O_NOFOLLOW: a link planted at the lock's name is refused, never followed.
-            handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise CacheError(f"{path}: cannot create the build lock ({_store.words(exc)})") from exc
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(handle, 400).decode(errors="replace").strip()
-            os.close(handle)
-            raise _busy(where, holder) from None
-        # A finishing build unlinks its lock file after we opened it: then we hold a
-        # lock on a deleted file, and must lock the one now at the path instead.
-        try:
-            opened, current = os.fstat(handle), os.lstat(path)
-            same = (opened.st_dev, opened.st_ino) == (current.st_dev, current.st_ino)
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(handle)
-    try:
-        os.ftruncate(handle, 0)
-        os.write(handle, _holder().encode())
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        os.close(handle)  # releases the flock
 
 
 def _alive_here(holder: str) -> bool:
@@ -99,27 +58,7 @@ def _alive_here(holder: str) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def _marker(where: Location) -> Iterator[None]:
-    if _store.exists(where, LOCK):
-        try:
-            holder = where.fs.cat_file(where.path(LOCK)).decode(errors="replace").strip()
-        except OSError:
-            holder = ""
-        if _alive_here(holder):
-            raise CacheError(
-                f"{_busy(where, holder)}; if no build is running (a killed build leaves its "
-                f"lock behind), delete {_store.name(where, LOCK)}"
-            )
-    _store.write_bytes(where, LOCK, _holder().encode())
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            where.fs.rm_file(where.path(LOCK))
-
-
-def build_lock(where: Location) -> contextlib.AbstractContextManager[None]:
+def build_lock(where: Location) -> contextlib.AbstractContextManager[object]:
     """Hold the build lock of the cache folder ``where`` (which exists) for a ``with`` block.
 
     Raises
@@ -127,6 +66,18 @@ def build_lock(where: Location) -> contextlib.AbstractContextManager[None]:
     CacheError
         Another build holds it; the message names its process and host.
     """
-    if where.is_local and fcntl is not None:
-        return _local(where)
-    return _marker(where)
+    held = contextlib.ExitStack()
+    try:
+        held.enter_context(where.hold(LOCK, _holder(), stale=lambda found: not _alive_here(found)))
+    except LockUnavailable as exc:
+        raise CacheError(
+            f"{exc.filename}: cannot create the build lock ({_store.words(exc)})"
+        ) from exc
+    except LockHeld as exc:
+        if exc.released_on_exit:
+            raise _busy(where, exc.holder) from None
+        raise CacheError(
+            f"{_busy(where, exc.holder)}; if no build is running (a killed build leaves its "
+            f"lock behind), delete {_store.name(where, LOCK)}"
+        ) from None
+    return held

@@ -41,24 +41,6 @@ from ._format import FINGERPRINT, FORMAT, FORMAT_VERSION, HAS, LOCK, MANIFEST, S
 from ._format import dicontour_version as _version
 
 log = logging.getLogger("dicontour.cache")
-_HEADER_BYTES = 512
-
-
-def _npy_layout(where: Location, relative: str) -> tuple[int, tuple[int, ...], np.dtype]:
-    """(data offset, shape, dtype) from the header of a remote ``.npy`` file."""
-    head = where.fs.cat_file(where.path(relative), start=0, end=_HEADER_BYTES)
-    handle = io.BytesIO(head)
-    try:
-        version = np.lib.format.read_magic(handle)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
-    except ValueError as exc:
-        raise CacheError(f"{where.redacted()}/{relative}: not a .npy file ({exc})") from exc
-    if fortran:
-        raise CacheError(f"{where.redacted()}/{relative}: Fortran order is not a cache array")
-    return handle.tell(), tuple(shape), np.dtype(dtype)
 
 
 class CacheSource:
@@ -134,7 +116,7 @@ class CacheSource:
             return self._has[:, 0].copy()
         if target == "o":
             return self._has[:, 1].copy()
-        return self._has.all(axis=1)
+        return self._has[:, 0] & self._has[:, 1]
 
     def _where(self, k: int) -> tuple[int, int]:
         if not 0 <= k < len(self):
@@ -216,16 +198,9 @@ class CacheSource:
         for name, (shape, dtype) in expected.items():
             relative = f"{folder}/{name}"
             try:
-                if where.is_local:
-                    array = np.load(where.path(relative), mmap_mode="r", allow_pickle=False)
-                    # A plain ndarray over the map (it keeps the map alive):
-                    # indexing an np.memmap runs Python code per slice.
-                    found[name] = array.view(np.ndarray)
-                    layout = (array.shape, array.dtype)
-                else:
-                    offset, got_shape, got_dtype = _npy_layout(where, relative)
-                    found[name] = (where.path(relative), offset)
-                    layout = (got_shape, got_dtype)
+                array = where.open_npy(relative)
+                found[name] = array
+                layout = (array.shape, array.dtype)
             except FileNotFoundError as exc:
                 raise CacheError(f"{where.redacted()}/{relative}: missing") from exc
             except (OSError, ValueError) as exc:
@@ -235,7 +210,7 @@ class CacheSource:
                     f"{where.redacted()}/{relative}: holds {layout[1]} {layout[0]}, "
                     f"the manifest says {dtype} {shape}"
                 )
-        opened = (found["images.npy"], found["masks.npy"], rows * columns)
+        opened = (found["images.npy"], found["masks.npy"])
         self._open[shard] = opened
         return opened
 
@@ -261,26 +236,13 @@ class CacheSource:
         column = int(target == "o")  # an int: a bool index would add an axis
         if not (self._has[k].all() if target == "both" else self._has[k, column]):
             raise ValueError(f"sample {k} ({self.describe(k)}) has no {target}-mask")
-        where = self.location  # first: after a fork this drops the parent's handles
-        images, masks, pixels = self._arrays(shard)
-        if where.is_local:
-            # Read-only views of the memory maps: the loader's worker copies them
-            # straight into its shared-memory slot, and a copy here would cost a
-            # fresh allocation and its page faults per sample (3x the copy itself).
-            return images[j], (masks[j] if target == "both" else masks[j, column])
-        rows, columns = (int(v) for v in self._shard_shapes[shard])
-        fs = where.fs
-        path, offset = images
-        start = offset + j * pixels * 4
-        image = np.frombuffer(fs.cat_file(path, start=start, end=start + pixels * 4), np.float32)
-        path, offset = masks
-        first, planes = (0, 2) if target == "both" else (column, 1)
-        start = offset + (j * 2 + first) * pixels
-        raw = fs.cat_file(path, start=start, end=start + planes * pixels)
-        mask = np.frombuffer(raw, bool).reshape(
-            (planes, rows, columns) if planes == 2 else (rows, columns)
-        )
-        return image.reshape(rows, columns).copy(), mask.copy()
+        _ = self.location  # first: after a fork this drops the parent's handles
+        images, masks = self._arrays(shard)
+        # Locally, read-only views of the memory maps: the loader's worker copies them
+        # straight into its shared-memory slot, and a copy here would cost a fresh
+        # allocation and its page faults per sample (3x the copy itself).  Remotely,
+        # one range request per array (see Location.open_npy).
+        return images[j], (masks[j] if target == "both" else masks[j, column])
 
     def read_into(self, k: int, target: Target, image: np.ndarray, mask: np.ndarray) -> None:
         """Write sample k into ``image`` and ``mask`` (the loader's slot), with no array between.
@@ -378,17 +340,13 @@ class _NotTheDataset(CacheError):
 def _listing(data: Location) -> Fingerprint:
     """The fingerprint of the dataset at ``data``, refusing a missing root or an empty one."""
     try:
-        present = os.path.isdir(data.base) if data.is_local else data.fs.exists(data.base)
+        kind = data.root_kind()
     except Exception as exc:  # any store error (credentials, network)
         raise _NotTheDataset(
             f"{data.redacted()}: the dataset root is not reachable ({type(exc).__name__}: {exc})"
         ) from exc
-    if not present:
-        what = (
-            "is a file, not a folder"
-            if data.is_local and os.path.exists(data.base)
-            else ("does not exist")
-        )
+    if kind != "folder":
+        what = "is a file, not a folder" if kind == "file" else "does not exist"
         raise _NotTheDataset(f"{data.redacted()}: the dataset root {what}")
     now = fingerprint(list_files(data))
     if not now.files:

@@ -11,6 +11,11 @@ file either complete or absent, never half written.
   An upload killed half-way leaves an invisible incomplete multipart upload,
   which a bucket lifecycle rule cleans up.
 * Other fsspec filesystems (SFTP, ...): a temporary name, then ``fs.mv``.
+
+How each kind of store does it is :class:`~dicontour.storage.Location`'s
+(:meth:`~dicontour.storage.Location.write_atomic`,
+:meth:`~dicontour.storage.Location.staged`); this module adds the cache's
+JSON, checksums and error words.
 """
 
 from __future__ import annotations
@@ -18,9 +23,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import os
-import stat
-import uuid
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -28,21 +30,12 @@ import numpy as np
 from ..errors import CacheError
 from ..storage import Location
 
-#: Marker of temporary files, removed by a finished build.
-TEMP_MARK = ".tmp-"
-_OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"}
 _CHUNK = 1 << 22
-
-
-def protocols(where: Location) -> set[str]:
-    """The protocol names of ``where``'s filesystem."""
-    protocol = where.fs.protocol
-    return {protocol} if isinstance(protocol, str) else set(protocol)
 
 
 def is_object_store(where: Location) -> bool:
     """True where one PUT is atomic and there are no real folders."""
-    return bool(protocols(where) & _OBJECT_STORES)
+    return where.is_object_store
 
 
 def dumps(document: Any) -> bytes:
@@ -122,65 +115,24 @@ def cache_error(where: Location, exc: OSError) -> CacheError:
 
 
 def exists(where: Location, relative: str) -> bool:
-    path = where.path(relative)
-    if not where.is_local:
-        where.fs.invalidate_cache(path)  # another process may have written it since a listing
-    return bool(where.fs.exists(path))
-
-
-def _temporary(path: str) -> str:
-    folder, _, name = path.rpartition("/")
-    return f"{folder}/.{name}{TEMP_MARK}{uuid.uuid4().hex}"
+    """Whether ``relative`` exists now (see :meth:`Location.exists`)."""
+    return where.exists(relative)
 
 
 def _ensure_folder(where: Location, relative: str) -> None:
-    folder = where.path(relative).rpartition("/")[0]
-    if where.is_local:
-        _make_folders(where, relative)
-    elif not is_object_store(where):
-        where.fs.makedirs(folder, exist_ok=True)
-
-
-def _make_folders(where: Location, relative: str) -> None:
-    # Level by level with lstat: os.makedirs would follow a link (shards -> /elsewhere)
-    # and write the shards there.
-    parts = relative.split("/")[:-1]
-    for depth in range(1, len(parts) + 1):
-        path = where.path("/".join(parts[:depth]))
-        try:
-            os.mkdir(path)
-            continue
-        except FileExistsError:
-            pass
-        if not stat.S_ISDIR(os.lstat(path).st_mode):
-            raise CacheError(
-                f"{path}: something else than a folder (a file or a link) is in the way "
-                "where the cache keeps a folder"
-            )
+    try:
+        where.make_parents(relative)
+    except NotADirectoryError as exc:
+        raise CacheError(
+            f"{exc.filename}: something else than a folder (a file or a link) is in the way "
+            "where the cache keeps a folder"
+        ) from None
 
 
 def write_bytes(where: Location, relative: str, data: bytes) -> None:
     """Write ``data`` to ``relative`` atomically."""
     _ensure_folder(where, relative)
-    final = where.path(relative)
-    if is_object_store(where):
-        where.fs.pipe_file(final, data)
-        return
-    if where.is_local:
-        temporary = _temporary(final)
-        try:
-            with open(temporary, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, final)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-        return
-    temporary = _temporary(final)
-    where.fs.pipe_file(temporary, data)
-    where.fs.mv(temporary, final)
+    where.write_atomic(relative, data)
 
 
 class _HashingWriter:
@@ -198,10 +150,8 @@ class _HashingWriter:
         return self.handle.write(view)
 
 
-def save_array(where: Location, relative: str, array: np.ndarray, scratch: str) -> dict[str, Any]:
+def save_array(where: Location, relative: str, array: np.ndarray) -> dict[str, Any]:
     """Write ``array`` as ``.npy`` to ``relative`` atomically; return its checksum entry.
-
-    ``scratch`` is a local folder for the staging file of a remote write.
 
     Returns
     -------
@@ -209,26 +159,10 @@ def save_array(where: Location, relative: str, array: np.ndarray, scratch: str) 
         ``{"sha256", "bytes", "dtype", "shape"}`` of the written file.
     """
     _ensure_folder(where, relative)
-    final = where.path(relative)
-    staging = _temporary(final) if where.is_local else os.path.join(scratch, uuid.uuid4().hex)
-    try:
-        with open(staging, "wb") as handle:
-            writer = _HashingWriter(handle)
-            # version pinned so the header, hence the checksum, never depends on numpy's choice
-            np.lib.format.write_array(writer, array, version=(1, 0), allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if where.is_local:
-            os.replace(staging, final)
-        elif is_object_store(where):
-            where.fs.put_file(staging, final)
-        else:
-            temporary = _temporary(final)
-            where.fs.put_file(staging, temporary)
-            where.fs.mv(temporary, final)
-    finally:
-        if os.path.exists(staging):
-            os.remove(staging)
+    with where.staged(relative) as handle:
+        writer = _HashingWriter(handle)
+        # version pinned so the header, hence the checksum, never depends on numpy's choice
+        np.lib.format.write_array(writer, array, version=(1, 0), allow_pickle=False)
     return {
         "sha256": writer.digest.hexdigest(),
         "bytes": writer.size,
@@ -247,8 +181,7 @@ def sha256_of(where: Location, relative: str) -> tuple[str, int]:
     """
     digest = hashlib.sha256()
     size = 0
-    opener = open if where.is_local else where.fs.open
-    with opener(where.path(relative), "rb") as handle:
+    with where.open_any(relative) as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
             size += len(chunk)

@@ -17,7 +17,7 @@ from ._format import show_progress
 def register(sub: argparse._SubParsersAction) -> None:
     sub.add_parser(
         "check",
-        parents=options(strict=True, engine=IN_PROCESS),
+        parents=options(strict=True, engine=IN_PROCESS, contours=True),
         help="scan, then run the pixel checks; report every problem",
     ).set_defaults(run=run)
 

@@ -14,7 +14,7 @@ __all__ = ["output", "register", "report", "run"]
 def register(sub: argparse._SubParsersAction) -> None:
     sub.add_parser(
         "scan",
-        parents=options(strict=True, engine=IN_PROCESS),
+        parents=options(strict=True, engine=IN_PROCESS, contours=True),
         help="scan a dataset and report its samples and problems",
     ).set_defaults(run=run)
 

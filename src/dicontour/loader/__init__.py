@@ -18,6 +18,7 @@ The modules, in the order a batch meets them::
 from ..batch import Batch, BatchMeta
 from .batches import MAX_BATCH_BYTES, BatchLoader
 from .index_source import IndexSource
+from .options import LoaderOptions
 from .order import batch_count, epoch_order, rank_share
 from .source import SampleSource, Transform
 from .stats import EpochStats
@@ -29,6 +30,7 @@ __all__ = [
     "BatchMeta",
     "EpochStats",
     "IndexSource",
+    "LoaderOptions",
     "SampleSource",
     "Transform",
     "batch_count",

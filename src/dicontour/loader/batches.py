@@ -25,12 +25,11 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import pickle
 import time
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -39,11 +38,19 @@ from ..cache import open_cache
 from ..errors import ContourError, DicomError, LoaderError
 from ..index import Index
 from ..problems import Problem, problem
-from ..targets import Target, check_target
+from ..targets import Target
 from .index_source import IndexSource
+from .options import LoaderOptions, OnError
 from .order import batch_count, epoch_order, rank_share, samples_per_rank
-from .pool import InlinePool, ProcessPool, RemoteTraceback
-from .prepare import NORMALIZE, Normalize
+from .pool import (
+    DEFAULT_START_METHOD,
+    InlinePool,
+    ProcessPool,
+    RemoteTraceback,
+    StartMethod,
+)
+from .pool import START_METHODS as START_METHODS  # re-exported
+from .prepare import Normalize
 from .slots import SlotLayout
 from .source import SampleSource, Transform
 from .state import VERSION, check_state
@@ -52,8 +59,6 @@ from .worker import TRANSFORM_FAILED, Failure, Result, Task, WorkerConfig
 
 log = logging.getLogger("dicontour.loader")
 
-OnError = Literal["skip", "raise"]
-START_METHODS = ("spawn", "forkserver")
 
 #: The most shared memory a loader's batch slots may take: (prefetch + 1) slots of
 #: one batch each must fit.  8 GiB is far above any sensible batch (8 x 256 x 256
@@ -105,12 +110,6 @@ class _Ahead:
         return self.order[number * size : (number + 1) * size]
 
 
-def _positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
-
-
 class BatchLoader:
     """Batches of (images, masks) for training, loaded by worker processes.
 
@@ -158,9 +157,14 @@ class BatchLoader:
         For distributed training: this process reads rank ``rank``'s share of
         each epoch (see :func:`~dicontour.loader.order.rank_share`); every rank
         gets the same number of batches.
-    start_method : {"spawn", "forkserver"}
-        How workers start.  ``"spawn"`` (default) gives each worker a fresh
-        interpreter that sees the current environment and ``sys.path``.
+    start_method : {"fork", "spawn", "forkserver"}
+        How workers start.  ``"fork"`` (the default on Linux, ``"spawn"``
+        elsewhere) copies this process: workers are ready in milliseconds and
+        never re-import the training script (nor torch with it); they run
+        torch, if loaded, with one thread.  ``"spawn"`` gives each worker a
+        fresh interpreter that re-imports the main module (which then needs an
+        ``if __name__ == "__main__":`` guard).  Either way workers get a
+        pickled copy of the source.  Measurements: ``docs/loader.md``.
     copy : bool
         True (default): each batch is copied out of shared memory into arrays
         that belong to the caller.  False: each batch is a pair of read-only
@@ -267,32 +271,31 @@ class BatchLoader:
         timeout: float = 120.0,
         rank: int = 0,
         world_size: int = 1,
-        start_method: Literal["spawn", "forkserver"] = "spawn",
+        start_method: StartMethod = DEFAULT_START_METHOD,
         copy: bool = True,
         channels: bool = False,
         transform: Transform | None = None,
     ) -> None:
-        self.batch_size = _positive_int("batch_size", batch_size)
-        target = check_target(target)
-        self.seed = _positive_int("seed", seed, minimum=0)
-        self.workers = _positive_int("workers", workers, minimum=0)
-        self.prefetch = _positive_int("prefetch", prefetch)
-        if on_error not in ("skip", "raise"):
-            raise ValueError(f"on_error must be 'skip' or 'raise'; got {on_error!r}")
-        if normalize not in NORMALIZE:
-            raise ValueError(f"normalize must be one of {NORMALIZE}; got {normalize!r}")
-        if size is not None:
-            if len(size) != 2:
-                raise ValueError(f"size must be (H, W); got {size!r}")
-            size = (_positive_int("size[0]", size[0]), _positive_int("size[1]", size[1]))
-        if not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds; got {timeout!r}")
-        self.world_size = _positive_int("world_size", world_size)
-        self.rank = _positive_int("rank", rank, minimum=0)
-        if self.rank >= self.world_size:
-            raise ValueError(f"rank must be < world_size={self.world_size}; got {rank!r}")
-        if start_method not in START_METHODS:
-            raise ValueError(f"start_method must be one of {START_METHODS}; got {start_method!r}")
+        self.options = LoaderOptions(
+            batch_size=batch_size,
+            target=target,
+            shuffle=shuffle,
+            seed=seed,
+            workers=workers,
+            prefetch=prefetch,
+            drop_last=drop_last,
+            on_error=on_error,
+            normalize=normalize,
+            size=size,
+            timeout=timeout,
+            rank=rank,
+            world_size=world_size,
+            start_method=start_method,
+            copy=copy,
+            channels=channels,
+            transform=transform,
+        )
+        options = self.options
         if isinstance(source, Index):
             source = IndexSource(source)
         elif not isinstance(source, SampleSource):
@@ -300,23 +303,17 @@ class BatchLoader:
                 f"source must be an Index or a SampleSource; got {type(source).__name__}"
             )
         self.source: SampleSource = source
-        self.target: Target = target
-        self.shuffle = bool(shuffle)
-        self.drop_last = bool(drop_last)
-        self.on_error: OnError = on_error
-        self.normalize: Normalize = normalize
-        self.timeout = float(timeout)
-        self.start_method = start_method
-        self.copy = bool(copy)
-        self.channels = bool(channels)
-        if transform is not None and not callable(transform):
-            raise TypeError(
-                "transform must be a callable (image, mask, rng) -> (image, mask); "
-                f"got {type(transform).__name__}"
-            )
-        if transform is not None and self.workers:
-            _check_picklable(transform)
-        self.transform = transform
+        self.batch_size, self.seed = options.batch_size, options.seed
+        self.workers, self.prefetch = options.workers, options.prefetch
+        self.world_size, self.rank = options.world_size, options.rank
+        target = self.target = options.target
+        self.shuffle, self.drop_last = options.shuffle, options.drop_last
+        self.on_error: OnError = options.on_error
+        normalize = self.normalize = options.normalize
+        size = options.size
+        self.timeout, self.start_method = options.timeout, options.start_method
+        self.copy, self.channels = options.copy, options.channels
+        transform = self.transform = options.transform
         self._meta = getattr(source, "meta", None)
 
         self._eligible = np.flatnonzero(np.asarray(source.has(target), dtype=bool))
@@ -329,7 +326,9 @@ class BatchLoader:
         self.samples_per_epoch = samples_per_rank(
             len(self._eligible), world_size=self.world_size, drop_last=self.drop_last
         )
-        self._batches = batch_count(self.samples_per_epoch, self.batch_size, drop_last=drop_last)
+        self._batches = batch_count(
+            self.samples_per_epoch, self.batch_size, drop_last=self.drop_last
+        )
         if not self._batches:
             raise LoaderError(
                 f"an epoch has no batch: {self.samples_per_epoch} samples per epoch "
@@ -766,17 +765,3 @@ class BatchLoader:
             patient_id=meta["patient_id"] or None,
             slice=meta["slice"] if meta["slice"] >= 0 else None,
         )
-
-
-def _check_picklable(transform: object) -> None:
-    """Refuse a transform the workers cannot receive (spawned processes get a pickle)."""
-    try:
-        pickle.dumps(transform, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        name = getattr(transform, "__qualname__", type(transform).__name__)
-        raise LoaderError(
-            f"transform {name} cannot be pickled ({type(exc).__name__}: {exc}); worker "
-            "processes receive it as a pickle. Define it at module level (not a lambda or a "
-            "nested function), e.g. dicontour.augment.Compose([...]) or a class with "
-            "__call__, or pass workers=0 to run it in this process"
-        ) from exc

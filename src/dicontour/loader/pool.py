@@ -9,6 +9,19 @@ processes' sentinels at once (one ``poll`` set kept for the pool's life), so a
 death is seen as soon as it happens; the dead worker's unfinished tasks go to
 a replacement.
 
+Workers receive the source and the configuration as one pickle, whatever the
+start method: a forked worker rebuilds them too, so that objects bound to a
+process (an fsspec filesystem's event loop, an open file, a lock) are made
+afresh in each worker, and a source that works with one start method works
+with all.  ``fork`` is the default on Linux (see ``docs/loader.md``: it starts
+workers in milliseconds and never re-imports the training script); a forked
+worker closes the loader's ends of the pipes it inherited, so that it still
+sees the loader go.  With ``spawn`` or ``forkserver``, a worker first
+re-imports the program's main module; a script that starts a loader at import
+time (no ``if __name__ == "__main__":`` guard) would start workers from the
+worker, so such a worker leaves at once with :data:`MAIN_REIMPORTED` and the
+loader raises one error that names the fix.
+
 :class:`InlinePool` does the same work in the calling process (``workers=0``),
 for debugging and for sources that cannot be pickled.
 """
@@ -22,12 +35,14 @@ import os
 import pickle
 import select
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from typing import Literal
 
 import numpy as np
 
@@ -54,6 +69,14 @@ MAX_FAILED_STARTS = 3
 #: Seconds ``close`` waits for workers to exit on their own before terminating them.
 #: A worker checks the stop flag between samples, so this is plenty unless one hangs.
 GRACE = 0.5
+#: How workers start: ``fork`` where it is safe to (Linux), else ``spawn``.
+StartMethod = Literal["fork", "spawn", "forkserver"]
+START_METHODS: tuple[StartMethod, ...] = ("fork", "spawn", "forkserver")
+DEFAULT_START_METHOD: StartMethod = "fork" if sys.platform.startswith("linux") else "spawn"
+#: Exit status of a worker that was asked to start workers while its start
+#: method re-imported the program's main module (a script without a
+#: ``__main__`` guard).  Any fixed value that Python itself never uses would do.
+MAIN_REIMPORTED = 79
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -105,13 +128,22 @@ class ProcessPool:
         config: WorkerConfig,
         *,
         workers: int,
-        start_method: str,
+        start_method: StartMethod,
         timeout: float,
     ) -> None:
         self.source = source
         self.timeout = timeout
         self.workers = workers
         self.restarts = 0
+        self.start_method = start_method
+        if _importing_main():
+            # This process is a worker being started by spawn or forkserver, which
+            # re-imported the parent's main module, and that module's top level
+            # builds a loader.  Leave quietly, with a status the parent recognises:
+            # starting processes from here raises a page-long RuntimeError.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(MAIN_REIMPORTED)
         self._context = multiprocessing.get_context(start_method)
         # A process forked from the loader's (by os.fork or a fork-based pool)
         # inherits this object; only the creator may stop workers or unlink.
@@ -125,8 +157,10 @@ class ProcessPool:
         self._watched: dict[int, _Worker] = {}
         self.segment = SlotSegment.create(config.layout)
         self.config = replace(config, segment=self.segment.name)
+        self._payload: bytes | None = None
         try:
-            self._workers = [self._start(n) for n in range(workers)]
+            for number in range(workers):
+                self._workers.append(self._start(number))
         except BaseException:
             self.close()
             raise
@@ -173,10 +207,19 @@ class ProcessPool:
         return any(w.tasks for w in self._workers)
 
     def _start(self, number: int) -> _Worker:
+        payload = self._pickled(number)
         ours, theirs = self._context.Pipe(duplex=True)
-        process = self._context.Process(
+        inherited: tuple[int, ...] = ()
+        if self.start_method == "fork":
+            # A forked worker holds copies of every open descriptor; the loader's
+            # ends of the pipes must go, or a worker never reads EOF when the
+            # loader dies (it would be holding its own pipe's other end).
+            others = [w.conn.fileno() for w in self._workers if not w.conn.closed]
+            inherited = (ours.fileno(), *others)
+        # typeshed's BaseContext lacks Process; every context get_context returns has it
+        process = self._context.Process(  # type: ignore[attr-defined]
             target=run_worker,
-            args=(theirs, self.source, self.config, number),
+            args=(theirs, payload, number, inherited),
             name=f"dicontour-loader-{number}",
             daemon=True,
         )
@@ -185,9 +228,8 @@ class ProcessPool:
         except Exception as exc:
             ours.close()
             raise LoaderError(
-                f"cannot start loader worker {number}: {type(exc).__name__}: {exc}. "
-                f"The source ({type(self.source).__name__}) must be picklable; "
-                "workers=0 loads in this process instead"
+                f"cannot start loader worker {number} ({self.start_method}): "
+                f"{type(exc).__name__}: {exc}"
             ) from exc
         except BaseException:
             ours.close()
@@ -197,6 +239,23 @@ class ProcessPool:
         worker = _Worker(number, process, ours, pid=process.pid)
         self._watch(worker)
         return worker
+
+    def _pickled(self, number: int) -> bytes:
+        """The source and configuration as every worker receives them (pickled once)."""
+        if self._payload is None:
+            try:
+                self._payload = pickle.dumps(
+                    (self.source, self.config), protocol=pickle.HIGHEST_PROTOCOL
+                )
+            except Exception as exc:
+                raise LoaderError(
+                    f"cannot start loader worker {number}: {type(exc).__name__}: {exc}. "
+                    f"Workers get a pickled copy of the source ({type(self.source).__name__}) "
+                    "and its transform, so both must be picklable (module-level classes and "
+                    "functions, no lambdas, locks or open files); workers=0 loads in this "
+                    "process instead"
+                ) from exc
+        return self._payload
 
     def _watch(self, worker: _Worker) -> None:
         worker.pipe.register(worker.conn.fileno(), select.POLLIN)
@@ -276,17 +335,26 @@ class ProcessPool:
         if worker.process.is_alive():  # its pipe broke but it lingers: make sure
             worker.process.kill()
             worker.process.join(timeout=1.0)
-        how = describe_exit(worker.process.exitcode)
+        exitcode = worker.process.exitcode
+        how = describe_exit(exitcode)
         self._unwatch(worker)
         worker.conn.close()
         with contextlib.suppress(ValueError):
             worker.process.close()  # frees its sentinel now, not at garbage collection
         if not worker.ready:
+            if exitcode == MAIN_REIMPORTED:
+                raise LoaderError(_main_guard_message(self.start_method)) from None
             self._failed_starts += 1
             if self._failed_starts >= MAX_FAILED_STARTS:
+                hint = ""
+                if self.start_method != "fork":
+                    hint = (
+                        f"; a {self.start_method} worker first re-imports this program's main "
+                        "module: see the error it printed above"
+                    )
                 raise LoaderError(
                     f"worker {worker.number} died before it was ready ({how}), "
-                    f"{self._failed_starts} starts in a row"
+                    f"{self._failed_starts} starts in a row{hint}"
                 )
         log.warning(
             "loader worker %d (pid %s) died (%s); starting a replacement and redoing %d batch(es)",
@@ -361,6 +429,25 @@ class ProcessPool:
                 with contextlib.suppress(ValueError):
                     worker.process.close()
             self.segment.close()
+
+
+def _importing_main() -> bool:
+    """Whether this process is a worker whose start method is re-importing ``__main__``.
+
+    The flag is the one ``multiprocessing`` itself checks before refusing to
+    start a process during a child's bootstrap.
+    """
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+
+
+def _main_guard_message(start_method: str) -> str:
+    main = sys.modules.get("__main__")
+    name = getattr(main, "__file__", None) or "the main module"
+    return (
+        f"{name} builds a BatchLoader when it is imported, and {start_method} workers "
+        're-import it: put the training code under `if __name__ == "__main__":` '
+        '(or use start_method="fork")'
+    )
 
 
 def _reaped(process: BaseProcess) -> bool:

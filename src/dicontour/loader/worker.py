@@ -31,6 +31,7 @@ after a resume.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -336,11 +337,31 @@ def _check_transformed(result: object, channels: int, layout: SlotLayout, fit: b
     return ""
 
 
-def run_worker(conn: Connection, source: SampleSource, config: WorkerConfig, worker: int) -> None:
-    """Entry point of a worker process (see the module docs)."""
+def run_worker(
+    conn: Connection, payload: bytes, worker: int, inherited: tuple[int, ...] = ()
+) -> None:
+    """Entry point of a worker process (see the module docs).
+
+    ``payload`` is the pickled ``(source, config)``; ``inherited`` lists the
+    loader's descriptors that a forked worker closes first.
+    """
     # Ctrl-C reaches the whole process group; the loader shuts workers down
     # itself, so a worker must not die mid-write with a traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for fd in inherited:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        # One thread, as in torch's DataLoader workers: a forked copy of torch's
+        # OpenMP pool hangs at its first parallel operation (a transform using
+        # torch), and more threads per worker only oversubscribe the cores.
+        torch.set_num_threads(1)
+    try:
+        source, config = pickle.loads(payload)
+    except BaseException:
+        conn.send_bytes(encode_result(("fatal", traceback.format_exc())))
+        raise
     _serve(conn, source, config, worker)
     # A spawned interpreter takes about half a second to tear down numpy,
     # pydicom and the rest at exit.  The segment and the pipe are closed and

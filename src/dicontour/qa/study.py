@@ -268,7 +268,7 @@ def _grid_scores(
     ious = np.empty_like(dices)
     steps: Iterable[tuple[int, int]] = itertools.product(range(len(combos)), range(len(slices)))
     if progress:
-        from tqdm import tqdm
+        from tqdm import tqdm  # not a cycle: only when a bar is shown (slow to import)
 
         steps = tqdm(steps, total=dices.size, desc=f"study {spec.name}", unit="slice", leave=False)
     for c, s in steps:
