@@ -20,85 +20,24 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from ._table import RecordTable
 from .contour import check_bounds, read_contour
 from .dicom import DicomHeader, read_dicom_header, read_dicom_pixels
 from .errors import ContourError, DicomError, RefusedFileError
 from .problems import CODES, EXCLUDES, Problem
 from .raster import MAX_CROSSINGS, count_crossings, polygon_to_mask
+from .record import SampleRecord as SampleRecord  # re-exported: defined here before
 from .rtstruct import is_reference as is_rtstruct_reference
 from .rtstruct import read_reference as read_rtstruct_reference
 from .splits import assign_folds, choose_holdout
 from .storage import Location, location
 from .targets import Target as Target  # re-exported: index.Target predates targets.py
 from .targets import check_target
-
-
-@dataclass(frozen=True)
-class SampleRecord:
-    """One labelled slice found by the scan.
-
-    Attributes
-    ----------
-    patient_id, original_id : str
-        The two ids that link.csv ties together.
-    slice : int
-        The slice number n of ``dicoms/<patient_id>/<n>.dcm``.
-    dicom : str
-        Path of the DICOM file, relative to the root.
-    i_contour, o_contour : str or None
-        Paths of the valid contour files, relative to the root.
-    header : DicomHeader
-        The slice's header (shape, spacing, where its pixels are).
-    """
-
-    patient_id: str
-    original_id: str
-    slice: int
-    dicom: str
-    i_contour: str | None
-    o_contour: str | None
-    header: DicomHeader = field(repr=False, compare=False)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """(rows, columns) of the image."""
-        return self.header.shape
-
-    @property
-    def case_id(self) -> str:
-        """``<patient_id>_<slice:04d>``, e.g. ``SCD0000101_0048``: the id in splits files."""
-        return f"{self.patient_id}_{self.slice:04d}"
-
-    def has(self, target: Target) -> bool:
-        """Whether this slice has the contour(s) that ``target`` asks for.
-
-        Raises ``ValueError`` for a target other than ``"i"``, ``"o"``, ``"both"``.
-        """
-        target = check_target(target)
-        if target == "i":
-            return self.i_contour is not None
-        if target == "o":
-            return self.o_contour is not None
-        return self.i_contour is not None and self.o_contour is not None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The record as a JSON-ready dict (paths relative to the root)."""
-        return {
-            "patient_id": self.patient_id,
-            "original_id": self.original_id,
-            "slice": self.slice,
-            "dicom": self.dicom,
-            "i_contour": self.i_contour,
-            "o_contour": self.o_contour,
-            "rows": self.header.rows,
-            "columns": self.header.columns,
-            "pixel_spacing": list(self.header.pixel_spacing) if self.header.pixel_spacing else None,
-        }
 
 
 @dataclass(frozen=True)
@@ -296,17 +235,21 @@ def summarize(
     DICOM and unlabelled-slice counts; ``records`` and ``problems`` are counted
     per patient and in total.
     """
-    mine: dict[str, list[SampleRecord]] = {pid: [] for pid in counts}
-    for record in records:
-        mine.setdefault(record.patient_id, []).append(record)
+    pids, has = _labels(records)
+    mine: dict[str, list[int]] = {pid: [0, 0, 0] for pid in counts}  # slices, i, o
+    for pid, (i, o) in zip(pids, has.tolist(), strict=True):
+        tally = mine.setdefault(pid, [0, 0, 0])
+        tally[0] += 1
+        tally[1] += i
+        tally[2] += o
     per_patient: dict[str, dict[str, Any]] = {}
     for pid, count in counts.items():
         per_patient[pid] = {
             "dicoms": count.dicoms,
-            "labelled_slices": len(mine[pid]),
+            "labelled_slices": mine[pid][0],
             "unlabelled_slices": count.unlabelled,
-            "i_contours": sum(r.i_contour is not None for r in mine[pid]),
-            "o_contours": sum(r.o_contour is not None for r in mine[pid]),
+            "i_contours": mine[pid][1],
+            "o_contours": mine[pid][2],
             "problems": dict(Counter(p.code for p in problems if p.patient_id == pid)),
         }
     return {
@@ -314,15 +257,27 @@ def summarize(
         "dicoms": sum(count.dicoms for count in counts.values()),
         "labelled_slices": len(records),
         "unlabelled_slices": sum(count.unlabelled for count in counts.values()),
-        "i_contours": sum(r.i_contour is not None for r in records),
-        "o_contours": sum(r.o_contour is not None for r in records),
-        "both_contours": sum(r.i_contour is not None and r.o_contour is not None for r in records),
+        "i_contours": int(has[:, 0].sum()),
+        "o_contours": int(has[:, 1].sum()),
+        "both_contours": int(has.all(axis=1).sum()),
         "problems": dict(sorted(Counter(p.code for p in problems).items())),
         "severity": {
             s: sum(p.severity == s for p in problems) for s in ("error", "warning", "info")
         },
         "per_patient": per_patient,
     }
+
+
+def _labels(records: Sequence[SampleRecord]) -> tuple[list[str], np.ndarray]:
+    """Each record's patient id, and bool (N, 2) whether it has an [i, o] contour.
+
+    Read from the columns of a :class:`~dicontour._table.RecordTable` without
+    rebuilding a record (a million of them would take seconds).
+    """
+    if isinstance(records, RecordTable):
+        return records.patient_ids(), records.has_contours()
+    has = [(r.i_contour is not None, r.o_contour is not None) for r in records]
+    return [r.patient_id for r in records], np.array(has, dtype=bool).reshape(len(has), 2)
 
 
 def _check_excludes(exclude: Iterable[str]) -> tuple[str, ...]:
@@ -382,6 +337,9 @@ class Index:
     root : str or Location
         The dataset root the records' paths are relative to.
     samples : sequence of SampleRecord
+        Held column-wise (:class:`dicontour._table.RecordTable`, about 200
+        bytes a record instead of about 1 KB of objects); ``index.samples[k]``
+        rebuilds record k, equal in every field to what the scan found.
     problems : sequence of Problem
     summary : dict, optional
         Computed by :func:`summarize` when omitted.
@@ -411,10 +369,13 @@ class Index:
         excluded: Sequence[Exclusion] = (),
     ) -> None:
         self.location = location(root)
-        self.samples: tuple[SampleRecord, ...] = tuple(samples)
+        # Held column-wise (about 200 bytes a record); records are rebuilt on access.
+        self.samples: Sequence[SampleRecord] = (
+            samples if isinstance(samples, RecordTable) else RecordTable(samples)
+        )
         self.problems: tuple[Problem, ...] = tuple(problems)
         if counts is None:
-            labelled = Counter(record.patient_id for record in self.samples)
+            labelled = Counter(_labels(self.samples)[0])
             counts = {pid: PatientCounts(n, 0) for pid, n in labelled.items()}
         self.counts: dict[str, PatientCounts] = dict(counts)
         self.excluded: tuple[Exclusion, ...] = tuple(excluded)
@@ -457,7 +418,9 @@ class Index:
     def select(self, target: Target) -> list[int]:
         """Positions of the samples that have the contour(s) ``target`` asks for."""
         target = check_target(target)
-        return [k for k, record in enumerate(self.samples) if record.has(target)]
+        has = _labels(self.samples)[1]
+        chosen = {"i": has[:, 0], "o": has[:, 1], "both": has.all(axis=1)}[target]
+        return np.flatnonzero(chosen).tolist()
 
     def pairs(self, target: Target = "i") -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(image, mask)`` for every sample that has the ``target`` contour(s).

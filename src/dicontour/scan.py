@@ -26,12 +26,13 @@ import io
 import os
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from ._table import RecordTable
 from .consistency import I_OUTSIDE_O_TOLERANCE as I_OUTSIDE_O_TOLERANCE  # re-exported
 from .consistency import check_patient
 from .contour import OUT_OF_BOUNDS_MARGIN as OUT_OF_BOUNDS_MARGIN  # re-exported
@@ -620,13 +621,19 @@ def scan(
         from tqdm import tqdm  # not a cycle: only when a bar is shown (slow to import)
 
         results = tqdm(results, total=len(patients), desc="scan", unit="patient", leave=False)
-    scans = list(results)
-    records = [record for result in scans for record in result.records]
-    problems += _not_in(problems, [found for result in scans for found in result.problems])
+    found: list[Problem] = []
+    counts: dict[str, PatientCounts] = {}
+
+    def stream() -> Iterator[SampleRecord]:
+        """Each patient's records in turn; its scan result is dropped once packed."""
+        for result in results:
+            counts[result.patient_id] = PatientCounts(result.dicoms, result.unlabelled)
+            found.extend(result.problems)
+            yield from result.records
+
+    records = RecordTable(stream())  # column-wise as the patients arrive
+    problems += _not_in(problems, found)
     problems.sort(key=lambda p: (p.path, p.code))
-    counts = {
-        result.patient_id: PatientCounts(result.dicoms, result.unlabelled) for result in scans
-    }
     return Index(where, records, problems, counts=counts)
 
 

@@ -79,7 +79,8 @@ class IndexSource:
     """
 
     def __init__(self, index: Index) -> None:
-        records: Sequence[SampleRecord] = index.samples
+        # Rebuilt once here: the index holds its records as columns (see Index).
+        records: Sequence[SampleRecord] = list(index.samples)
         self.root = index.root
         self._dicom = PackedStrings(r.dicom for r in records)
         self._i = PackedStrings(r.i_contour or "" for r in records)

@@ -1,0 +1,126 @@
+"""dicontour._table.RecordTable: an index's records column-wise, rebuilt equal in every field."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dicontour
+from dicontour._table import RecordTable
+from dicontour.dicom import DicomHeader, RawPixels
+from dicontour.index import SampleRecord
+from dicontour.phantom import write_phantom
+
+
+def same(a: SampleRecord, b: SampleRecord) -> bool:
+    """Equal in every field, the header included, with the same types."""
+    fields = ["patient_id", "original_id", "slice", "dicom", "i_contour", "o_contour"]
+    return (
+        all(type(getattr(a, f)) is type(getattr(b, f)) for f in fields)
+        and a == b
+        and a.header == b.header
+        and repr(a.header) == repr(b.header)
+    )
+
+
+text = st.text(st.characters(codec="utf-8") | st.sampled_from(["/", "\udcff"]), max_size=12)
+path = st.one_of(st.none(), text)
+floats = st.floats(allow_nan=False) | st.just(-0.0)
+raws = st.one_of(
+    st.none(),
+    st.builds(
+        RawPixels,
+        offset=st.integers(0, 2**40),
+        dtype=st.sampled_from(["<u2", "<i2", "u1"]),
+        size=st.integers(0, 2**40),
+        mtime_ns=st.integers(-(2**63), 2**63 - 1),
+    ),
+)
+headers = st.builds(
+    DicomHeader,
+    rows=st.integers(0, 2**16),
+    columns=st.integers(0, 2**16),
+    pixel_spacing=st.none() | st.tuples(floats, floats),
+    instance_number=st.none() | st.integers(-(2**70), 2**70),  # beyond int64: kept as is
+    sop_instance_uid=st.none() | text,
+    slope=floats,
+    intercept=floats,
+    transfer_syntax=st.sampled_from(["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", ""]),
+    raw=raws,
+    modality_lut=st.booleans(),
+    image_position=st.none() | st.tuples(floats, floats, floats),
+    image_orientation=st.none()
+    | st.sampled_from([(1.0, 0.0, 0.0, 0.0, 1.0, 0.0), (1.0, -0.0, 0.0, 0.0, 1.0, 0.0)])
+    | st.tuples(*[floats] * 6),
+    slice_thickness=st.none() | floats,
+    frame_of_reference_uid=st.none() | st.sampled_from(["1.2.3", "1.2.4"]),
+    series_instance_uid=st.none() | text,
+    study_instance_uid=st.none() | st.sampled_from(["9.8", ""]),
+)
+records = st.builds(
+    SampleRecord,
+    patient_id=st.sampled_from(["P1", "P2", "", "é"]),
+    original_id=st.sampled_from(["O1", "O2"]),
+    slice=st.integers(-(2**64), 2**64),
+    dicom=text,
+    i_contour=path,
+    o_contour=path,
+    header=headers,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(records, max_size=30))
+def test_any_records_come_back_equal_in_every_field(given_records):
+    table = RecordTable(iter(given_records))
+    assert len(table) == len(given_records)
+    for got, expected in zip(table, given_records, strict=True):
+        assert same(got, expected), (got, expected)
+    assert table.patient_ids() == [r.patient_id for r in given_records]
+    has = [[r.i_contour is not None, r.o_contour is not None] for r in given_records]
+    assert table.has_contours().tolist() == has
+
+
+def test_chunks_and_negative_positions(monkeypatch):
+    monkeypatch.setattr("dicontour._table._CHUNK", 3)  # several chunks from 10 records
+    header = DicomHeader(4, 5, (1.0, 1.0), 7, "1.2.3", 1.0, 0.0, "1.2.840.10008.1.2.1")
+    given = [
+        SampleRecord(f"P{k % 2}", "O", k, f"dicoms/P/{k}.dcm", f"c/i/{k}.txt", None, header)
+        for k in range(10)
+    ]
+    table = RecordTable(given)
+    assert [r.dicom for r in table] == [r.dicom for r in given]
+    assert same(table[-1], given[-1]) and table[2:4] == tuple(given[2:4])
+    with pytest.raises(IndexError, match="out of range"):
+        table[10]
+
+
+def test_real_index_round_trips_within_250_bytes_a_record(real_data):
+    index = dicontour.scan(real_data)
+    assert isinstance(index.samples, RecordTable)
+    rebuilt = RecordTable(list(index.samples))
+    for got, expected in zip(rebuilt, index.samples, strict=True):
+        assert same(got, expected)
+    assert rebuilt.nbytes / len(rebuilt) <= 250
+    # What the loaders and summaries use, read from the columns, agrees with the records.
+    assert index.select("i") == [k for k, r in enumerate(index.samples) if r.has("i")]
+    assert index.summary["i_contours"] == 96 and index.summary["o_contours"] == 46
+    again = pickle.loads(pickle.dumps(index))
+    assert all(same(a, b) for a, b in zip(again.samples, index.samples, strict=True))
+
+
+def test_phantom_index_held_in_columns(tmp_path):
+    write_phantom(tmp_path, patients=3, slices=20, shape=(32, 32), labelled_every=1, faults=False)
+    index = dicontour.scan(tmp_path)
+    table = index.samples
+    assert isinstance(table, RecordTable) and len(table) == 60
+    assert table.nbytes / len(table) <= 250
+    first = table[0]
+    assert first.dicom == f"dicoms/{first.patient_id}/{first.slice}.dcm"
+    assert np.array_equal(
+        table.has_contours(), [[r.i_contour is not None, r.o_contour is not None] for r in table]
+    )
