@@ -15,7 +15,7 @@ so nothing is ever changed by the packing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import overload
+from typing import Any, overload
 
 import numpy as np
 
@@ -123,7 +123,9 @@ class _Codes:
     """Distinct values and the code of each (a categorical column's dictionary)."""
 
     def __init__(self) -> None:
-        self.values: list[object] = []
+        # Heterogeneous by design (id pairs, series tuples, dtype strings): each
+        # column's reader knows what its own dictionary holds.
+        self.values: list[Any] = []
         self._code: dict[object, int] = {}
 
     def __call__(self, value: object, key: object = None) -> int:
@@ -239,7 +241,7 @@ class RecordTable(Sequence):
                 dtype[j] = self._dtypes(header.raw.dtype)
                 bits |= _RAW
             flags[j] = bits
-        packed = {
+        packed: dict[str, np.ndarray] = {
             "pair": pair,
             "slice": slices,
             "rows": rows,
@@ -303,10 +305,10 @@ class RecordTable(Sequence):
         pids = [pair[0] for pair in self._pairs.values]
         codes = self._columns["pair"].tolist()
         if not self._odd:
-            return [pids[code] for code in codes]  # type: ignore[misc]
+            return [pids[code] for code in codes]
         odd = self._odd
         return [
-            odd[k].patient_id if k in odd else pids[code]  # type: ignore[attr-defined, misc]
+            odd[k].patient_id if k in odd else pids[code]  # type: ignore[attr-defined]
             for k, code in enumerate(codes)
         ]
 
@@ -340,9 +342,7 @@ class RecordTable(Sequence):
             offset, size, mtime = (int(v) for v in c["raw"][k])
             raw = RawPixels(offset, str(self._dtypes.values[int(c["dtype"][k])]), size, mtime)
         spacing = c["spacing"][k]
-        orientation, thickness, frame, series, study = self._series.values[  # type: ignore[misc]
-            int(c["series"][k])
-        ]
+        orientation, thickness, frame, series, study = self._series.values[int(c["series"][k])]
         position = c["position"][k]
         header = DicomHeader(
             rows=int(c["rows"][k]),
@@ -366,7 +366,7 @@ class RecordTable(Sequence):
             series_instance_uid=series,
             study_instance_uid=study,
         )
-        patient_id, original_id = self._pairs.values[int(c["pair"][k])]  # type: ignore[misc]
+        patient_id, original_id = self._pairs.values[int(c["pair"][k])]
         return SampleRecord(
             patient_id=patient_id,
             original_id=original_id,
