@@ -51,8 +51,8 @@ from pydicom.uid import (
     JPEGTransferSyntaxes,
 )
 
-from ._files import open_regular
-from .errors import DicomError, RefusedFileError
+from ._files import open_for
+from .errors import DicomError
 
 #: Largest image accepted, in pixels (rows x columns x frames).  Checked from the
 #: header, before any pixel buffer is allocated.
@@ -229,15 +229,7 @@ def _opened(source: PathOrFile, where: str) -> Iterator[BinaryIO]:
     if not isinstance(source, str | os.PathLike):
         yield source
         return
-    try:
-        handle = open_regular(source, name=where)
-    except RefusedFileError as exc:
-        raise DicomError(where, exc.reason, code=exc.code) from exc
-    except FileNotFoundError as exc:
-        raise DicomError(where, "file does not exist", code="missing-dicom") from exc
-    except OSError as exc:
-        raise DicomError(where, f"cannot read file ({exc})") from exc
-    with handle:
+    with open_for(source, where, DicomError, "missing-dicom") as handle:
         yield handle
 
 
