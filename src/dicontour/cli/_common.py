@@ -10,6 +10,7 @@ Nothing heavy is imported at the top: ``dicontour --help`` builds every parser.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._engine import add_engine_options, engine_from_args
@@ -67,6 +68,15 @@ def options(
 
 #: The ``--workers`` default of commands that scan in this process unless told otherwise.
 IN_PROCESS = "default: 1, this process"
+
+
+def add_scan_command(
+    sub: argparse._SubParsersAction, name: str, help: str, run: Callable[[argparse.Namespace], int]
+) -> None:
+    """A command taking the scan's options (``root``, ``--json``, ``--strict``, the engine)."""
+    sub.add_parser(name, parents=options(strict=True, engine=IN_PROCESS), help=help).set_defaults(
+        run=run
+    )
 
 
 def scan_root(args: argparse.Namespace) -> Index:

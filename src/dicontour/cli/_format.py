@@ -14,7 +14,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 #: Characters a terminal may act on instead of showing: C0 controls, DEL, C1 controls,
@@ -108,6 +108,15 @@ def print_json(document: Any) -> None:
     """Write one JSON document to stdout (exact: control characters are JSON escapes)."""
     json.dump(document, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
+
+
+def print_document(args: argparse.Namespace, document: Any, report: Callable[[Any], str]) -> int:
+    """``document`` as JSON under ``--json``, else ``report(document)``; exit code 0."""
+    if args.json:
+        print_json(document)
+    else:
+        echo(report(document))
+    return 0
 
 
 def show_progress(args: Any) -> bool:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..targets import TARGETS
 from ._common import options
-from ._format import echo, print_json, printable, problem_section, show_progress, table
+from ._format import print_document, printable, problem_section, show_progress, table
 from ._options import count, duration, workers
 
 if TYPE_CHECKING:
@@ -88,11 +88,7 @@ def run(args: argparse.Namespace) -> int:
             "restarts": loader.restarts,
             "problems": [p.to_dict() for p in loader.problems],
         }
-    if args.json:
-        print_json(document)
-    else:
-        echo(report(document))
-    return 0
+    return print_document(args, document, report)
 
 
 def _epoch(stats: EpochStats) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..problems import EXCLUDES
 from ._common import IN_PROCESS, options, scan_root
-from ._format import echo, print_json, printable, table
+from ._format import print_document, printable, table
 from ._options import count
 
 if TYPE_CHECKING:
@@ -78,11 +78,7 @@ def run(args: argparse.Namespace) -> int:
         "excluded": [e.to_dict() for e in index.excluded],
         "splits": [split.to_dict() for split in splits],
     }
-    if args.json:
-        print_json(document)
-    else:
-        echo(report(document))
-    return 0
+    return print_document(args, document, report)
 
 
 def _sides(split: Split) -> dict[str, Any]:
