@@ -148,7 +148,7 @@ def check_shard(task: ShardCheck, sizes: dict[str, int] | None = None) -> tuple[
     where, folder = task.cache, f"{SHARDS}/{task.name}"
     expected = array_layouts(task.count, task.shape)
     if not task.checksums:
-        failures = []
+        failures: list[str] = []
         for name in (MANIFEST, *ARRAYS):
             relative = f"{folder}/{name}"
             size = sizes.get(relative) if sizes is not None else _size(where, relative)
@@ -170,7 +170,7 @@ def check_shard(task: ShardCheck, sizes: dict[str, int] | None = None) -> tuple[
     arrays = manifest.get("arrays") if isinstance(manifest, dict) else None
     if not isinstance(arrays, dict):
         return [f"{folder}/{MANIFEST}: lists no arrays"], len(raw)
-    failures: list[str] = []
+    failures = []
     if manifest.get("count") != task.count or manifest.get("shape") != list(task.shape):
         failures.append(
             f"{folder}/{MANIFEST}: {manifest.get('count')} samples of {manifest.get('shape')}, "
