@@ -51,6 +51,7 @@ from pydicom.uid import (
     JPEGTransferSyntaxes,
 )
 
+from ._docstrings import fill_doc
 from ._files import open_for
 from .errors import DicomError
 
@@ -513,6 +514,14 @@ def _size_of(source: PathOrFile) -> int | None:
         return None
 
 
+#: The ``source`` and ``name`` parameters of the readers (see :func:`fill_doc`).
+_SOURCE_DOC = """source : str, path or binary file object
+    The file.  A file object is read from its current position and not closed.
+name : str, optional
+    The name used in errors (defaults to the path)."""
+
+
+@fill_doc(source=_SOURCE_DOC)
 def read_dicom_header(
     source: PathOrFile,
     *,
@@ -532,10 +541,7 @@ def read_dicom_header(
 
     Parameters
     ----------
-    source : str, path or binary file object
-        The file.  A file object is read from its current position and not closed.
-    name : str, optional
-        The name used in errors (defaults to the path).
+    %(source)s
     max_pixels : int
         Largest accepted rows x columns.
     verify_pixels : bool
@@ -572,6 +578,7 @@ def read_dicom_header(
     return replace(header, raw=raw)
 
 
+@fill_doc(source=_SOURCE_DOC)
 def read_dicom(
     source: PathOrFile, *, name: str | None = None, max_pixels: int = MAX_PIXELS
 ) -> DicomImage:
@@ -579,10 +586,7 @@ def read_dicom(
 
     Parameters
     ----------
-    source : str, path or binary file object
-        The file.  A file object is read from its current position and not closed.
-    name : str, optional
-        The name used in errors (defaults to the path).
+    %(source)s
     max_pixels : int
         Largest accepted rows x columns, checked before decoding.
 
