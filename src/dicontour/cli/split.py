@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ..problems import EXCLUDES
 from ._common import IN_PROCESS, options, scan_root
@@ -22,6 +22,27 @@ def _fraction(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive); got {value}")
     return value
+
+
+class SideCounts(TypedDict):
+    """One side (``train`` or ``val``) of a fold in ``--json``'s ``sides``."""
+
+    patients: list[str]
+    samples: int
+
+
+class SplitDocument(TypedDict):
+    """What ``dicontour split --json`` prints (keys in this order)."""
+
+    root: str
+    seed: int
+    folds: int | None
+    holdout: float | None
+    exclude: list[str]
+    out: str | None
+    sides: list[dict[str, SideCounts]]
+    excluded: list[dict[str, str]]
+    splits: list[dict[str, Any]]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         from ..splits import write_splits
 
         write_splits(args.out, splits)
-    document = {
+    document: SplitDocument = {
         "root": index.location.redacted(),
         "seed": args.seed,
         "folds": args.folds,
@@ -81,14 +102,14 @@ def run(args: argparse.Namespace) -> int:
     return print_document(args, document, report)
 
 
-def _sides(split: Split) -> dict[str, Any]:
+def _sides(split: Split) -> dict[str, SideCounts]:
     return {
         side: {"patients": list(part.patients), "samples": len(part)}
         for side, part in (("train", split.train), ("val", split.val))
     }
 
 
-def report(document: dict[str, Any]) -> str:
+def report(document: SplitDocument) -> str:
     """The human-readable report: per fold, patients and samples on each side; exclusions."""
     sides = document["sides"]
     how = (

@@ -19,7 +19,8 @@ def _pair(predicted: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 #: Sections of the docstrings of :func:`dice` and :func:`iou`.
 _DOCS = {
-    "masks": "predicted, truth : bool array_like of the same shape\n    Non-zero means inside.",
+    "masks": "Parameters\n----------\n"
+    "predicted, truth : bool array_like of the same shape\n    Non-zero means inside.",
     "raises": "Raises\n------\nValueError\n    The shapes differ.",
 }
 
@@ -28,8 +29,6 @@ _DOCS = {
 def dice(predicted: np.ndarray, truth: np.ndarray) -> float:
     """Dice coefficient ``2 |A & B| / (|A| + |B|)`` of two boolean masks.
 
-    Parameters
-    ----------
     %(masks)s
 
     Returns
@@ -55,8 +54,6 @@ def dice(predicted: np.ndarray, truth: np.ndarray) -> float:
 def iou(predicted: np.ndarray, truth: np.ndarray) -> float:
     """Intersection over union ``|A & B| / |A | B|`` (Jaccard index).
 
-    Parameters
-    ----------
     %(masks)s
 
     Returns

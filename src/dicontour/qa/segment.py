@@ -167,7 +167,10 @@ def _bright_core(
 
 #: Parameter sections shared by the methods' docstrings (see :func:`fill_doc`).
 _DOCS = {
-    "inputs": "image : float ndarray of shape (H, W)\no_mask : bool ndarray of shape (H, W)",
+    "inputs": (
+        "Parameters\n----------\n"
+        "image : float ndarray of shape (H, W)\no_mask : bool ndarray of shape (H, W)"
+    ),
     "alpha": (
         "alpha : float\n"
         "    Threshold position between the dark (0) and bright (1) class means of\n"
@@ -180,8 +183,6 @@ _DOCS = {
 def otsu(image: np.ndarray, o_mask: np.ndarray) -> np.ndarray:
     """Otsu's threshold inside the o-mask, largest bright component, holes filled.
 
-    Parameters
-    ----------
     %(inputs)s
 
     Returns
@@ -238,8 +239,6 @@ def gmm(image: np.ndarray, o_mask: np.ndarray, *, posterior: float = 0.001) -> n
     pixels darker than the dark class mean never do (a wide dark class would
     otherwise claim the brightest pixels).  Largest component, holes filled.
 
-    Parameters
-    ----------
     %(inputs)s
     posterior : float
         In (0, 1); lower takes in more of the partial-volume border.
@@ -290,8 +289,6 @@ def grow(
 ) -> np.ndarray:
     """Region growing from the blood pool's centre, then closing and hole filling.
 
-    Parameters
-    ----------
     %(inputs)s
     %(alpha)s
     margin : float
@@ -331,8 +328,6 @@ def hull(
 ) -> np.ndarray:
     """Threshold away from the o-contour, largest component, convex hull.
 
-    Parameters
-    ----------
     %(inputs)s
     %(alpha)s
     margin : float
