@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "final_data"
+#: As in the tests: $DICONTOUR_REAL_DATA, else ../shared/data/final_data beside the checkout.
+REAL_DATA = Path(
+    os.environ.get("DICONTOUR_REAL_DATA")
+    or Path(__file__).resolve().parents[2] / "shared" / "data" / "final_data"
+)
 
 
 def rate(work: Callable[[], int], *, min_seconds: float = 2.0, repeats: int = 3) -> float:

@@ -57,6 +57,7 @@ def assert_moved_together(image, mask, out, out_mask) -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(shape=shapes, seed=seeds, axes=st.sampled_from([(0,), (1,), (0, 1)]))
+@pytest.mark.slow
 def test_flip_permutes_pixels_and_moves_masks_along(shape, seed, axes) -> None:
     image, mask = numbered(shape, seed)
     out, out_mask = RandomFlip(axes=axes, p=0.5)(image, mask, np.random.default_rng(seed))
@@ -77,6 +78,7 @@ def test_flip_by_hand() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(shape=shapes, seed=seeds, p=st.sampled_from([0.0, 0.5, 1.0]))
+@pytest.mark.slow
 def test_rot90_permutes_pixels_keeps_shape_and_moves_masks_along(shape, seed, p) -> None:
     image, mask = numbered(shape, seed)
     out, out_mask = RandomRot90(p=p)(image, mask, np.random.default_rng(seed))
@@ -97,6 +99,7 @@ def test_rot90_reaches_every_quarter_turn_of_a_square() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(shape=shapes, size=shapes, seed=seeds)
+@pytest.mark.slow
 def test_crop_or_pad_gives_the_size_and_a_window_of_the_input(shape, size, seed) -> None:
     image, mask = numbered(shape, seed)
     out, out_mask = RandomCrop(size)(image, mask, np.random.default_rng(seed))
@@ -171,6 +174,7 @@ def test_affine_identity_changes_nothing() -> None:
     size=st.tuples(st.integers(8, 40), st.integers(8, 40)),
     seed=seeds,
 )
+@pytest.mark.slow
 def test_affine_matches_scipy(degrees, zoom, size, seed) -> None:
     ndimage = pytest.importorskip("scipy.ndimage")
     rng = np.random.default_rng(seed)
@@ -289,6 +293,7 @@ def _shifted_square() -> tuple[np.ndarray, np.ndarray]:
     return (mask[1] * 100.0 + mask[0] * 50.0).astype(np.float32), mask
 
 
+@pytest.mark.slow
 def test_monai_adapter_is_reproducible_and_moves_masks_with_the_image() -> None:
     transforms = _monai()
     keys = ["image", "label"]
@@ -314,6 +319,7 @@ def test_monai_adapter_is_reproducible_and_moves_masks_with_the_image() -> None:
     pickle.loads(pickle.dumps(transform))
 
 
+@pytest.mark.slow
 def test_torchio_adapter_is_reproducible_and_leaves_the_callers_generator() -> None:
     tio = _torchio()
     torch = importlib.import_module("torch")

@@ -10,10 +10,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import CACHE_PHANTOM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,11 +47,9 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def dataset(phantom: Callable[..., Path]) -> Path:
     """3 patients x 12 slices of 32x32, every slice labelled (36 samples, 18 with o)."""
-    root = tmp_path_factory.mktemp("phantom") / "data"
-    write_phantom(root, patients=3, slices=12, shape=(32, 32), labelled_every=1, faults=False)
-    return root
+    return phantom(**CACHE_PHANTOM)
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,7 @@ def copy_dataset(dataset: Path, tmp_path: Path) -> Path:
 # ----------------------------------------------------------------------------- format
 
 
+@pytest.mark.slow
 def test_layout_and_contents_match_the_files(dataset: Path, reference: Path) -> None:
     index = dicontour.scan(dataset)
     manifest = json.loads((reference / "manifest.json").read_text())
@@ -166,6 +167,7 @@ def test_cache_source_pickles_small_and_reads_after(reference: Path) -> None:
     np.testing.assert_array_equal(clone.read(7, "i")[0], source.read(7, "i")[0])
 
 
+@pytest.mark.slow
 def test_real_data_cache_matches_the_index(real_data: Path, tmp_path: Path) -> None:
     report = build_cache(real_data, tmp_path / "cache", shard_size=40)
     assert (report.samples, report.shards, report.built) == (96, 3, 3)
@@ -261,6 +263,7 @@ def test_without_a_root_the_recorded_root_is_checked(
     assert not caplog.records
 
 
+@pytest.mark.slow
 def test_an_unreachable_recorded_root_serves_the_cache_with_a_warning(
     dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -305,6 +308,7 @@ def test_an_added_patient_makes_the_cache_stale(dataset: Path, tmp_path: Path) -
         check_fresh(cache, data)
 
 
+@pytest.mark.slow
 def test_a_rebuild_after_a_change_rewrites_only_the_shards_concerned(
     dataset: Path, reference: Path, tmp_path: Path
 ) -> None:
@@ -351,9 +355,8 @@ def test_a_foreign_folder_is_never_overwritten(dataset: Path, tmp_path: Path) ->
     assert (target / "thesis.tex").read_text() == "precious"
 
 
-def test_a_dataset_without_labels_is_refused(tmp_path: Path) -> None:
-    root = tmp_path / "data"
-    write_phantom(root, patients=1, slices=3, shape=(32, 32), labelled_every=5, faults=False)
+def test_a_dataset_without_labels_is_refused(tmp_path: Path, phantom: Callable[..., Path]) -> None:
+    root = phantom(patients=1, slices=3, shape=(32, 32), labelled_every=5, faults=False)
     with pytest.raises(CacheError, match="no labelled slice to cache"):
         build_cache(root, tmp_path / "cache")
 
@@ -448,6 +451,7 @@ def kill_build_after(dataset: Path, cache: Path, finished: int, delay: float) ->
 # delay: seconds before each array write, so kills land between and during shard writes,
 # with a margin of 3 x delay after the last awaited shard for the kill to arrive in time.
 @pytest.mark.parametrize(("finished", "delay"), [(1, 0.05), (3, 0.013), (7, 0.06)])
+@pytest.mark.slow
 def test_kill_9_then_resume_is_byte_identical(
     dataset: Path, reference: Path, tmp_path: Path, finished: int, delay: float
 ) -> None:
@@ -475,6 +479,7 @@ def test_a_damaged_kept_shard_is_rebuilt(dataset: Path, reference: Path, tmp_pat
     assert tree_bytes(cache) == tree_bytes(reference)
 
 
+@pytest.mark.slow
 def test_cli_build_then_up_to_date(dataset: Path, reference: Path, tmp_path: Path, capsys) -> None:
     cache = tmp_path / "cache"
     args = ["cache", "build", str(dataset), str(cache), "--shard-size", str(SHARD)]

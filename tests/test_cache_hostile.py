@@ -14,10 +14,12 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import CACHE_PHANTOM
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -27,7 +29,6 @@ from dicontour.cache._check import npy_bytes
 from dicontour.cache._layout import LOCK, own_file
 from dicontour.cli import main
 from dicontour.errors import CacheError
-from dicontour.phantom import write_phantom
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -55,10 +56,8 @@ def cache_bytes(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("phantom") / "data"
-    write_phantom(root, patients=3, slices=12, shape=(32, 32), labelled_every=1, faults=False)
-    return root
+def dataset(phantom: Callable[..., Path]) -> Path:
+    return phantom(**CACHE_PHANTOM)
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +98,7 @@ def copy_of(reference: Path, tmp_path: Path) -> Path:
 # ------------------------------------------------------------------ what is not its own
 
 
+@pytest.mark.slow
 def test_a_linked_shards_folder_is_refused_and_its_target_untouched(
     dataset: Path, reference: Path, tmp_path: Path, outside: Path
 ) -> None:
@@ -255,6 +255,7 @@ def test_a_file_or_folder_in_the_way_is_said_in_words(
         (errno.EISDIR, "a folder is in the way where a file should be"),
     ],
 )
+@pytest.mark.slow
 def test_a_failed_write_is_said_in_words(
     dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, code: int, words: str
 ) -> None:
@@ -278,6 +279,7 @@ def test_a_failed_write_is_said_in_words(
 
 
 @pytest.mark.parametrize("damage", ["flip", "delete-manifest", "truncate"])
+@pytest.mark.slow
 def test_a_damaged_shard_is_refused_then_rebuilt_byte_identical(
     dataset: Path, reference: Path, tmp_path: Path, capsys, damage: str
 ) -> None:
@@ -309,6 +311,7 @@ def test_a_damaged_shard_is_refused_then_rebuilt_byte_identical(
     assert cache_bytes(cache) == cache_bytes(reference)
 
 
+@pytest.mark.slow
 def test_up_to_date_means_every_checksum_was_checked(
     dataset: Path, reference: Path, tmp_path: Path
 ) -> None:
@@ -330,6 +333,7 @@ def test_npy_sizes_are_those_numpy_writes(reference: Path) -> None:
 
 
 @given(st.text(alphabet="shard0123456789./-_mnifestjoyprkcl", max_size=40))
+@pytest.mark.slow
 def test_own_names_are_exactly_the_scheme(name: str) -> None:
     scheme = {"manifest.json", "fingerprint.json", "has.npy", LOCK}
     parts = name.split("/")
@@ -402,6 +406,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "dicontour", "cache", "build", *args, "--shard-size", "5"]
 
 
+@pytest.mark.slow
 def test_a_second_build_during_a_build_is_refused_clearly(
     dataset: Path, reference: Path, tmp_path: Path
 ) -> None:
@@ -435,6 +440,7 @@ def test_a_second_build_during_a_build_is_refused_clearly(
     assert cache_bytes(cache) == cache_bytes(reference)
 
 
+@pytest.mark.slow
 def test_two_builds_started_at_once_end_clean(
     dataset: Path, reference: Path, tmp_path: Path
 ) -> None:
@@ -513,6 +519,7 @@ def _mutate(cache: Path, outside: Path, rng: np.random.Generator) -> tuple[str, 
     return kind, target
 
 
+@pytest.mark.slow
 def test_fuzz_damage_is_refused_or_repaired_never_served(
     dataset: Path, reference: Path, served, tmp_path: Path, outside: Path
 ) -> None:

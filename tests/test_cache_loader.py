@@ -4,28 +4,29 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import CACHE_PHANTOM
 
 from dicontour.cache import build_cache, open_cache
 from dicontour.errors import CacheError
 from dicontour.loader import BatchLoader
-from dicontour.phantom import write_phantom
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def built(
+    tmp_path_factory: pytest.TempPathFactory, phantom: Callable[..., Path]
+) -> tuple[Path, Path]:
     """(dataset, cache): 3 patients x 12 slices of 32x32, all labelled, 18 with o."""
-    base = tmp_path_factory.mktemp("loader")
-    write_phantom(
-        base / "data", patients=3, slices=12, shape=(32, 32), labelled_every=1, faults=False
-    )
-    build_cache(base / "data", base / "cache", shard_size=5)
-    return base / "data", base / "cache"
+    data = phantom(**CACHE_PHANTOM)
+    cache = tmp_path_factory.mktemp("loader") / "cache"
+    build_cache(data, cache, shard_size=5)
+    return data, cache
 
 
 def fingerprints(images: np.ndarray) -> list[bytes]:
@@ -39,6 +40,7 @@ def shm_entries() -> set[str]:
     return {name for name in names if name.startswith(mine)}
 
 
+@pytest.mark.slow
 def test_every_sample_once_per_epoch_with_workers_and_no_leaks(built) -> None:
     data, cache = built
     source = open_cache(cache)
@@ -141,6 +143,7 @@ def test_a_stale_cache_is_refused_by_the_loader(built, tmp_path: Path) -> None:
 # ------------------------------------------------------------------ copy=False, read_into
 
 
+@pytest.mark.slow
 def test_copy_false_from_the_cache_gives_the_copied_batches_without_leaks(built) -> None:
     data, cache = built
     source = open_cache(cache)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import I_SQUARE, O_SQUARE, contour_name, write_dicom
+from helpers import I_SQUARE, O_SQUARE, contour_name, write_dicom
 
 from dicontour import LayoutError
 from dicontour import scan as dicontour_scan
@@ -40,6 +40,7 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.slow
 def test_scan_prints_the_per_patient_table_and_the_problems(fault_tree, capsys):
     code, out, err = _run(capsys, "scan", str(fault_tree.root))
     assert code == 0  # the scan completed, problems or not
@@ -62,6 +63,7 @@ def test_scan_prints_the_per_patient_table_and_the_problems(fault_tree, capsys):
         assert any(code_ in line and path in line for line in lines), (code_, path)
 
 
+@pytest.mark.slow
 def test_scan_json_is_one_document_with_relative_paths(fault_tree, capsys):
     code, out, err = _run(capsys, "scan", "--json", str(fault_tree.root))
     assert code == 0 and err == ""
@@ -83,6 +85,7 @@ def test_scan_json_is_one_document_with_relative_paths(fault_tree, capsys):
     assert document["summary"]["unlabelled_slices"] == fault_tree.unlabelled
 
 
+@pytest.mark.slow
 def test_strict_exit_codes(fault_tree, tmp_path, capsys):
     assert _run(capsys, "scan", "--strict", "--quiet", str(fault_tree.root))[0] == 1
     clean = _clean_tree(tmp_path / "clean")
@@ -113,6 +116,7 @@ def test_debug_shows_the_exception(tmp_path):
         main(["--debug", "scan", str(tmp_path / "nowhere")])
 
 
+@pytest.mark.slow
 def test_python_dash_m_help():
     result = subprocess.run(
         [sys.executable, "-m", "dicontour", "--help"],
@@ -126,6 +130,7 @@ def test_python_dash_m_help():
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.slow
 def test_closed_pipe_is_not_a_traceback(fault_tree):
     # `dicontour scan --json ROOT | head -1`: the reader leaves before the end.
     process = subprocess.Popen(
@@ -139,6 +144,7 @@ def test_closed_pipe_is_not_a_traceback(fault_tree):
     assert process.returncode == 141
 
 
+@pytest.mark.slow
 def test_demo_writes_and_scans_the_phantom(tmp_path, capsys):
     pytest.importorskip("dicontour.phantom", reason="dicontour.phantom not written yet")
     target = tmp_path / "demo"
@@ -162,6 +168,7 @@ def test_demo_refuses_a_folder_with_other_content(tmp_path, capsys):
     assert (tmp_path / "mine.txt").read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_progress_bar_only_on_a_terminal_and_not_with_quiet(fault_tree, capsys, monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     code, out, err = _run(capsys, "scan", str(fault_tree.root))

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import unicodedata
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,7 @@ def test_printable_by_hand():
 
 
 @given(st.text())
+@pytest.mark.slow
 def test_printable_leaves_nothing_a_terminal_acts_on(text):
     out = printable(text)
     assert unsafe(out) == [] and "\n" not in out
@@ -203,6 +205,7 @@ def _every_command(root: Path, out: Path) -> list[list[str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_no_command_prints_a_control_character(hostile, tmp_path, capsys):
     root, _ = hostile
     codes = []
@@ -259,6 +262,7 @@ _HOSTILE_TEXT = st.text(
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(nasty=_HOSTILE_TEXT)
+@pytest.mark.slow
 def test_any_name_is_escaped_in_scan_and_check(nasty):
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -332,17 +336,14 @@ def test_usage_errors_are_escaped_too(argv, capsys):
 
 
 @pytest.fixture(scope="module")
-def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("clean") / "data"
-    write_phantom(root, patients=3, slices=8, shape=(64, 64), faults=False)
-    return root
+def clean(phantom: Callable[..., Path]) -> Path:
+    """A phantom without faults (this module's ``clean`` is a dataset, not the leak check)."""
+    return phantom(patients=3, slices=8, shape=(64, 64), faults=False)
 
 
 @pytest.fixture(scope="module")
-def faulty(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("faulty") / "data"
-    write_phantom(root, patients=3, slices=8, shape=(64, 64), faults=True)
-    return root
+def faulty(phantom: Callable[..., Path]) -> Path:
+    return phantom(patients=3, slices=8, shape=(64, 64), faults=True)
 
 
 @pytest.fixture(scope="module")
@@ -430,6 +431,7 @@ def _fill(argv: list[str], paths: dict[str, Path]) -> list[str]:
 @pytest.mark.parametrize(
     ("argv", "expected"), EXIT_CODES, ids=[" ".join(a) or "-" for a, _ in EXIT_CODES]
 )
+@pytest.mark.slow
 def test_exit_code_table(argv, expected, clean, faulty, built_cache, tmp_path, capsys):
     (tmp_path / "a-file").write_text("in the way")
     paths = {
@@ -470,6 +472,7 @@ INTERRUPTED = [
 
 
 @pytest.mark.parametrize("argv", INTERRUPTED, ids=" ".join)
+@pytest.mark.slow
 def test_ctrl_c_is_exit_130_and_one_line(argv, clean, built_cache, tmp_path, capsys, monkeypatch):
     def interrupt(self):
         raise KeyboardInterrupt

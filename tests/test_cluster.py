@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers import CACHE_PHANTOM
 
 import dicontour
 import dicontour.cache._build as build_module
@@ -170,10 +171,8 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("shared") / "data"
-    write_phantom(root, patients=3, slices=12, shape=(32, 32), labelled_every=1, faults=False)
-    return root
+def dataset(phantom: Callable[..., Path]) -> Path:
+    return phantom(**CACHE_PHANTOM)
 
 
 @pytest.fixture(scope="module")

@@ -139,6 +139,7 @@ def test_nul_bytes_are_not_numbers(tmp_path):
     assert (error.code, error.line) == ("unparseable-contour", 2)
 
 
+@pytest.mark.slow
 def test_more_than_max_points(tmp_path):
     # Distinct points, so only the limit can reject the file.
     lines = "".join(f"{k} {k % 7}\n" for k in range(MAX_POINTS + 1))
@@ -147,6 +148,7 @@ def test_more_than_max_points(tmp_path):
     assert str(MAX_POINTS) in error.reason
 
 
+@pytest.mark.slow
 def test_exactly_max_points_accepted(tmp_path):
     path = tmp_path / "c.txt"
     path.write_text("".join(f"{k} {k % 7}\n" for k in range(MAX_POINTS)))
@@ -192,6 +194,7 @@ def polygons(draw) -> np.ndarray:
     close=st.booleans(),
     fmt=st.sampled_from(["repr", "fixed"]),
 )
+@pytest.mark.slow
 def test_format_then_parse_round_trips(points, newline, pad, blank_every, close, fmt):
     if fmt == "fixed":
         points = np.round(points, 2)  # how the real files are written: "%.2f"
@@ -211,6 +214,7 @@ def test_format_then_parse_round_trips(points, newline, pad, blank_every, close,
 
 @settings(max_examples=100, deadline=None)
 @given(points=polygons(), bad_line=st.integers(0, 39), bad=st.sampled_from(["x y", "1", "1 2 3"]))
+@pytest.mark.slow
 def test_first_bad_line_is_reported(points, bad_line, bad):
     lines = [f"{x!r} {y!r}" for x, y in points.tolist()]
     bad_line = min(bad_line, len(lines))
@@ -280,6 +284,7 @@ def test_accepted_number_forms():
         st.text(alphabet="0123456789+-.eE_ \t\n\r\v\f\u00a0\u0661infa", max_size=80),
     )
 )
+@pytest.mark.slow
 def test_arbitrary_text_parses_only_to_the_ascii_grammar(text):
     try:
         points = parse_contour(text, name="fuzz.txt")
@@ -311,6 +316,7 @@ def test_check_bounds_names_the_file_and_the_extent():
     rows=st.integers(1, 32),
     columns=st.integers(1, 32),
 )
+@pytest.mark.slow
 def test_check_bounds_is_the_margin_rule(x, y, rows, columns):
     points = np.array([[0.0, 0.0], [x, 0.0], [x, y], [0.0, y]])
     low, margin = -0.5, OUT_OF_BOUNDS_MARGIN
@@ -324,6 +330,7 @@ def test_check_bounds_is_the_margin_rule(x, y, rows, columns):
 
 @settings(max_examples=300, deadline=None)
 @given(data=st.binary(max_size=120), seed_text=st.sampled_from(["", "1 2\n3 4\n5 6\n"]))
+@pytest.mark.slow
 def test_arbitrary_bytes_raise_only_contour_errors(data, seed_text):
     handle = io.BytesIO(seed_text.encode() + data)
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from conftest import REAL_DATA, insert_before_pixels, tiny_elements, write_dicom
+from helpers import REAL_DATA, insert_before_pixels, tiny_elements, write_dicom
 from pydicom.pixels import apply_modality_lut
 from pydicom.uid import ImplicitVRLittleEndian
 
@@ -109,6 +109,7 @@ def test_implicit_vr_and_file_object(tmp_path, make_dicom):
     ("compressed", "uncompressed"),
     [("MR2_J2KR.dcm", "MR2_UNCR.dcm"), ("RG1_J2KR.dcm", "RG1_UNCR.dcm")],
 )
+@pytest.mark.slow
 def test_lossless_jpeg2000_equals_its_uncompressed_twin(compressed, uncompressed):
     a = read_dicom(pydicom_data(compressed))
     b = read_dicom(pydicom_data(uncompressed))
@@ -120,6 +121,7 @@ def test_lossless_jpeg2000_equals_its_uncompressed_twin(compressed, uncompressed
 
 
 @pytest.mark.parametrize("name", ["JPEG-LL.dcm", "MR2_J2KI.dcm", "JPGLosslessP14SV1_1s_1f_8b.dcm"])
+@pytest.mark.slow
 def test_other_compressed_syntaxes_decode_like_pydicom(name):
     path = pydicom_data(name)
     ds = pydicom.dcmread(path)
@@ -483,6 +485,7 @@ def test_file_over_max_file_bytes_refused_before_parsing(
     assert function(path) is not None  # at the limit: read
 
 
+@pytest.mark.slow
 def test_millions_of_tiny_elements_refused_in_bounded_memory(tmp_path, make_dicom):
     # The audit's case: 40 MB of 5 million empty elements once took 1.6 GB to parse.
     path = make_dicom(tmp_path / "a.dcm", PIXELS)
@@ -496,6 +499,7 @@ def test_millions_of_tiny_elements_refused_in_bounded_memory(tmp_path, make_dico
     assert _error(read_dicom, path).code == "header-too-large"  # the same parse
 
 
+@pytest.mark.slow
 def test_header_limit_counts_the_header_not_the_pixels(tmp_path, make_dicom):
     # 8 MiB of pixel data is skipped on disk, not read, while the header is parsed.
     pixels = np.arange(2048 * 2048, dtype=np.uint16).reshape(2048, 2048)
@@ -670,6 +674,7 @@ def _testdata_files() -> list[Path]:
 
 
 @pytest.mark.parametrize("path", _testdata_files(), ids=lambda p: p.name)
+@pytest.mark.slow
 def test_pydicom_test_files_are_refused_at_the_header_or_read_like_pydicom(path):
     try:
         header = read_dicom_header(path)
@@ -735,6 +740,7 @@ def _mutate(data: bytes, rng: np.random.Generator) -> bytes:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_mutated_files_raise_only_dicom_errors_in_bounded_memory(tmp_path):
     rng = np.random.default_rng(11)
     outcomes = {"read": 0, "refused": 0}

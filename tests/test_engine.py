@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,6 @@ import pytest
 import dicontour
 from dicontour.engine import DaskEngine, EngineError, LocalEngine, open_engine
 from dicontour.errors import DicomError
-from dicontour.phantom import write_phantom
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -29,6 +29,7 @@ def test_in_process_engine_keeps_order() -> None:
     assert list(engine.run(abs, [-3, 1])) == [(0, 3), (1, 1)]
 
 
+@pytest.mark.slow
 def test_pool_map_is_in_order_and_run_gives_every_position_once(pool: LocalEngine) -> None:
     items = list(range(-20, 20))
     assert list(pool.map(abs, items)) == [abs(v) for v in items]
@@ -37,6 +38,7 @@ def test_pool_map_is_in_order_and_run_gives_every_position_once(pool: LocalEngin
     assert all(result == abs(items[position]) for position, result in ran)
 
 
+@pytest.mark.slow
 def test_pool_runs_in_other_processes(pool: LocalEngine) -> None:
     pids = {pid for _, pid in pool.run(_pid_of, range(8))}
     assert os.getpid() not in pids and 1 <= len(pids) <= 2
@@ -68,6 +70,7 @@ def _raise_unpicklable(text: str) -> str:
     return text
 
 
+@pytest.mark.slow
 def test_a_dead_worker_stops_the_run_with_a_clear_error() -> None:
     with (
         LocalEngine(workers=2) as engine,
@@ -76,10 +79,12 @@ def test_a_dead_worker_stops_the_run_with_a_clear_error() -> None:
         list(engine.map(os._exit, [3, 3]))
 
 
-def test_scan_on_the_pool_equals_the_serial_scan(pool: LocalEngine, tmp_path: Path) -> None:
-    write_phantom(tmp_path / "data", patients=4, slices=6, shape=(32, 32), faults=True)
-    serial = dicontour.scan(tmp_path / "data")
-    parallel = dicontour.scan(tmp_path / "data", mapper=pool.map)
+def test_scan_on_the_pool_equals_the_serial_scan(
+    pool: LocalEngine, phantom: Callable[..., Path]
+) -> None:
+    root = phantom(patients=4, slices=6, shape=(32, 32), faults=True)
+    serial = dicontour.scan(root)
+    parallel = dicontour.scan(root, mapper=pool.map)
     assert parallel.to_dict() == serial.to_dict()
     assert len(parallel) > 0 and parallel.errors()
 
@@ -109,11 +114,12 @@ def test_missing_dask_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
         open_engine("dask", workers=1)
 
 
-def test_cli_scan_on_the_local_engine(tmp_path: Path, capsys) -> None:
+@pytest.mark.slow
+def test_cli_scan_on_the_local_engine(phantom: Callable[..., Path], capsys) -> None:
     from dicontour.cli import main
 
-    write_phantom(tmp_path / "data", patients=2, slices=6, shape=(32, 32), faults=False)
-    assert main(["scan", str(tmp_path / "data"), "--json"]) == 0
+    root = phantom(patients=2, slices=6, shape=(32, 32), faults=False)
+    assert main(["scan", str(root), "--json"]) == 0
     serial = capsys.readouterr().out
-    assert main(["scan", str(tmp_path / "data"), "--json", "--workers", "2"]) == 0
+    assert main(["scan", str(root), "--json", "--workers", "2"]) == 0
     assert capsys.readouterr().out == serial

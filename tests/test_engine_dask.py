@@ -6,20 +6,21 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import CACHE_PHANTOM
 
 import dicontour
 from dicontour.cache import build_cache, open_cache, verify_cache
 from dicontour.cli import main
 from dicontour.engine import DaskEngine, EngineError
 from dicontour.errors import DicomError
-from dicontour.phantom import write_phantom
 
 distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed")
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]  # Dask clusters
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +44,8 @@ def engine(cluster):
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("dask") / "data"
-    write_phantom(root, patients=3, slices=12, shape=(32, 32), labelled_every=1, faults=False)
-    return root
+def dataset(phantom: Callable[..., Path]) -> Path:
+    return phantom(**CACHE_PHANTOM)
 
 
 @pytest.fixture(scope="module")
@@ -80,10 +79,12 @@ def test_a_task_error_arrives_with_its_type(engine: DaskEngine) -> None:
         list(engine.map(dicontour.read_dicom, ["/nowhere.dcm"]))
 
 
-def test_scan_on_dask_equals_the_serial_scan(engine: DaskEngine, tmp_path: Path) -> None:
-    write_phantom(tmp_path / "data", patients=3, slices=6, shape=(32, 32), faults=True)
-    serial = dicontour.scan(tmp_path / "data")
-    assert dicontour.scan(tmp_path / "data", mapper=engine.map).to_dict() == serial.to_dict()
+def test_scan_on_dask_equals_the_serial_scan(
+    engine: DaskEngine, phantom: Callable[..., Path]
+) -> None:
+    root = phantom(patients=3, slices=6, shape=(32, 32), faults=True)
+    serial = dicontour.scan(root)
+    assert dicontour.scan(root, mapper=engine.map).to_dict() == serial.to_dict()
 
 
 def test_build_on_dask_is_byte_identical_to_a_local_build(

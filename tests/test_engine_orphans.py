@@ -7,13 +7,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from dicontour.phantom import write_phantom
-
-pytestmark = [
+pytestmark = [  # slow: worker processes killed and reaped
+    pytest.mark.slow,
     pytest.mark.timeout(30),
     pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc"),
 ]
@@ -53,9 +53,10 @@ def _alive(pid: int) -> bool:
     return stat is not None and stat[0] != "Z"  # a zombie has exited; its reaper is not ours
 
 
-def test_kill_9_of_a_cache_build_takes_its_workers_along(tmp_path: Path) -> None:
-    root = tmp_path / "data"
-    write_phantom(root, patients=6, slices=12, shape=(64, 64), labelled_every=1, faults=False)
+def test_kill_9_of_a_cache_build_takes_its_workers_along(
+    tmp_path: Path, phantom: Callable[..., Path]
+) -> None:
+    root = phantom(patients=6, slices=12, shape=(64, 64), labelled_every=1, faults=False)
     build = subprocess.Popen(
         [
             *(sys.executable, "-m", "dicontour", "cache", "build", str(root), str(tmp_path / "c")),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import I_SQUARE, O_SQUARE, SHAPE, contour_name, write_dicom
+from helpers import I_SQUARE, O_SQUARE, SHAPE, contour_name, write_dicom
 
 import dicontour
 from dicontour import ContourError, DicomError, LayoutError, scan
@@ -101,6 +101,7 @@ def test_fifo_as_dicom_and_as_contour_is_one_problem_each(tmp_path):
 
 
 @posix_only
+@pytest.mark.slow
 @pytest.mark.slow
 def test_fifo_scan_with_worker_processes_completes(tmp_path):
     root = _dataset(tmp_path / "data")
@@ -318,6 +319,7 @@ def test_a_chmod_000_folder_is_one_problem(tmp_path):
         "huge-field",
     ],
 )
+@pytest.mark.slow
 def test_one_bad_link_row_is_one_problem(tmp_path, row):
     root = _dataset(tmp_path / "data")
     (root / "link.csv").write_bytes(b"patient_id,original_id\nP1,O1\n" + row + b"\nP2,O2\n")
@@ -415,6 +417,7 @@ def _sleep_forever(item: int) -> int:
     return item
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_engine_close_does_not_wait_forever_on_a_blocked_worker(monkeypatch):
     from dicontour import engine
@@ -515,6 +518,7 @@ def _within_root(record_paths: list[str], replaced: set[str]) -> bool:
 
 @posix_only
 @pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+@pytest.mark.slow
 def test_generated_trees_with_special_entries(template, tmp_path_factory):
     import shutil
 

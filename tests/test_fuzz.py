@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_dicom
+from helpers import write_dicom
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -40,6 +40,8 @@ SECRET = "SECRET-LINE-7f3a"
 SHAPE = (32, 32)
 PATIENTS = {"P1": "O1", "P2": "O2"}
 SLICES = (1, 2, 3)
+
+pytestmark = pytest.mark.slow  # fuzzing
 
 
 def _square(low: int, high: int) -> str:

@@ -29,6 +29,7 @@ def _position(index, patient_id: str, slice_: int) -> int:
     return next(k for k, r in enumerate(index) if (r.patient_id, r.slice) == (patient_id, slice_))
 
 
+@pytest.mark.slow
 def test_len_getitem_iter(index, fault_tree):
     assert len(index) == len(fault_tree.samples)
     assert list(index) == [index[k] for k in range(len(index))]
@@ -116,6 +117,7 @@ def test_to_dict_is_json_with_relative_paths(index, fault_tree):
     assert all({"code", "severity", "path", "message"} <= set(p) for p in document["problems"])
 
 
+@pytest.mark.slow
 def test_load_reports_files_changed_since_the_scan(tmp_path, fault_tree):
     import shutil
 
@@ -160,7 +162,7 @@ def test_loading_enforces_every_rule_the_scan_enforces(tmp_path, kind, content, 
     # A file rewritten after the scan: the scan of the rewritten tree refuses it
     # with `code`, and loading the old index refuses it with the same code,
     # through Index.load and the loader's IndexSource alike; never clipped or served.
-    from conftest import I_SQUARE, O_SQUARE, contour_name, write_dicom
+    from helpers import I_SQUARE, O_SQUARE, contour_name, write_dicom
 
     from dicontour.loader import IndexSource
 

@@ -16,10 +16,12 @@ import shutil
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import REAL_DATA, REAL_DATA_REASON, Numbered, Traced, copy_dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,42 +30,14 @@ from dicontour import BatchLoader, IndexSource, LoaderError, SampleSource
 from dicontour.loader import batch_count, epoch_order, rank_share
 from dicontour.loader.prepare import centre_slices, normalize, place
 from dicontour.loader.state import check_state
-from dicontour.phantom import write_phantom
 
 pytestmark = pytest.mark.timeout(60)
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared/data/final_data"
-
-
-class Traced:
-    """A scanned phantom and a map from image bytes back to the sample index."""
-
-    def __init__(self, root: Path) -> None:
-        self.index = dicontour.scan(root)
-        self.samples = [self.index.load(k) for k in range(len(self.index))]
-        self.by_bytes = {s.image.tobytes(): k for k, s in enumerate(self.samples)}
-        assert len(self.by_bytes) == len(self.index), "phantom images must be unique"
-
-    def ids(self, images: np.ndarray) -> list[int]:
-        return [self.by_bytes[image.tobytes()] for image in images]
-
-    def expected(self, target: str, seed: int, epoch: int) -> list[int]:
-        eligible = self.index.select(target)
-        order = np.random.default_rng([seed, epoch]).permutation(len(eligible))
-        return [eligible[p] for p in order]
-
-
-def make_phantom(root: Path, **kwargs: object) -> Traced:
-    options = {"patients": 2, "slices": 20, "shape": (64, 64), "faults": False, "seed": 3}
-    options.update(kwargs)
-    write_phantom(root, **options)
-    return Traced(root)
-
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Traced:
+def data(traced: Traced) -> Traced:
     """2 patients x 20 slices of 64 x 64: 20 i-samples, 10 of them with an o-contour."""
-    return make_phantom(tmp_path_factory.mktemp("loader") / "data")
+    return traced
 
 
 def run_epochs(loader: BatchLoader, data: Traced, epochs: int) -> list[list[list[int]]]:
@@ -86,6 +60,7 @@ def run_epochs(loader: BatchLoader, data: Traced, epochs: int) -> list[list[list
 
 
 @pytest.mark.parametrize("workers", [0, 1, 2])
+@pytest.mark.slow
 def test_every_sample_once_per_epoch_in_the_seeded_order(data: Traced, workers: int) -> None:
     with BatchLoader(data.index, batch_size=8, seed=5, workers=workers, prefetch=3) as loader:
         assert len(loader) == 3  # 20 samples: 8 + 8 + 4
@@ -131,10 +106,11 @@ def test_drop_last_gives_only_full_batches(data: Traced) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
+@pytest.mark.slow
 def test_real_data_one_epoch(tmp_path: Path) -> None:
-    if not REAL.exists():
-        pytest.skip("real Sunnybrook data not found at ../shared/data/final_data")
-    index = dicontour.scan(REAL)
+    if not REAL_DATA.exists():
+        pytest.skip(REAL_DATA_REASON)
+    index = dicontour.scan(REAL_DATA)
     with BatchLoader(index, batch_size=8, workers=2) as loader:
         seen = []
         for images, masks in loader:
@@ -147,6 +123,7 @@ def test_real_data_one_epoch(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ resume
 
 
+@pytest.mark.slow
 def test_resume_mid_epoch_from_a_saved_state(data: Traced) -> None:
     with BatchLoader(data.index, batch_size=4, seed=7, workers=1) as first:
         run_epochs(first, data, 1)
@@ -190,6 +167,7 @@ def test_load_state_dict_reports_mismatches_side_by_side(data: Traced) -> None:
 
 
 @pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.slow
 def test_iterating_again_supersedes_an_open_iteration(data: Traced, workers: int) -> None:
     with BatchLoader(data.index, batch_size=8, workers=workers) as loader:
         stale = iter(loader)
@@ -206,6 +184,7 @@ def test_iterating_again_supersedes_an_open_iteration(data: Traced, workers: int
         assert [k for images, _ in loader for k in data.ids(images)] == data.expected("i", 0, 4)
 
 
+@pytest.mark.slow
 def test_loading_a_state_discards_work_started_for_the_next_epoch(data: Traced) -> None:
     with BatchLoader(data.index, batch_size=4, workers=1) as loader:
         assert [k for images, _ in loader for k in data.ids(images)] == data.expected("i", 0, 0)
@@ -218,6 +197,7 @@ def test_loading_a_state_discards_work_started_for_the_next_epoch(data: Traced) 
 # ------------------------------------------------------------------ targets and options
 
 
+@pytest.mark.slow
 def test_target_o_and_both(data: Traced) -> None:
     with BatchLoader(data.index, batch_size=4, target="o", workers=0) as loader:
         seen = []
@@ -262,13 +242,14 @@ def test_normalize_constant_image_gives_zeros() -> None:
 
 
 @pytest.fixture(scope="module")
-def mixed(tmp_path_factory: pytest.TempPathFactory) -> Traced:
+def mixed(tmp_path_factory: pytest.TempPathFactory, phantom: Callable[..., Path]) -> Traced:
     """Patient 1 with 64 x 64 images, patient 2 with 48 x 72 (taken from another phantom)."""
     base = tmp_path_factory.mktemp("mixed")
-    write_phantom(base / "a", patients=1, slices=10, shape=(64, 64), faults=False, seed=1)
-    write_phantom(base / "b", patients=2, slices=10, shape=(48, 72), faults=False, seed=2)
-    shutil.copytree(base / "b/dicoms/PHA00002", base / "a/dicoms/PHA00002")
-    shutil.copytree(base / "b/contourfiles/PH-2", base / "a/contourfiles/PH-2")
+    a = phantom(patients=1, slices=10, shape=(64, 64), faults=False, seed=1)
+    b = phantom(patients=2, slices=10, shape=(48, 72), faults=False, seed=2)
+    copy_dataset(a, base / "a")
+    shutil.copytree(b / "dicoms/PHA00002", base / "a/dicoms/PHA00002")
+    shutil.copytree(b / "contourfiles/PH-2", base / "a/contourfiles/PH-2")
     with open(base / "a/link.csv", "a") as handle:
         handle.write("PHA00002,PH-2\n")
     return Traced(base / "a")
@@ -283,6 +264,7 @@ def test_mixed_shapes_fail_when_built_and_naming_both(mixed: Traced) -> None:
     assert "size=(H, W)" in message
 
 
+@pytest.mark.slow
 def test_mixed_shapes_with_size_centre_crop_and_pad(mixed: Traced) -> None:
     with BatchLoader(mixed.index, batch_size=4, size=(56, 56), workers=1) as loader:
         assert loader.shape == (56, 56)
@@ -328,9 +310,10 @@ def test_rank_shares_are_equal_and_cover_the_epoch(data: Traced) -> None:
             assert set(flat) == set(eligible) and len(flat) == 21
 
 
-def test_no_sample_with_the_target_and_empty_epochs(data: Traced, tmp_path: Path) -> None:
-    write_phantom(tmp_path / "d", patients=1, slices=6, labelled_every=2, faults=False)
-    index = dicontour.scan(tmp_path / "d")
+def test_no_sample_with_the_target_and_empty_epochs(
+    data: Traced, phantom: Callable[..., Path]
+) -> None:
+    index = dicontour.scan(phantom(patients=1, slices=6, labelled_every=2, faults=False))
     with pytest.raises(LoaderError, match="an epoch has no batch"):
         BatchLoader(index, batch_size=8, drop_last=True, workers=0)
     empty = dicontour.Index(index.location, [], [], {})
@@ -408,29 +391,6 @@ def test_index_source_is_compact_arrays(data: Traced) -> None:
     assert grown <= 9 * (path_bytes + len(data.index) * (13 * 8 + 1)) + 200
     copy = pickle.loads(blob)
     np.testing.assert_array_equal(copy.read(0, "i")[0], data.samples[0].image)
-
-
-class Numbered:
-    """An in-memory source: sample k is a 3 x 2 image filled with k; some lack an o-contour."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def shapes(self) -> np.ndarray:
-        return np.tile([3, 2], (self.n, 1))
-
-    def has(self, target: str) -> np.ndarray:
-        return np.arange(self.n) % 3 != 0 if target != "i" else np.ones(self.n, bool)
-
-    def read(self, k: int, target: str) -> tuple[np.ndarray, np.ndarray]:
-        mask = np.eye(3, 2, dtype=bool)
-        return np.full((3, 2), k, np.float32), np.stack([mask, mask]) if target == "both" else mask
-
-    def describe(self, k: int) -> str:
-        return f"sample {k}"
 
 
 @settings(max_examples=40, deadline=None)
@@ -565,6 +525,7 @@ def test_without_torch_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch
         importlib.import_module("dicontour.torch")
 
 
+@pytest.mark.slow
 def test_module_is_not_imported_by_the_core(tmp_path: Path) -> None:
     code = "import dicontour, sys; print('torch' in sys.modules, 'dicontour.torch' in sys.modules)"
     done = subprocess.run(

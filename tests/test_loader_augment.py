@@ -16,7 +16,7 @@ import pickle
 
 import numpy as np
 import pytest
-from test_loader import Traced, make_phantom
+from helpers import Numbered, Traced
 
 import dicontour
 from dicontour import Batch, BatchLoader, BatchMeta, EpochStats, IndexSource, LoaderError
@@ -37,9 +37,9 @@ AUGMENT = Compose([RandomFlip(), RandomRot90(), RandomAffine(degrees=10), Random
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Traced:
+def data(traced: Traced) -> Traced:
     """2 patients x 20 slices of 64 x 64: 20 i-samples, 10 of them with an o-contour."""
-    return make_phantom(tmp_path_factory.mktemp("augment") / "data")
+    return traced
 
 
 def digest(image: np.ndarray) -> str:
@@ -105,6 +105,7 @@ def assert_same_epochs(a: list, b: list) -> None:
 # ------------------------------------------------------------------ reproducible augmentation
 
 
+@pytest.mark.slow
 def test_augmented_epochs_follow_the_rule_and_are_identical_for_0_1_2_workers(
     data: Traced,
 ) -> None:
@@ -129,6 +130,7 @@ def test_augmented_epochs_follow_the_rule_and_are_identical_for_0_1_2_workers(
         assert images.shape[1:] == (64, 64) and masks.shape == images.shape
 
 
+@pytest.mark.slow
 def test_augmented_epoch_resumes_bit_for_bit_from_a_saved_state(data: Traced) -> None:
     with BatchLoader(data.index, batch_size=4, seed=2, workers=1, transform=AUGMENT) as first:
         whole = epoch_arrays(first)  # epoch 0
@@ -178,6 +180,7 @@ def test_a_transform_returning_other_arrays_is_a_sample_problem(data, transform,
         assert all(reason in p.message for p in loader.problems)
 
 
+@pytest.mark.slow
 def test_a_raising_transform_skips_the_sample_naming_it(data: Traced) -> None:
     bad = [data.index.select("i")[k] for k in (3, 11)]
     failing = FailOn([data.samples[k].image for k in bad])
@@ -223,6 +226,7 @@ def test_an_unpicklable_transform_is_refused_when_built(data: Traced) -> None:
 
 
 @pytest.mark.parametrize(("workers", "copy"), [(0, True), (0, False), (1, False)])
+@pytest.mark.slow
 def test_batch_unpacks_and_its_meta_matches_the_scan(data: Traced, workers, copy) -> None:
     with BatchLoader(data.index, batch_size=6, seed=3, workers=workers, copy=copy) as loader:
         for batch in loader:
@@ -257,8 +261,6 @@ def test_batch_pickles_with_its_meta() -> None:
 
 
 def test_a_source_without_meta_gives_indices_only() -> None:
-    from test_loader import Numbered
-
     with BatchLoader(Numbered(7), batch_size=3, workers=0, shuffle=False) as loader:
         batch = next(iter(loader))
     assert batch.meta.index.tolist() == [0, 1, 2] and batch.meta.case_id == ("0", "1", "2")
@@ -304,6 +306,7 @@ def test_cache_source_meta_matches_the_scan_with_nan_spacing(data: Traced, tmp_p
             assert seen == 20
 
 
+@pytest.mark.slow
 def test_real_data_meta_and_augmented_batches(real_data) -> None:
     index = dicontour.scan(real_data)
     with BatchLoader(index, batch_size=8, workers=0, transform=AUGMENT, channels=True) as loader:
@@ -321,6 +324,7 @@ def test_real_data_meta_and_augmented_batches(real_data) -> None:
 # ------------------------------------------------------------------ telemetry
 
 
+@pytest.mark.slow
 def test_stats_describe_each_epoch(data: Traced) -> None:
     with BatchLoader(data.index, batch_size=6, workers=1) as loader:
         assert loader.stats is None and loader.history == []

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_loader import Traced, make_phantom
+from helpers import LOADER_PHANTOM, Traced, copy_dataset
 
 import dicontour
 from dicontour.cli import main
@@ -19,10 +20,11 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Traced:
-    return make_phantom(tmp_path_factory.mktemp("cli") / "data")
+def data(traced: Traced) -> Traced:
+    return traced
 
 
+@pytest.mark.slow
 def test_json_report_per_epoch(data: Traced, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["batches", data.index.root, "--batch-size", "8", "--epochs", "2", "--workers", "1"]
     assert main([*argv, "--target", "both", "--seed", "3", "--json"]) == 0
@@ -43,9 +45,12 @@ def test_json_report_per_epoch(data: Traced, capsys: pytest.CaptureFixture[str])
 
 
 def test_table_report_counts_problems(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    phantom: Callable[..., Path],
 ) -> None:
-    data = make_phantom(tmp_path / "data")
+    data = Traced(copy_dataset(phantom(**LOADER_PHANTOM), tmp_path / "data"))
     broken = Path(data.index.root) / data.index[data.index.select("i")[0]].i_contour
     real_scan = SCAN_MODULE.scan
 

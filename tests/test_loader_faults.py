@@ -6,7 +6,7 @@ in /proc (apart from the resource tracker multiprocessing keeps for the life
 of the interpreter) and the ``dicontour_<pid>_*`` names in /dev/shm.
 
 ``Rigged`` wraps a real source to sabotage chosen samples inside the worker;
-it lives in this module so that spawned workers can import it.
+it lives in helpers.py, a module spawned workers can import.
 """
 
 from __future__ import annotations
@@ -20,112 +20,21 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
-from test_loader import Traced, make_phantom
+from helpers import LOADER_PHANTOM, Rigged, Traced, alive, copy_dataset, segments
 
 from dicontour import BatchLoader, ContourError, DicomError, IndexSource, LoaderError
 from dicontour.loader.pool import RemoteTraceback
 
-pytestmark = pytest.mark.timeout(60)
-
-
-class Rigged:
-    """A SampleSource that sleeps, kills its own worker, or fails on chosen samples."""
-
-    def __init__(
-        self,
-        inner: IndexSource,
-        *,
-        sleep: float = 0.0,
-        kill: tuple[int, ...] = (),
-        marker: str | None = None,
-        crash: tuple[int, ...] = (),
-        hang: tuple[int, ...] = (),
-    ) -> None:
-        self.inner, self.sleep, self.kill, self.marker = inner, sleep, kill, marker
-        self.crash, self.hang = crash, hang
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def __repr__(self) -> str:
-        return f"Rigged({self.inner!r})"
-
-    def shapes(self) -> np.ndarray:
-        return self.inner.shapes()
-
-    def has(self, target: str) -> np.ndarray:
-        return self.inner.has(target)  # type: ignore[arg-type]
-
-    def describe(self, k: int) -> str:
-        return self.inner.describe(k)
-
-    def read(self, k: int, target: str) -> tuple[np.ndarray, np.ndarray]:
-        # With a marker file, only the first reader dies (a one-off crash).
-        if k in self.kill and (self.marker is None or not os.path.exists(self.marker)):
-            if self.marker is not None:
-                Path(self.marker).touch()
-            os.kill(os.getpid(), signal.SIGKILL)
-        if k in self.crash:
-            raise ZeroDivisionError("rigged bug in the source")
-        if k in self.hang:
-            time.sleep(30)
-        if self.sleep:
-            time.sleep(self.sleep)
-        return self.inner.read(k, target)  # type: ignore[arg-type]
-
-
-def children() -> set[int]:
-    """Live or zombie child processes of this process, minus the resource tracker."""
-    me, found = os.getpid(), set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            command = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        # The stdlib's resource tracker (and forkserver, if any test used it)
-        # live as long as the interpreter, whoever started them.
-        if parent == me and b"resource_tracker" not in command and b"forkserver" not in command:
-            found.add(int(entry))
-    return found
-
-
-def segments(pid: int | None = None) -> list[str]:
-    """This process's (or ``pid``'s) loader segments in /dev/shm."""
-    prefix = f"dicontour_{pid or os.getpid()}_"
-    return [name for name in os.listdir("/dev/shm") if name.startswith(prefix)]
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-@pytest.fixture
-def clean() -> Iterator[None]:
-    """Fail the test if it leaves a child process or a segment behind."""
-    before = children()
-    assert not segments()
-    yield
-    gc.collect()
-    assert children() - before == set()
-    assert segments() == []
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]  # killed, hung and crashed workers
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Traced:
-    return make_phantom(tmp_path_factory.mktemp("faults") / "data")
+def data(traced: Traced) -> Traced:
+    return traced
 
 
 def ids_per_epoch(loader: BatchLoader, data: Traced, epochs: int = 1) -> list[list[int]]:
@@ -145,9 +54,9 @@ def break_files(data: Traced, *, dicom: int | None = None, contour: int | None =
 
 
 def test_files_broken_after_the_scan_are_skipped_and_recorded(
-    tmp_path: Path, clean: None, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, clean: None, caplog: pytest.LogCaptureFixture, phantom: Callable[..., Path]
 ) -> None:
-    data = make_phantom(tmp_path / "data")
+    data = Traced(copy_dataset(phantom(**LOADER_PHANTOM), tmp_path / "data"))
     eligible = data.index.select("i")
     bad_dicom, bad_contour = eligible[3], eligible[11]
     break_files(data, dicom=bad_dicom, contour=bad_contour)
@@ -173,8 +82,10 @@ def test_files_broken_after_the_scan_are_skipped_and_recorded(
     assert sum(data.index[bad_dicom].dicom in m for m in logged) == 2  # each epoch
 
 
-def test_file_broken_after_the_scan_raises_with_on_error_raise(tmp_path: Path, clean: None) -> None:
-    data = make_phantom(tmp_path / "data")
+def test_file_broken_after_the_scan_raises_with_on_error_raise(
+    tmp_path: Path, clean: None, phantom: Callable[..., Path]
+) -> None:
+    data = Traced(copy_dataset(phantom(**LOADER_PHANTOM), tmp_path / "data"))
     bad = data.index.select("i")[5]
     break_files(data, dicom=bad)
     with (
@@ -190,8 +101,10 @@ def test_file_broken_after_the_scan_raises_with_on_error_raise(tmp_path: Path, c
     assert loader.closed
 
 
-def test_contour_broken_after_the_scan_raises_contour_error(tmp_path: Path, clean: None) -> None:
-    data = make_phantom(tmp_path / "data")
+def test_contour_broken_after_the_scan_raises_contour_error(
+    tmp_path: Path, clean: None, phantom: Callable[..., Path]
+) -> None:
+    data = Traced(copy_dataset(phantom(**LOADER_PHANTOM), tmp_path / "data"))
     bad = data.index.select("i")[0]
     break_files(data, contour=bad)
     with BatchLoader(data.index, batch_size=4, on_error="raise", workers=0) as loader:
@@ -204,8 +117,10 @@ def test_contour_broken_after_the_scan_raises_contour_error(tmp_path: Path, clea
             list(loader)
 
 
-def test_a_whole_batch_of_broken_files_gives_an_empty_batch(tmp_path: Path, clean: None) -> None:
-    data = make_phantom(tmp_path / "data")
+def test_a_whole_batch_of_broken_files_gives_an_empty_batch(
+    tmp_path: Path, clean: None, phantom: Callable[..., Path]
+) -> None:
+    data = Traced(copy_dataset(phantom(**LOADER_PHANTOM), tmp_path / "data"))
     order = data.expected("i", 0, 0)
     for k in order[4:8]:  # all of batch 1
         break_files(data, dicom=k)

@@ -11,13 +11,13 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import dicontour
 from dicontour.loader.pool import DEFAULT_START_METHOD, MAIN_REIMPORTED
-from dicontour.phantom import write_phantom
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,10 +36,8 @@ print("samples per epoch", samples)
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("start") / "data"
-    write_phantom(path, patients=2, slices=8, shape=(32, 32), faults=False)
-    return path
+def root(phantom: Callable[..., Path]) -> Path:
+    return phantom(patients=2, slices=8, shape=(32, 32), faults=False)
 
 
 def run_script(folder: Path, text: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -61,6 +59,7 @@ def test_fork_is_the_default_on_linux() -> None:
     assert dicontour.BatchLoader.__init__.__kwdefaults__["start_method"] == expected
 
 
+@pytest.mark.slow  # a script in a fresh interpreter, with worker processes
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is the default on Linux")
 def test_a_script_without_the_main_guard_runs_with_the_default(root: Path, tmp_path: Path) -> None:
     done = run_script(tmp_path, UNGUARDED, str(root))
@@ -90,6 +89,7 @@ def test_a_script_without_the_main_guard_gets_one_error_naming_the_fix(
     assert time.monotonic() - started < 60
 
 
+@pytest.mark.slow  # a script in a fresh interpreter, with worker processes
 def test_the_same_script_with_the_guard_runs_with_spawn(root: Path, tmp_path: Path) -> None:
     guarded = UNGUARDED.replace("\nindex =", '\nif __name__ == "__main__":\n    index =')
     body, tail = guarded.split("    index =", 1)

@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import Rigged, Traced, alive, children, segments
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_loader import Traced, make_phantom
-from test_loader_faults import Rigged, alive, children, segments
 
 from dicontour import BatchLoader, IndexSource, LoaderError
 from dicontour.loader import pool
@@ -40,13 +39,13 @@ from dicontour.loader.worker import (
     encode_task,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]  # worker processes and shared memory
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Traced:
+def data(traced: Traced) -> Traced:
     """2 patients x 20 slices of 64 x 64: 20 i-samples, 10 of them with an o-contour."""
-    return make_phantom(tmp_path_factory.mktemp("views") / "data")
+    return traced
 
 
 def mapped() -> list[str]:

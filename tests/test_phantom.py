@@ -309,6 +309,7 @@ def test_faults_need_three_labelled_slices(tmp_path: Path) -> None:
     assert info.i_contours == 2
 
 
+@pytest.mark.slow
 def test_many_patients_keep_fault_ids_apart(tmp_path: Path) -> None:
     info = write_phantom(tmp_path / "d", patients=99, slices=6, shape=(32, 32), seed=1)
     link = _link(tmp_path / "d")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REAL_DATA, REAL_DATA_REASON, write_dicom
+from helpers import REAL_DATA, REAL_DATA_REASON, copy_dataset, write_dicom
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +17,6 @@ from dicontour import CODES, scan
 from dicontour.cli import main
 from dicontour.dicom import DicomHeader
 from dicontour.index import SampleRecord
-from dicontour.phantom import write_phantom
 from dicontour.qa.checks import (
     AREA_FACTOR,
     background_mask,
@@ -152,14 +152,15 @@ def test_shape_mismatch_still_reported():
     assert found[0].path == "dicoms/P1/3.dcm"
 
 
-def _phantom(tmp_path: Path, **kwargs) -> Path:
+def _phantom(phantom: Callable[..., Path], tmp_path: Path, **kwargs) -> Path:
+    """A private copy of the session's phantom, which the test may modify."""
     options = dict(patients=2, slices=8, shape=(64, 64), labelled_every=1, faults=False, seed=3)
     options.update(kwargs)
-    return Path(write_phantom(tmp_path / "data", **options).root)
+    return copy_dataset(phantom(**options), tmp_path / "data")
 
 
-def test_scan_of_a_patient_with_shifted_o_contours(tmp_path):
-    root = _phantom(tmp_path)
+def test_scan_of_a_patient_with_shifted_o_contours(phantom, tmp_path):
+    root = _phantom(phantom, tmp_path)
     # Move every o-contour of PHA00002 down by 15 rows; PHA00001 stays clean.
     folder = root / "contourfiles/PH-2/o-contours"
     for path in sorted(folder.iterdir()):
@@ -177,8 +178,8 @@ def test_scan_of_a_patient_with_shifted_o_contours(tmp_path):
     assert line.patient_id == "PHA00002" and f"{o_slices} of {o_slices} slices" in line.message
 
 
-def test_clean_phantom_has_no_consistency_findings(tmp_path):
-    index = scan(_phantom(tmp_path))
+def test_clean_phantom_has_no_consistency_findings(phantom, tmp_path):
+    index = scan(_phantom(phantom, tmp_path))
     assert index.problems == ()
     assert check_index(index) == []
 
@@ -196,8 +197,8 @@ def test_background_mask_separates_air_from_dark_tissue():
     assert mask[:6, :].mean() > 0.95
 
 
-def test_contour_on_background_and_duplicate_contour(tmp_path):
-    root = _phantom(tmp_path)
+def test_contour_on_background_and_duplicate_contour(phantom, tmp_path):
+    root = _phantom(phantom, tmp_path)
     # Slice 3's i-contour of PHA00001 moved to the image's top-left corner (air).
     corner = root / "contourfiles/PH-1/i-contours/IM-0001-0003-icontour-manual.txt"
     corner.write_text("1 1\n9 1\n9 9\n1 9\n")
@@ -220,8 +221,8 @@ def test_contour_on_background_and_duplicate_contour(tmp_path):
     assert len(merged.problems) == len(index.problems) + len(found)
 
 
-def test_check_command_reports_pixel_problems(tmp_path, capsys):
-    root = _phantom(tmp_path)
+def test_check_command_reports_pixel_problems(phantom, tmp_path, capsys):
+    root = _phantom(phantom, tmp_path)
     (root / "contourfiles/PH-1/i-contours/IM-0001-0002-icontour-manual.txt").write_text(
         "1 1\n9 1\n9 9\n1 9\n"
     )
@@ -232,15 +233,16 @@ def test_check_command_reports_pixel_problems(tmp_path, capsys):
     assert '"contour-on-background"' in capsys.readouterr().out
 
 
-def test_check_index_reports_a_file_changed_since_the_scan(tmp_path):
-    root = _phantom(tmp_path)
+def test_check_index_reports_a_file_changed_since_the_scan(phantom, tmp_path):
+    root = _phantom(phantom, tmp_path)
     index = scan(root)
     (root / "dicoms/PHA00001/1.dcm").write_bytes(b"gone")
     found = check_index(index)
     assert [(p.code, p.path) for p in found] == [("unreadable-dicom", "dicoms/PHA00001/1.dcm")]
 
 
-def test_every_code_is_exercised(fault_tree, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_every_code_is_exercised(phantom, fault_tree, tmp_path, monkeypatch):
     """With test_scan's fault tree, the built cases here trigger every code in CODES."""
     found = {p.code for p in scan(fault_tree.root).problems}
     with monkeypatch.context() as patch:  # files over 256 MiB, without writing one
@@ -250,7 +252,7 @@ def test_every_code_is_exercised(fault_tree, tmp_path, monkeypatch):
     found |= set(_codes(check_patient(records, polygons)))
     records, polygons = _areas_patient([10, 12, 14, 16, 18, 20, 60])
     found |= set(_codes(check_patient(records, polygons)))
-    root = _phantom(tmp_path)
+    root = _phantom(phantom, tmp_path)
     (root / "contourfiles/PH-1/i-contours/IM-0001-0003-icontour-manual.txt").write_text(
         "1 1\n9 1\n9 9\n1 9\n"
     )

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from dicontour.cli import main
-from dicontour.phantom import write_phantom
 from dicontour.qa.intensity import (
     histogram_overlap,
     intensity_study,
@@ -80,9 +79,9 @@ def test_intensity_study_on_separable_and_identical_slices():
     assert pooled["A"].auc == 1.0  # 200 and 300 both above 50 and 60
 
 
-def test_write_intensity_report_and_command(tmp_path, capsys):
-    root = tmp_path / "data"
-    write_phantom(root, patients=2, slices=4, shape=(64, 64), labelled_every=1, faults=False)
+@pytest.mark.slow
+def test_write_intensity_report_and_command(tmp_path, capsys, phantom):
+    root = phantom(patients=2, slices=4, shape=(64, 64), labelled_every=1, faults=False)
     out = tmp_path / "out"
     assert main(["intensity", "--quiet", "--out", str(out), str(root)]) == 0
     text = capsys.readouterr().out

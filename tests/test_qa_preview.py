@@ -14,7 +14,6 @@ from PIL import Image
 
 from dicontour import scan, write_preview
 from dicontour.cli import main
-from dicontour.phantom import write_phantom
 from dicontour.qa.preview import I_COLOUR, O_COLOUR, render_slice, window
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -40,12 +39,10 @@ window.addEventListener("load", function () {
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("preview") / "data"
+def dataset(phantom) -> Path:
     # faults=True: an unparseable i-contour on PHA00001's first labelled slice (whose
     # o-contour still makes a sample), a missing DICOM, a stray file, ...
-    write_phantom(root, patients=2, slices=6, shape=(48, 48), labelled_every=1, seed=5)
-    return root
+    return phantom(patients=2, slices=6, shape=(48, 48), labelled_every=1, seed=5)
 
 
 @pytest.fixture(scope="module")
@@ -196,6 +193,7 @@ def _rendered(browser: str, page: Path, profile: Path) -> tuple[int, int]:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_index_html_renders_its_images_in_chromium(preview, tmp_path):
     browser = _browser()
     if browser is None:

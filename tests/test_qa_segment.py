@@ -6,13 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from conftest import REAL_DATA, REAL_DATA_REASON
+from helpers import REAL_DATA, REAL_DATA_REASON
 from hypothesis import given, settings
 from hypothesis.extra.numpy import arrays
 
 import dicontour
 from dicontour.cli import main
-from dicontour.phantom import write_phantom
 from dicontour.qa.segment import (
     DEFAULT_METHOD,
     METHODS,
@@ -200,10 +199,8 @@ def test_evaluate_document_and_patient_means(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def phantom_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("seg") / "data"
-    write_phantom(root, patients=3, slices=6, shape=(64, 64), labelled_every=1, faults=False)
-    return root
+def phantom_root(phantom):
+    return phantom(patients=3, slices=6, shape=(64, 64), labelled_every=1, faults=False)
 
 
 def test_segment_command_json(phantom_root, capsys):
@@ -223,6 +220,7 @@ def test_segment_command_json(phantom_root, capsys):
     assert document["patients"]["PHA00002"]["dice"] == pytest.approx(np.mean(mine))
 
 
+@pytest.mark.slow
 def test_segment_command_out_and_study(phantom_root, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["segment", "--quiet", "--out", str(out), str(phantom_root)]) == 0
@@ -255,6 +253,7 @@ def real_slices():
     return aligned, load_labelled(index, aligned)
 
 
+@pytest.mark.slow
 def test_real_data_default_method_reaches_090_on_every_well_aligned_patient(real_slices):
     aligned, slices = real_slices
     assert aligned == ["SCD0000101", "SCD0000201", "SCD0000301", "SCD0000401"]
@@ -268,6 +267,7 @@ def test_real_data_default_method_reaches_090_on_every_well_aligned_patient(real
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_real_data_hull_holds_up_held_out(real_slices):
     _, slices = real_slices
     result = leave_one_patient_out(slices, "hull")

@@ -13,6 +13,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from helpers import reference_mask
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
@@ -20,23 +21,6 @@ from PIL import Image, ImageDraw
 from dicontour import polygon_to_mask, raster
 from dicontour.contour import MAX_POINTS
 from dicontour.raster import MAX_CROSSINGS, count_crossings
-
-
-def reference_mask(points, shape) -> np.ndarray:
-    """Brute-force even-odd point-in-polygon test of every pixel centre."""
-    height, width = shape
-    pts = [(float(x), float(y)) for x, y in points]
-    mask = np.zeros(shape, dtype=bool)
-    for r in range(height):
-        crossings = []
-        for k in range(len(pts)):
-            (x0, y0), (x1, y1) = pts[k], pts[(k + 1) % len(pts)]
-            if min(y0, y1) <= r < max(y0, y1):
-                (xl, yl), (xh, yh) = ((x0, y0), (x1, y1)) if y0 < y1 else ((x1, y1), (x0, y0))
-                crossings.append(xl + (r - yl) * (xh - xl) / (yh - yl))
-        for c in range(width):
-            mask[r, c] = sum(x <= c for x in crossings) % 2 == 1
-    return mask
 
 
 def shoelace(points: np.ndarray) -> float:
@@ -179,6 +163,7 @@ def edge_through_a_centre(draw):
         polygon_and_shape(exact=True), polygon_and_shape(exact=False), edge_through_a_centre()
     )
 )
+@pytest.mark.slow
 def test_agrees_with_brute_force_reference(case):
     points, shape = case
     np.testing.assert_array_equal(polygon_to_mask(points, shape), reference_mask(points, shape))
@@ -186,6 +171,7 @@ def test_agrees_with_brute_force_reference(case):
 
 @settings(max_examples=100, deadline=None)
 @given(case=polygon_and_shape(exact=True), shift=st.integers(0, 8), dx=st.integers(-3, 3))
+@pytest.mark.slow
 def test_vertex_order_and_integer_shifts_do_not_matter(case, shift, dx):
     points, shape = case
     mask = polygon_to_mask(points, shape)
@@ -235,6 +221,7 @@ def jittered_grid(draw):
 
 @settings(max_examples=150, deadline=None)
 @given(case=jittered_grid(), shape=st.tuples(st.integers(1, 24), st.integers(1, 24)))
+@pytest.mark.slow
 def test_cells_sharing_edges_tile_exactly(case, shape):
     cells, outline = case
     count = sum(polygon_to_mask(cell, shape).astype(int) for cell in cells)
@@ -261,6 +248,7 @@ def rectangle_and_cut(draw):
 
 @settings(max_examples=200, deadline=None)
 @given(case=rectangle_and_cut(), shape=st.tuples(st.integers(1, 20), st.integers(1, 20)))
+@pytest.mark.slow
 def test_rectangle_cut_in_two_tiles_exactly(case, shape):
     (x0, y0, x1, y1), cut = case
     left = [(x0, y0), *cut, (x0, y1)]
@@ -281,6 +269,7 @@ def test_rectangle_cut_in_two_tiles_exactly(case, shape):
     seed=st.integers(0, 2**32 - 1),
     chord=st.tuples(st.integers(0, 100), st.integers(0, 100)),
 )
+@pytest.mark.slow
 def test_convex_polygon_split_by_a_chord_tiles_exactly(n, seed, chord):
     rng = np.random.default_rng(seed)
     angles = np.sort(rng.uniform(0, 2 * np.pi, n))
@@ -307,6 +296,7 @@ def test_convex_polygon_split_by_a_chord_tiles_exactly(n, seed, chord):
     seed=st.integers(0, 2**32 - 1),
     exact=st.booleans(),
 )
+@pytest.mark.slow
 def test_area_within_half_the_perimeter(n, seed, exact):
     """|mask area - polygon area| <= perimeter / 2 + 1 for simple (star-shaped) polygons."""
     rng = np.random.default_rng(seed)
@@ -355,6 +345,7 @@ def zigzag(n: int, height: int, width: int) -> np.ndarray:
     band_crossings=st.integers(1, 6),
     band_pixels=st.integers(1, 40),
 )
+@pytest.mark.slow
 def test_banded_fill_agrees_with_brute_force(case, band_crossings, band_pixels):
     # Tiny bands force the banded path of large polygons onto small cases.
     points, shape = case
@@ -367,6 +358,7 @@ def test_banded_fill_agrees_with_brute_force(case, band_crossings, band_pixels):
 
 @settings(max_examples=100, deadline=None)
 @given(case=st.one_of(polygon_and_shape(exact=True), polygon_and_shape(exact=False)))
+@pytest.mark.slow
 def test_count_crossings_is_rows_spanned_within_the_image(case):
     points, (height, width) = case
     expected = 0

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REAL_DATA, REAL_DATA_REASON
+from helpers import REAL_DATA, REAL_DATA_REASON
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SOURCE = Path(__file__).resolve().parents[1] / "src"

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
+from helpers import reference_mask
 from matplotlib.path import Path as PolygonPath
-from test_raster import reference_mask
 
 import dicontour
 from dicontour import CODES, polygon_to_mask, read_contour
@@ -55,6 +55,7 @@ def test_no_problem_of_severity_error(index):
     assert all(CODES[p.code][0] != "error" for p in index.problems)
 
 
+@pytest.mark.slow
 def test_images_are_256_float32_equal_to_pydicom(index, real_data):
     for k, record in enumerate(index):
         sample = index.load(k)
@@ -87,6 +88,7 @@ def matplotlib_mask(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
+@pytest.mark.slow
 def test_masks_agree_with_matplotlib_except_exactly_on_edges(contours):
     """matplotlib decides centres off the boundary the same way; on it, it has no fixed rule."""
     on_edges = 0

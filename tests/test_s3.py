@@ -31,7 +31,7 @@ from dicontour.phantom import write_phantom
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed")
 s3fs = pytest.importorskip("s3fs", reason="s3fs is not installed")
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]  # S3 (a moto server)
 
 SECRET = "sEcReT-7f3a9c-never-print-me"
 KEY_ID = "AKIDDICONTOURTEST"

@@ -11,7 +11,7 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pytest
-from conftest import I_SQUARE, O_SQUARE, SHAPE, contour_name, write_dicom
+from helpers import I_SQUARE, O_SQUARE, SHAPE, contour_name, write_dicom
 
 import dicontour
 from dicontour import CODES, LayoutError, scan
@@ -31,6 +31,7 @@ def _found(index) -> list[tuple[str, str]]:
 # ------------------------------------------------------------------- fault tree
 
 
+@pytest.mark.slow
 def test_every_problem_code_is_triggered(fault_tree, fault_index):
     codes = {p.code for p in fault_index.problems}
     # Codes that need many slices per patient or the pixels (dicontour check) are
@@ -145,6 +146,7 @@ def test_problems_sorted_by_path(fault_index):
     assert keys == sorted(keys)
 
 
+@pytest.mark.slow
 def test_scan_is_deterministic_and_mapper_agnostic(fault_tree, fault_index):
     with ThreadPoolExecutor(2) as pool:
         threaded = scan(fault_tree.root, mapper=pool.map)
@@ -162,11 +164,13 @@ def test_patient_scanner_pickles(fault_tree):
     assert result == scan_patient(fault_tree.root, Patient("P5", "O5"))
 
 
+@pytest.mark.slow
 def test_progress_bar_does_not_change_the_result(fault_tree, fault_index, capsys):
     assert _found(scan(fault_tree.root, progress=True)) == _found(fault_index)
     assert capsys.readouterr().out == ""  # the bar goes to stderr
 
 
+@pytest.mark.slow
 def test_same_result_through_fsspec(fault_tree, fault_index):
     """A non-local root (fsspec memory filesystem) is read through file objects."""
     fs = fsspec.filesystem("memory")
@@ -286,6 +290,7 @@ def test_hidden_top_level_entries_are_ignored(tmp_path):
     assert _codes(scan(root)) == []
 
 
+@pytest.mark.slow
 def test_fuzzed_files_never_make_the_scan_raise(tmp_path):
     """Random damage to one file loses at most that file's slice."""
     root = _tree(

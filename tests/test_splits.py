@@ -65,6 +65,7 @@ def sizes(index: Index) -> Counter:
 
 @settings(max_examples=150, deadline=None)
 @given(layout=layouts, k=st.integers(2, 12), seed=st.integers(0, 2**32 - 1))
+@pytest.mark.slow
 def test_folds_partition_patients_and_samples(layout, k, seed):
     index = make_index(layout)
     if k > len(layout):
@@ -144,6 +145,7 @@ def test_patients_without_samples_are_not_folded():
     seed=st.integers(0, 1000),
     data=st.data(),
 )
+@pytest.mark.slow
 def test_no_single_move_or_swap_narrows_the_widest_gap(sizes_, seed, data):
     k = data.draw(st.integers(2, len(sizes_)))
     folds = assign_folds(sizes_, k, seed=seed)
@@ -169,6 +171,7 @@ def test_the_first_step_is_the_seeded_shuffle():
 
 @settings(max_examples=100, deadline=None)
 @given(layout=layouts, fraction=st.floats(0.01, 0.99), seed=st.integers(0, 1000))
+@pytest.mark.slow
 def test_holdout_splits_by_patient(layout, fraction, seed):
     split = make_index(layout).holdout(fraction, seed=seed)
     train_p, val_p = set(split.train.patients), set(split.val.patients)
@@ -200,6 +203,7 @@ def test_holdout_needs_two_patients():
 
 @settings(max_examples=100, deadline=None)
 @given(layout=layouts, data=st.data())
+@pytest.mark.slow
 def test_subset_summary_is_a_fresh_computation(layout, data):
     index = make_index(layout, problems=[problem("stray-file", "x", "m")])  # dataset-level
     chosen = data.draw(st.sets(st.sampled_from(sorted(layout))))
@@ -251,6 +255,7 @@ def copy_with_only(root: Path, dest: Path, patients: set[str]) -> Path:
     [{"PHA00001"}, {"PHA00002", "PHA00004"}, {"PHA00001", "PHA00003", "PHA00004"}, set()],
     ids=lambda p: "+".join(sorted(p)) or "none",
 )
+@pytest.mark.slow
 def test_subset_equals_scanning_a_copy_with_only_those_patients(phantom, tmp_path, patients):
     index = dicontour.scan(phantom)
     assert index.errors()  # the phantom's faults: problems of kept and dropped patients
@@ -421,6 +426,7 @@ def test_read_splits_names_the_file_and_the_reason(tmp_path, text, message):
 # ------------------------------------------------------------------ real data
 
 
+@pytest.mark.slow
 def test_real_exclude_contours_misaligned(real_data):
     index = dicontour.scan(real_data)
     clean = index.subset(exclude=["contours-misaligned"])
@@ -436,6 +442,7 @@ def test_real_exclude_contours_misaligned(real_data):
     assert {p: clean.summary["per_patient"][p] for p in others} == others
 
 
+@pytest.mark.slow
 def test_real_exclude_i_outside_o_drops_those_slices(real_data):
     clean = dicontour.scan(real_data).subset(exclude=["i-outside-o"])
     assert (len(clean), clean.summary["i_contours"], clean.summary["o_contours"]) == (87, 87, 37)
@@ -478,6 +485,7 @@ def test_cli_split_human_report_without_out_writes_nothing(phantom, tmp_path, ca
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_cli_split_real_exclusions(real_data, capsys):
     argv = ["split", str(real_data), "--folds", "5", "--exclude", "contours-misaligned"]
     assert main([*argv, "--json"]) == 0

@@ -7,6 +7,7 @@ alone; every API must now give (H, W) for "i"/"o" and (2, H, W) [i, o] for
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +16,16 @@ import pytest
 import dicontour
 from dicontour.cli import main
 from dicontour.loader.index_source import IndexSource
-from dicontour.phantom import write_phantom
 from dicontour.targets import TARGETS, check_target
 
 INVALID = ["x", "I", "O", "", "both ", "io", None, 1, ("i",)]
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> dicontour.Index:
-    root = tmp_path_factory.mktemp("targets") / "data"
-    write_phantom(root, patients=2, slices=8, shape=(40, 48), labelled_every=2, faults=False)
-    return dicontour.scan(root)
+def data(phantom: Callable[..., Path]) -> dicontour.Index:
+    return dicontour.scan(
+        phantom(patients=2, slices=8, shape=(40, 48), labelled_every=2, faults=False)
+    )
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_loader import Traced, make_phantom
+from helpers import Traced
 
 from dicontour import BatchLoader
 
@@ -15,10 +15,11 @@ torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Traced:
-    return make_phantom(tmp_path_factory.mktemp("torch") / "data")
+def data(traced: Traced) -> Traced:
+    return traced
 
 
+@pytest.mark.slow
 def test_dataset_items_are_the_index_samples(data: Traced) -> None:
     from torch.utils.data import Dataset
 
@@ -61,6 +62,7 @@ def test_dataset_checks_its_options(data: Traced) -> None:
         SampleDataset(data.index, size=(0, 4))
 
 
+@pytest.mark.slow
 def test_as_tensors_shares_the_loader_batches(data: Traced) -> None:
     from dicontour.torch import as_tensors
 
@@ -81,6 +83,7 @@ def test_as_tensors_shares_the_loader_batches(data: Traced) -> None:
         assert images.device.type == "cpu" and not images.is_pinned()
 
 
+@pytest.mark.slow
 def test_as_tensors_over_zero_copy_views_is_quiet_and_exact(data: Traced) -> None:
     import warnings
 

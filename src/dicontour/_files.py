@@ -11,10 +11,11 @@ only for a regular file.  :mod:`dicontour.dicom`, :mod:`dicontour.contour` and
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 from collections.abc import Callable, Sequence
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from .errors import DicontourError, RefusedFileError
 
@@ -103,7 +104,8 @@ def open_regular(path: str | os.PathLike[str], *, name: str | None = None) -> Bi
         if _FLAGS & getattr(os, "O_NONBLOCK", 0):
             os.set_blocking(fd, True)  # no effect on a regular file; keeps plain semantics
         handle = os.fdopen(fd, "rb")
-        handle.raw.name = os.fspath(path)  # like open(path): readers print and use the name
+        # like open(path): readers print and use the name (fdopen's raw stream is a FileIO)
+        cast(io.FileIO, handle.raw).name = os.fspath(path)
         return handle
     except BaseException:
         os.close(fd)

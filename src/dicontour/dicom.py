@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import pydicom
@@ -211,7 +211,7 @@ class _Budgeted:
             # A damaged length (0xDB002000) would make a buffered file allocate
             # that much before finding the end of the file: ask only for what is there.
             size = min(size, max(self._size - self._raw.tell(), 0))
-        return self._raw.read(size)
+        return self._raw.read() if size is None else self._raw.read(size)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         return self._raw.seek(offset, whence)
@@ -505,10 +505,11 @@ def _size_of(source: PathOrFile) -> int | None:
     size = getattr(source, "size", None)
     if isinstance(size, int):
         return size
+    handle = cast(BinaryIO, source)  # a path has a stat: returned above
     try:
-        position = source.tell()
-        end = source.seek(0, io.SEEK_END)
-        source.seek(position)
+        position = handle.tell()
+        end = handle.seek(0, io.SEEK_END)
+        handle.seek(position)
         return int(end)
     except (OSError, AttributeError):
         return None

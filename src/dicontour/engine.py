@@ -87,7 +87,9 @@ _REFRESH_SECONDS = 0.5
 class Engine(Protocol):
     """What scans and cache builds need from an engine (see the module docstring)."""
 
-    workers: int
+    @property
+    def workers(self) -> int:  # read-only: DaskEngine counts the workers connected now
+        ...
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]: ...
 

@@ -662,10 +662,10 @@ def _exclude(
     for record in records:
         paths = {"i": record.i_contour, "o": record.o_contour}
         for contour in ("i", "o"):
-            why = drop.get((record.patient_id, record.slice, contour))
-            if why is not None and paths[contour] is not None:
+            dropped = drop.get((record.patient_id, record.slice, contour))
+            if dropped is not None and paths[contour] is not None:
                 paths[contour] = None
-                excluded.append(Exclusion(record.case_id, contour, *why))
+                excluded.append(Exclusion(record.case_id, contour, *dropped))
         if paths["i"] is None and paths["o"] is None:
             continue
         kept.append(replace(record, i_contour=paths["i"], o_contour=paths["o"]))

@@ -37,7 +37,7 @@ from pydicom.dataset import Dataset, FileMetaDataset, validate_file_meta
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 from pydicom.tag import BaseTag, Tag
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 __all__ = [
     "CARDIAC_PHASES",
@@ -276,7 +276,7 @@ def _contour_name(kind: str, n: int) -> str:
     return f"{kind}-contours/IM-0001-{n:04d}-{kind}contour-manual.txt"
 
 
-def _uid(*parts: object) -> str:
+def _uid(*parts: object) -> UID:
     return generate_uid(entropy_srcs=["dicontour-phantom", *(str(p) for p in parts)])
 
 

@@ -113,9 +113,11 @@ def _read_links(where: Location) -> tuple[list[Patient], list[Problem]]:
         break
     if header[:2] != _HEADER:
         raise LayoutError("link.csv: first line must be 'patient_id,original_id', got []")
-    patients, problems = [], []
+    patients: list[Patient] = []
+    problems: list[Problem] = []
     for number, line in rows:
         cells = _parse_line(line)
+        why: str | None
         if isinstance(cells, str):
             why = cells
         else:
@@ -347,11 +349,11 @@ def _scan_slice(
     """One labelled slice: its header and valid polygons, or None (its problems recorded)."""
     pid = patient.patient_id
     if dicom is None:
-        for path in filter(None, files.values()):
+        for contour in filter(None, files.values()):
             problems.append(
                 problem(
                     "missing-dicom",
-                    path,
+                    contour,
                     f"no dicoms/{pid}/{number}.dcm for this contour",
                     patient_id=pid,
                     slice=number,

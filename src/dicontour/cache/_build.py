@@ -201,7 +201,8 @@ def plan_shards(
         raise ValueError(f"shard_size must be at least 1, got {shard_size!r}")
     by_shape: dict[tuple[int, int], list[int]] = {}
     for k, record in enumerate(records):
-        by_shape.setdefault(tuple(record.shape), []).append(k)
+        height, width = record.shape
+        by_shape.setdefault((height, width), []).append(k)
     return [
         (shape, positions[start : start + shard_size])
         for shape, positions in by_shape.items()

@@ -58,7 +58,7 @@ def _alive_here(holder: str) -> bool:
     return True
 
 
-def build_lock(where: Location) -> contextlib.AbstractContextManager[None]:
+def build_lock(where: Location) -> contextlib.AbstractContextManager[object]:
     """Hold the build lock of the cache folder ``where`` (which exists) for a ``with`` block.
 
     Raises

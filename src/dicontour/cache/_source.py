@@ -116,7 +116,7 @@ class CacheSource:
             return self._has[:, 0].copy()
         if target == "o":
             return self._has[:, 1].copy()
-        return self._has.all(axis=1)
+        return self._has[:, 0] & self._has[:, 1]
 
     def _where(self, k: int) -> tuple[int, int]:
         if not 0 <= k < len(self):

@@ -29,7 +29,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TextIO
 
 from .._version import version
 from ..errors import DicontourError, LayoutError
@@ -68,7 +68,13 @@ class _Version(argparse.Action):
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
         super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
 
-    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
         parser._print_message(f"dicontour {package_version()}\n", sys.stdout)
         parser.exit()
 
@@ -122,7 +128,14 @@ def _human_diagnostics() -> Iterator[None]:
     logger = logging.getLogger("dicontour")
     logger.addHandler(handler)
 
-    def show(message, category, filename, lineno, file=None, line=None) -> None:
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
         echo(printable(f"dicontour: warning: {category.__name__}: {message}"), err=True)
 
     try:

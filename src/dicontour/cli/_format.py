@@ -15,7 +15,10 @@ import json
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # typeshed-only protocol: the type argparse declares for this method
+    from _typeshed import SupportsWrite
 
 #: Characters a terminal may act on instead of showing: C0 controls, DEL, C1 controls,
 #: the Arabic letter mark, LRM/RLM, line/paragraph separators, bidi embeddings,
@@ -78,7 +81,7 @@ def error(message: object) -> None:
 class Parser(argparse.ArgumentParser):
     """An argument parser whose usage and error messages go through :func:`printable`."""
 
-    def _print_message(self, message: str, file: IO[str] | None = None) -> None:
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
         if message:
             (file or sys.stderr).write(printable(message, keep="\n"))
 

@@ -14,10 +14,14 @@ import argparse
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import DicontourError
 from ._common import IN_PROCESS, options, scan_root
 from ._format import echo, print_json, printable, show_progress, table
+
+if TYPE_CHECKING:
+    from ..qa.study import Evaluation, LabelledSlice
 
 
 class _Methods:
@@ -91,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(evaluation, aligned: list[str]) -> str:
+def _summary(evaluation: Evaluation, aligned: list[str]) -> str:
     from ..qa.segment_report import SUMMARY_HEADERS, summary_rows
 
     params = ", ".join(f"{k}={v}" for k, v in evaluation.params.items()) or "no parameters"
@@ -109,7 +113,7 @@ def _fixed(rows: list[list[object]]) -> list[list[object]]:
     return [[f"{cell:.3f}" if isinstance(cell, float) else cell for cell in row] for row in rows]
 
 
-def _study(args: argparse.Namespace, slices, aligned: list[str]) -> int:
+def _study(args: argparse.Namespace, slices: list[LabelledSlice], aligned: list[str]) -> int:
     from ..qa.segment import METHODS
     from ..qa.study import leave_one_patient_out
 

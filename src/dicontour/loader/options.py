@@ -74,7 +74,7 @@ class LoaderOptions:
     transform: Transform | None = None
 
     def __post_init__(self) -> None:
-        checked = {
+        checked: dict[str, object] = {
             "batch_size": _positive_int("batch_size", self.batch_size),
             "target": check_target(self.target),
             "seed": _positive_int("seed", self.seed, minimum=0),

@@ -222,7 +222,8 @@ class ProcessPool(_SlotViews):
             # loader dies (it would be holding its own pipe's other end).
             others = [w.conn.fileno() for w in self._workers if not w.conn.closed]
             inherited = (ours.fileno(), *others)
-        process = self._context.Process(
+        # typeshed's BaseContext lacks Process; every context get_context returns has it
+        process = self._context.Process(  # type: ignore[attr-defined]
             target=run_worker,
             args=(theirs, payload, number, inherited),
             name=f"dicontour-loader-{number}",

@@ -193,7 +193,7 @@ class SlotSegment:
             # (SharedMemory.close() would raise BufferError and keep its file
             # descriptor open).  The SharedMemory stays for unlink() only.
             # shm._fd is the segment's POSIX file descriptor (CPython 3.8+).
-            mapping = mmap.mmap(shm._fd, layout.nbytes)
+            mapping = mmap.mmap(shm._fd, layout.nbytes)  # type: ignore[attr-defined]  # private, see above
         except BaseException:
             shm.close()
             shm.unlink()
@@ -205,6 +205,7 @@ class SlotSegment:
     def attach(cls, name: str, layout: SlotLayout) -> SlotSegment:
         """Attach to the segment ``name`` created by the loader."""
         shm = SharedMemory(name=name)
+        assert shm.buf is not None  # None only after shm.close()
         return cls(shm.buf, layout, name=name, shm=shm)
 
     @classmethod
@@ -223,6 +224,8 @@ class SlotSegment:
         alive; the caller must not hand it to a worker until then.
         """
         images, masks = self.layout.slot_views(self._readonly, slot, count)
+        # reshapes of np.frombuffer arrays: their base is that array, never None
+        assert images.base is not None and masks.base is not None
         self._loans[slot] = (weakref.ref(images.base), weakref.ref(masks.base))
         return images, masks
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # matplotlib is optional (the qa extra)
+    from matplotlib.figure import Figure
 
 
 def require(module: str, *, extra: str = "qa") -> ModuleType:
@@ -24,7 +28,7 @@ def require(module: str, *, extra: str = "qa") -> ModuleType:
         ) from exc
 
 
-def new_figure(width: float, height: float):  # -> matplotlib.figure.Figure
+def new_figure(width: float, height: float) -> Figure:
     """A matplotlib Figure not registered with pyplot: no backend switch, no global state.
 
     ``figure.savefig(path)`` renders it with Agg for PNG.
@@ -35,7 +39,7 @@ def new_figure(width: float, height: float):  # -> matplotlib.figure.Figure
     return Figure(figsize=(width, height))
 
 
-def save_figure(figure, path: Path, *, dpi: int) -> Path:
+def save_figure(figure: Figure, path: Path, *, dpi: int) -> Path:
     """Lay ``figure`` out tightly and write it to ``path`` (folders created); return ``path``."""
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

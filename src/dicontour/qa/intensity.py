@@ -285,7 +285,9 @@ def _write_csv(path: Path, rows: Sequence[IntensityStats]) -> Path:
     return path
 
 
-def _histogram_panel(axes, blood: np.ndarray, myo: np.ndarray, title: str, cut=None) -> None:
+def _histogram_panel(
+    axes: Any, blood: np.ndarray, myo: np.ndarray, title: str, cut: float | None = None
+) -> None:
     low = min(blood.min(initial=np.inf), myo.min(initial=np.inf))
     high = max(blood.max(initial=-np.inf), myo.max(initial=-np.inf))
     if not np.isfinite(low) or high <= low:

@@ -25,6 +25,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import numpy as np
@@ -34,6 +35,9 @@ from ..index import Index, Sample, SampleRecord, read_image, read_polygon
 from ..problems import Problem
 from ..raster import polygon_to_mask
 from .checks import contour_on_background, duplicate_contours, unloadable
+
+if TYPE_CHECKING:  # Pillow is imported where it is used
+    from PIL.Image import Image as PILImage
 
 #: RGB colours: i-contour (blood pool) red, o-contour (epicardium) cyan.
 I_COLOUR = (255, 70, 70)
@@ -93,7 +97,7 @@ def render_slice(
     i_points: np.ndarray | None = None,
     o_points: np.ndarray | None = None,
     scale: int = 2,
-):  # -> PIL.Image.Image
+) -> PILImage:
     """The slice in grey with the masks lightly filled and the contours drawn.
 
     Parameters
@@ -132,7 +136,8 @@ def render_slice(
         rgb[mask] = (1 - alpha) * rgb[mask] + alpha * np.array(colour, dtype=np.float64)
     picture = Image.fromarray(np.round(rgb).astype(np.uint8), "RGB")
     if scale != 1:
-        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+        size = (picture.width * scale, picture.height * scale)
+        picture = picture.resize(size, Image.Resampling.NEAREST)
     draw = ImageDraw.Draw(picture)
     for points, colour in ((o_points, O_COLOUR), (i_points, I_COLOUR)):
         if points is None or len(points) < 2:
@@ -169,7 +174,9 @@ def _load_with_points(index: Index, record: SampleRecord) -> tuple[Sample, dict[
     return Sample(image, masks.get("i"), masks.get("o"), record.patient_id, record.slice), points
 
 
-def contact_sheet(tiles: Sequence[tuple[object, str, bool]], columns: int = SHEET_COLUMNS):
+def contact_sheet(
+    tiles: Sequence[tuple[PILImage, str, bool]], columns: int = SHEET_COLUMNS
+) -> PILImage:
     """Tiles in a grid, each labelled; a flagged tile gets an orange frame.
 
     Parameters
@@ -191,7 +198,7 @@ def contact_sheet(tiles: Sequence[tuple[object, str, bool]], columns: int = SHEE
     draw = ImageDraw.Draw(sheet)
     for n, (tile, label, flagged) in enumerate(tiles):
         left, top = (n % columns) * TILE, (n // columns) * (TILE + label_height)
-        sheet.paste(tile.resize((TILE, TILE)), (left, top))  # type: ignore[attr-defined]
+        sheet.paste(tile.resize((TILE, TILE)), (left, top))
         if flagged:
             draw.rectangle([left, top, left + TILE - 1, top + TILE - 1], outline=(255, 150, 0))
             draw.rectangle(

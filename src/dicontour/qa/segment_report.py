@@ -38,7 +38,7 @@ def summary_rows(evaluation: Evaluation, well_aligned: Collection[str]) -> list[
     The mean row averages the well-aligned patients, each patient once.
     """
     rows: list[list[object]] = []
-    worst = {}
+    worst: dict[str, float] = {}
     for score in evaluation.slices:
         worst[score.patient_id] = min(worst.get(score.patient_id, 1.0), score.dice)
     for pid, stats in evaluation.patients().items():
