@@ -17,7 +17,7 @@ $(DEMO_STAMP): pyproject.toml
 	touch $(DEMO_STAMP)
 
 $(TEST_STAMP): $(DEMO_STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[qa,dask,s3,test]"
+	$(BIN)/python -m pip install --quiet -e ".[qa,dask,s3,export,test]"
 	touch $(TEST_STAMP)
 
 install: $(TEST_STAMP)  ## the .venv with the package and every test extra

@@ -372,3 +372,72 @@ def test_masks_resampled_in_their_box_equal_the_whole_grid(degrees, zoom, shape,
     _, out_mask = affine(np.zeros(shape, np.float32), mask, matrix)
     rows, columns = _sources(matrix, offset, np.arange(shape[0]), np.arange(shape[1]))
     np.testing.assert_array_equal(out_mask, _nearest(mask, rows, columns, outside=False))
+
+
+def _view(array: np.ndarray, k: int, flips: tuple[bool, bool], step: int) -> np.ndarray:
+    """A turned, flipped and strided view of the last two axes of ``array`` (no copy)."""
+    view = np.rot90(array, k, axes=(-2, -1))[..., ::step]
+    if flips[0]:
+        view = view[..., ::-1, :]
+    if flips[1]:
+        view = view[..., ::-1]
+    assert np.shares_memory(view, array)
+    return view
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 16), st.integers(1, 16)),
+    seed=seeds,
+    k=st.integers(0, 3),
+    flips=st.tuples(st.booleans(), st.booleans()),
+    step=st.sampled_from([1, 2]),
+    degrees=st.floats(-180, 180),
+    zoom=st.floats(0.5, 2.0),
+    interpolation=st.sampled_from(["linear", "nearest"]),
+)
+def test_affine_reads_a_view_exactly_as_its_copy(
+    shape, seed, k, flips, step, degrees, zoom, interpolation
+) -> None:
+    """A flipped or turned view (what RandomFlip/RandomRot90 hand on) is read through
+    its strides: the same bits as resampling a contiguous copy of it."""
+    rng = np.random.default_rng(seed)
+    image = (rng.random(shape) * 1000).astype(np.float32)
+    mask = rng.random((2, *shape)) < 0.3
+    view, mask_view = _view(image, k, flips, step), _view(mask, k, flips, step)
+    out, out_mask = affine(view, mask_view, _rotation(degrees, zoom), interpolation=interpolation)
+    copied, copied_mask = affine(
+        view.copy(), mask_view.copy(), _rotation(degrees, zoom), interpolation=interpolation
+    )
+    np.testing.assert_array_equal(out, copied)
+    np.testing.assert_array_equal(out_mask, copied_mask)
+    np.testing.assert_array_equal(mask_view, _view(mask, k, flips, step))  # input untouched
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 16), st.integers(1, 16)),
+    seed=seeds,
+    k=st.integers(0, 3),
+    flips=st.tuples(st.booleans(), st.booleans()),
+    step=st.sampled_from([1, 2]),
+)
+def test_bounding_box_of_a_view_is_where_its_pixels_are(shape, seed, k, flips, step) -> None:
+    from dicontour.augment import _bounding_box
+
+    mask = np.random.default_rng(seed).random(shape) < 0.1
+    view = _view(mask, k, flips, step)
+    hits = np.argwhere(view)
+    expected = None
+    if len(hits):
+        (r0, c0), (r1, c1) = hits.min(axis=0), hits.max(axis=0)
+        expected = ((int(r0), int(r1)), (int(c0), int(c1)))
+    assert _bounding_box(view) == expected
+
+
+def test_intensity_leaves_its_input_as_it_was() -> None:
+    image = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    before = image.copy()
+    out, _ = RandomIntensity(gamma=(0.5, 0.5), scale=(2, 2))(image[::-1], image[None] > 0, None)
+    np.testing.assert_array_equal(image, before)
+    assert not np.shares_memory(out, image)

@@ -226,15 +226,41 @@ def test_help_imports_neither_the_scan_stack_nor_qa():
     assert out.strip().splitlines()[-1] == "[]"
 
 
-@pytest.mark.parametrize("command", ["scan", "check", "preview", "intensity", "segment", "split"])
+@pytest.mark.parametrize(
+    "command", ["scan", "check", "preview", "intensity", "segment", "split", "export"]
+)
 def test_every_scanning_command_takes_the_common_options(command):
     from dicontour.cli import build_parser
+    from dicontour.cli._common import contour_source
+    from dicontour.rtstruct import RtstructContours
+    from dicontour.scan import TextContours
 
-    extra = {"preview": ["out"], "split": ["--folds", "2"]}.get(command, [])
+    extra = {
+        "preview": ["out"],
+        "split": ["--folds", "2"],
+        "export": ["out", "--format", "nnunet"],
+    }.get(command, [])
     args = build_parser().parse_args(
         [command, "root", *extra, "--quiet", "--engine", "local", "--workers", "0"]
     )
     assert (args.root, args.quiet, args.engine, args.workers) == ("root", True, "local", 0)
+    assert isinstance(contour_source(args), TextContours)
+    args = build_parser().parse_args(
+        [command, "root", *extra, "--contours", "rtstruct", "--roi-map", "i=Endo", "o=Epi"]
+    )
+    source = contour_source(args)
+    assert isinstance(source, RtstructContours)
+    assert source == RtstructContours({"endo": "i", "epi": "o"})
+    args = build_parser().parse_args([command, "root", *extra, "--roi-map", "i=Endo"])
+    with pytest.raises(ValueError, match="--contours rtstruct only"):
+        contour_source(args)
+
+
+def test_export_command_offers_exactly_the_library_formats():
+    from dicontour.cli.export import FORMATS
+    from dicontour.export import FORMATS as LIBRARY
+
+    assert tuple(FORMATS) == tuple(LIBRARY)
 
 
 def test_segment_help_names_the_default_method(capsys):

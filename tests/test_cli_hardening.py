@@ -197,6 +197,8 @@ def _every_command(root: Path, out: Path) -> list[list[str]]:
         ["demo", str(out / f"demo{NASTY}")],  # reused
         ["split", str(root), "--folds", "2", "--out", str(out / f"splits{NASTY}.json")],
         ["split", str(root), "--holdout", "0.3", "--exclude", "i-outside-o"],
+        ["export", str(root), str(out / f"nn{NASTY}"), "--format", "nnunet", "--folds", "2"],
+        ["export", str(root), str(out / f"rt{NASTY}"), "--format", "rtstruct"],
         # error lines: an unusable root, an output path that is a file, an unknown id
         ["scan", str(out / f"missing{NASTY}")],
         ["cache", "build", str(root), str(root / "link.csv")],
@@ -221,8 +223,8 @@ def test_no_command_prints_a_control_character(hostile, tmp_path, capsys):
         assert all(line.startswith("dicontour: warning: ") for line in lines[:-1]), argv
         assert not lines or lines[-1].startswith("dicontour: "), argv
         codes.append(code)
-    assert codes[:16] == [0] * 16, codes
-    assert codes[16:] == [2, 1, 1]
+    assert codes[:18] == [0] * 18, codes
+    assert codes[18:] == [2, 1, 1]
 
 
 def test_a_corrupt_cache_lists_its_failures_escaped(hostile, tmp_path, capsys):

@@ -267,6 +267,16 @@ def test_every_code_is_exercised(phantom, fault_tree, tmp_path, monkeypatch):
         found |= {"broken-link", "link-outside-root"}  # no symlinks on this system
     found.add("transform-failed")  # the loader's: tests/test_loader_augment.py
     found.add("root-unreachable")  # a worker without the mount: tests/test_scan.py, test_cluster.py
+    # An RTSTRUCT scan's: tests/test_export.py (test_bad_rtstruct_is_one_problem and
+    # test_second_contour_on_a_slice_is_an_extra_contour).
+    found |= {
+        "malformed-rtstruct",
+        "referenced-image-missing",
+        "contour-on-no-image",
+        "off-plane",
+        "unmapped-roi",
+        "extra-contour",
+    }
     assert found == set(CODES)
 
 

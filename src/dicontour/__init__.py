@@ -8,6 +8,8 @@ The data flow, and where each step lives::
     example data  phantom.py                        a synthetic dataset in the same layout
     cache         cache/, engine.py                 decode once into .npy shards, on Dask
     train         loader/, augment.py, torch.py     BatchLoader: shuffled batches from workers
+    formats       rtstruct.py, nifti.py, seg.py     RTSTRUCT in and out, NIfTI, DICOM-SEG
+    export        export.py                         an Index -> nnU-Net, MONAI, DICOM-SEG, RTSTRUCT
 
 Examples
 --------

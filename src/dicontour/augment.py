@@ -190,6 +190,8 @@ def affine(
     for the image, 0 for the mask) on a 256 x 256 slice: the image in blocks
     of rows that stay in the CPU cache, the masks only inside the bounding
     box their pixels can land in (a contour covers a few percent of the image).
+    A flipped or turned view (from :class:`RandomFlip`, :class:`RandomRot90`)
+    is read through its strides, not copied first: the same output, bit for bit.
     Bilinear values match scipy's ``mode="nearest"`` to float32 rounding.
 
     Examples
@@ -226,6 +228,31 @@ def _sources(
     return source_rows, source_columns
 
 
+def _flat_pixels(array: np.ndarray) -> tuple[np.ndarray, int, tuple[int, ...]]:
+    """The memory of ``array`` as one flat array, where its element 0 is, and each axis's step.
+
+    ``array[i, j, ...]`` is ``flat[origin + i * steps[0] + j * steps[1] + ...]``.
+    A flipped or turned view (what :class:`RandomFlip` and :class:`RandomRot90`
+    return) is read where it lies, through its strides: resampling it gathers
+    the very values a copy would hold, without the copy (a quarter turn's copy
+    is a transpose, ~100 us for 256 x 256 float32).
+    """
+    itemsize = array.itemsize
+    if array.flags.c_contiguous or any(s % itemsize for s in array.strides):
+        array = np.ascontiguousarray(array)  # a copy only for odd strides
+        steps = tuple(s // itemsize for s in array.strides) if array.ndim else ()
+        return array.reshape(-1), 0, steps
+    steps = tuple(s // itemsize for s in array.strides)
+    # The element at the lowest address: the last one along an axis of negative step.
+    low = tuple(n - 1 if s < 0 else 0 for n, s in zip(array.shape, steps, strict=True))
+    span = 1 + sum((n - 1) * abs(s) for n, s in zip(array.shape, steps, strict=True))
+    first = array[tuple(slice(i, i + 1) for i in low)]
+    # Every address between the view's lowest and highest lies in its one buffer.
+    flat = np.lib.stride_tricks.as_strided(first, (span,), (itemsize,), writeable=False)
+    origin = -sum(i * s for i, s in zip(low, steps, strict=True))
+    return flat, origin, steps
+
+
 def _nearest(
     array: np.ndarray, rows: np.ndarray, columns: np.ndarray, *, outside: object
 ) -> np.ndarray:
@@ -236,20 +263,28 @@ def _nearest(
     inside = None
     if outside is not None:
         inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
-    np.clip(r, 0, height - 1, out=r)
-    np.clip(c, 0, width - 1, out=c)
-    flat = r * width + c
-    out = array.reshape(*array.shape[:-2], height * width).take(flat, axis=-1)
+    # maximum/minimum, not np.clip: its Python-side checks cost more than the work here.
+    np.minimum(np.maximum(r, 0, out=r), height - 1, out=r)
+    np.minimum(np.maximum(c, 0, out=c), width - 1, out=c)
+    flat, origin, steps = _flat_pixels(array)
+    index = r * steps[-2]
+    index += c * steps[-1]
+    index += origin
+    out = np.empty((*array.shape[:-2], *r.shape), dtype=array.dtype)
+    # One gather per leading index (mask channel), each from the channel's first pixel on.
+    for lead in np.ndindex(array.shape[:-2]):
+        start = sum(i * s for i, s in zip(lead, steps, strict=False))
+        flat.take(index + start if start else index, out=out[lead], mode="clip")
     if inside is not None:
         out &= inside
     return out
 
 
-#: Rows resampled at a time by :func:`_bilinear`: its temporaries (32 x 256 x 4 bytes)
-#: stay in the CPU cache and under the allocator's mmap threshold.  Whole-image
-#: temporaries (256 KB each) cost an mmap and 64 page faults apiece: measured
-#: 2-3x slower on a 256 x 256 image.
-_BLOCK_ROWS = 32
+#: Output pixels resampled at a time by :func:`_bilinear` (64 rows of 256): its
+#: temporaries (64 to 128 KB) stay in the CPU cache and under the allocator's mmap
+#: threshold.  Measured on 256 x 256: 16 rows 1.6x, 32 rows 1.1x, 128 rows 2x the
+#: time of 64 rows (whole-image temporaries cost an mmap and page faults apiece).
+_BLOCK_PIXELS = 64 * 256
 
 
 def _bilinear(image: np.ndarray, matrix: np.ndarray, offset: np.ndarray) -> np.ndarray:
@@ -257,94 +292,136 @@ def _bilinear(image: np.ndarray, matrix: np.ndarray, offset: np.ndarray) -> np.n
 
     Output pixel (r, c) takes the input at ``matrix @ (r, c) + offset``.
     Written for speed (a worker runs it per sample): float32 throughout,
-    blocks of rows, every step into a buffer made once (``out=``), the four
-    corners taken from shifted views of the same pixels with one index array.
+    blocks of rows, every step into a buffer made once (``out=``), row and
+    column coordinates side by side in one array (one call does both), the
+    four corners gathered from shifted views of the input's memory with one
+    index array, read through the strides of a flipped or turned view.
     """
     height, width = image.shape
     if height < 2 or width < 2:
         rows, columns = _sources(matrix, offset, np.arange(height), np.arange(width))
         return _nearest(image, rows, columns, outside=None).astype(np.float32)
+    pixels, origin, (row_step, column_step) = _flat_pixels(image.astype(np.float32, copy=False))
+    # Corner (top, left) of a cell is pixels[origin + top * row_step + left * column_step]
+    # and its neighbours are row_step and column_step further (either may be negative):
+    # index from the lowest of the four, each corner from its own shifted view.
+    lowest = min(0, row_step, column_step, row_step + column_step)
+    corners = [pixels[d - lowest :] for d in (0, column_step, row_step, row_step + column_step)]
+    top_left, top_right, bottom_left, bottom_right = corners
+    # Source coordinates, separable: (row, column) of output (r, c) is
+    # row_part[:, r] + column_part[:, c], the same float32 sums as a full grid.
     matrix = matrix.astype(np.float32)
     offset = offset.astype(np.float32)
-    pixels = np.ascontiguousarray(image, dtype=np.float32).ravel()
-    right, below, below_right = pixels[1:], pixels[width:], pixels[width + 1 :]
-    out = np.empty((height, width), dtype=np.float32)
     row_terms = np.arange(height, dtype=np.float32)
-    row_r = matrix[0, 0] * row_terms + offset[0]
-    row_c = matrix[1, 0] * row_terms + offset[1]
     column_terms = np.arange(width, dtype=np.float32)
-    column_r = matrix[0, 1] * column_terms
-    column_c = matrix[1, 1] * column_terms
+    row_part = np.stack(
+        [matrix[0, 0] * row_terms + offset[0], matrix[1, 0] * row_terms + offset[1]]
+    )
+    column_part = np.stack([matrix[0, 1] * column_terms, matrix[1, 1] * column_terms])
     # Integers are exact in float32 below 2**24: the flat index is computed there.
-    exact = np.float32 if height * width < 2**24 else np.float64
-    block = (min(_BLOCK_ROWS, height), width)
-    r, c, a, b = (np.empty(block, dtype=np.float32) for _ in range(4))
-    top, left = np.empty(block, dtype=exact), np.empty(block, dtype=exact)
-    flat = np.empty(block, dtype=np.intp)
-    last_row, last_column = exact(height - 2), exact(width - 2)
+    exact = np.float32 if len(pixels) < 2**24 else np.float64
+    upper = np.array([height - 1, width - 1], dtype=np.float32)[:, None, None]
+    last_cell = np.array([height - 2, width - 2], dtype=exact)[:, None, None]
+    out = np.empty((height, width), dtype=np.float32)
+    block = (min(max(_BLOCK_PIXELS // width, 1), height), width)
+    source = np.empty((2, *block), dtype=np.float32)  # (row, column) of each output pixel
+    cell = np.empty((2, *block), dtype=exact)  # its cell's top-left corner
+    a, b = np.empty(block, dtype=np.float32), np.empty(block, dtype=np.float32)
+    index32 = np.empty(block, dtype=np.int32 if exact is np.float32 else np.int64)
+    index = np.empty(block, dtype=np.intp)
     for start in range(0, height, block[0]):
         stop = min(start + block[0], height)
         if stop - start != block[0]:  # the last, shorter block
-            r, c, a, b, top, left, flat = (x[: stop - start] for x in (r, c, a, b, top, left, flat))
-        np.add(row_r[start:stop, None], column_r, out=r)
-        np.add(row_c[start:stop, None], column_c, out=c)
-        np.clip(r, 0, height - 1, out=r)
-        np.clip(c, 0, width - 1, out=c)
+            source, cell = source[:, : stop - start], cell[:, : stop - start]
+            a, b, index32, index = (x[: stop - start] for x in (a, b, index32, index))
+        np.add(row_part[:, start:stop, None], column_part[:, None, :], out=source)
+        np.clip(source, 0, upper, out=source)
         # The cell's top-left corner; the last row/column uses the cell before
         # it with a weight of 1, so that no corner runs past the edge.
-        np.floor(r, out=top)
-        np.minimum(top, last_row, out=top)
-        np.floor(c, out=left)
-        np.minimum(left, last_column, out=left)
-        r -= top
-        c -= left
-        top *= width
+        np.floor(source, out=cell)
+        np.minimum(cell, last_cell, out=cell)
+        source -= cell  # now the weights of the bottom row and the right column
+        top, left = cell
+        top *= row_step
+        if column_step != 1:
+            left *= column_step
         top += left
-        flat[...] = top
+        if origin + lowest:
+            top += origin + lowest
+        # float -> int32 -> intp: numpy converts float32 to int64 without SIMD, 5x slower.
+        np.copyto(index32, top, casting="unsafe")
+        np.copyto(index, index32)
+        row_weight, column_weight = source
         # mode="clip": in range already; with out=, take()'s default "raise" buffers.
         o = out[start:stop]
-        pixels.take(flat, out=o, mode="clip")
-        right.take(flat, out=a, mode="clip")
+        top_left.take(index, out=o, mode="clip")
+        top_right.take(index, out=a, mode="clip")
         a -= o
-        a *= c
+        a *= column_weight
         o += a  # the top edge, interpolated
-        below.take(flat, out=a, mode="clip")
-        below_right.take(flat, out=b, mode="clip")
+        bottom_left.take(index, out=a, mode="clip")
+        bottom_right.take(index, out=b, mode="clip")
         b -= a
-        b *= c
+        b *= column_weight
         a += b  # the bottom edge
         a -= o
-        a *= r
+        a *= row_weight
         o += a
     return out
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """((first, last) row, (first, last) column) holding a True in 2-D ``mask``; None if none.
+
+    Reduced in memory order: a flipped or turned view is first turned back
+    (views, no copy), since numpy's ``any`` along a reversed or transposed
+    axis runs 4-15x slower; the box is then mapped back to the view's axes.
+    """
+    turned = abs(mask.strides[1]) > abs(mask.strides[0])
+    stored = mask.T if turned else mask
+    flips = (stored.strides[0] < 0, stored.strides[1] < 0)
+    stored = stored[:: -1 if flips[0] else 1, :: -1 if flips[1] else 1]
+    rows = np.flatnonzero(stored.any(axis=1))
+    if not len(rows):
+        return None
+    columns = np.flatnonzero(stored.any(axis=0))
+    box = []
+    for hits, flipped, n in zip((rows, columns), flips, stored.shape, strict=True):
+        first, last = int(hits[0]), int(hits[-1])
+        box.append((n - 1 - last, n - 1 - first) if flipped else (first, last))
+    return (box[1], box[0]) if turned else (box[0], box[1])
 
 
 def _warp_mask(mask: np.ndarray, matrix: np.ndarray, offset: np.ndarray) -> np.ndarray:
     """Nearest-neighbour resampling of bool (C, H, W), computed only where True can land."""
     height, width = mask.shape[1:]
     out = np.zeros(mask.shape, dtype=bool)
-    found = np.flatnonzero(mask.any(axis=0).ravel())
-    if not len(found):
+    # The masks' bounding box, from the rows and columns holding a True (one
+    # contour's mask: no reduction over channels, and a flipped view is not copied).
+    anywhere = mask[0] if mask.shape[0] == 1 else np.asarray(mask.any(axis=0))
+    box = _bounding_box(anywhere)
+    if box is None:
         return out
-    fr, fc = np.divmod(found, width)
-    # Output pixels whose source rounds into the masks' bounding box [lo - 0.5, hi + 0.5):
-    # the inverse map of that box's corners bounds them (plus a pixel for rounding).
-    box = np.array(
-        [[fr.min() - 0.5, fc.min() - 0.5], [fr.max() + 0.5, fc.max() + 0.5]], dtype=np.float64
-    )
-    corners = np.array([[box[i, 0], box[j, 1]] for i in (0, 1) for j in (0, 1)])
-    try:
-        inverse = np.linalg.inv(matrix)
-    except np.linalg.LinAlgError:
-        inverse = None
-    if inverse is None:
+    (first_row, last_row), (first_column, last_column) = box
+    # Output pixels whose source rounds into that box [lo - 0.5, hi + 0.5): the
+    # inverse map of the box's corners bounds them (plus a pixel for rounding).
+    # Plain floats: a 2 x 2 inverse in numpy costs more in calls than in arithmetic.
+    (a, b), (c, d) = matrix.tolist()
+    o_r, o_c = offset.tolist()
+    det = a * d - b * c
+    inverse: tuple[float, ...] = (d / det, -b / det, -c / det, a / det) if det else (math.nan,)
+    if not all(math.isfinite(v) for v in inverse):
         r_lo, r_hi, c_lo, c_hi = 0, height, 0, width
     else:
-        landed = (corners - offset) @ inverse.T
-        r_lo = max(int(np.floor(landed[:, 0].min())) - 1, 0)
-        r_hi = min(int(np.ceil(landed[:, 0].max())) + 2, height)
-        c_lo = max(int(np.floor(landed[:, 1].min())) - 1, 0)
-        c_hi = min(int(np.ceil(landed[:, 1].max())) + 2, width)
+        i00, i01, i10, i11 = inverse
+        box_rows = (first_row - 0.5 - o_r, last_row + 0.5 - o_r)
+        box_columns = (first_column - 0.5 - o_c, last_column + 0.5 - o_c)
+        landed_r = [i00 * y + i01 * x for y in box_rows for x in box_columns]
+        landed_c = [i10 * y + i11 * x for y in box_rows for x in box_columns]
+        r_lo = max(math.floor(min(landed_r)) - 1, 0)
+        r_hi = min(math.ceil(max(landed_r)) + 2, height)
+        c_lo = max(math.floor(min(landed_c)) - 1, 0)
+        c_hi = min(math.ceil(max(landed_c)) + 2, width)
     if r_lo >= r_hi or c_lo >= c_hi:
         return out
     rows = np.arange(r_lo, r_hi, dtype=np.float64)
@@ -430,20 +507,23 @@ class RandomIntensity:
             return image, mask
         gamma = self._draw(rng, self.gamma, log=True)
         factor = self._draw(rng, self.scale, log=False)
-        out = np.array(image, dtype=np.float32)  # a copy: the input may be a view
-        if gamma != 1.0:
-            lo, hi = float(out.min()), float(out.max())
-            if hi > lo:
-                out -= np.float32(lo)
-                out /= np.float32(hi - lo)  # not *= 1 / range: overflows for a tiny range
-                # x ** gamma as exp(gamma * log x): numpy vectorises float32 exp and
-                # log, not pow (63 us against 274 us for 256 x 256); log 0 = -inf -> 0.
-                with np.errstate(divide="ignore"):
-                    np.log(out, out=out)
-                out *= np.float32(gamma)
-                np.exp(out, out=out)
-                out *= np.float32(hi - lo)
-                out += np.float32(lo)
+        image = np.asarray(image, dtype=np.float32)
+        lo, hi = (float(image.min()), float(image.max())) if gamma != 1.0 else (0.0, 0.0)
+        if hi > lo:
+            # The first step writes a new array (no separate copy): the input,
+            # maybe a view of the caller's array, is left as it was.
+            out = np.subtract(image, np.float32(lo))
+            out /= np.float32(hi - lo)  # not *= 1 / range: overflows for a tiny range
+            # x ** gamma as exp(gamma * log x): numpy vectorises float32 exp and
+            # log, not pow (63 us against 274 us for 256 x 256); log 0 = -inf -> 0.
+            with np.errstate(divide="ignore"):
+                np.log(out, out=out)
+            out *= np.float32(gamma)
+            np.exp(out, out=out)
+            out *= np.float32(hi - lo)
+            out += np.float32(lo)
+        else:  # gamma 1 or a constant image: only the scale
+            out = image.copy()
         if factor != 1.0:
             out *= np.float32(factor)
         return out, mask

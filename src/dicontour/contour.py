@@ -81,9 +81,47 @@ def parse_contour(text: str, *, name: str = "<contour>") -> np.ndarray:
            [4., 1.],
            [4., 3.]])
     """
-    array = _parse_lines(text, name)
+    return check_polygon(_parse_lines(text, name), name=name)
+
+
+def check_polygon(points: np.ndarray, *, name: str = "<contour>") -> np.ndarray:
+    """Check a polygon's (x, y) points as every contour reader does; drop a closing repeat.
+
+    The one set of rules behind :func:`parse_contour` and the RT Structure Set
+    reader (:mod:`dicontour.rtstruct`), so both report the same problem codes.
+
+    Parameters
+    ----------
+    points : float ndarray of shape (N, 2)
+        (x, y) = (column, row) vertices.
+    name : str
+        The contour named in errors.
+
+    Returns
+    -------
+    float64 ndarray of shape (M, 2)
+        ``points``, without a last point that repeats the first.
+
+    Raises
+    ------
+    ContourError
+        ``empty-contour``, ``non-finite-coordinate``, ``too-few-points``,
+        ``too-many-points`` (as :func:`parse_contour`).
+
+    Examples
+    --------
+    >>> check_polygon(np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [0.0, 0.0]]))
+    array([[0., 0.],
+           [2., 0.],
+           [0., 2.]])
+    """
+    array = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     if not len(array):
         raise ContourError(name, "no points in file", code="empty-contour")
+    if len(array) > MAX_POINTS:
+        raise ContourError(name, f"more than {MAX_POINTS} points", code="too-many-points")
+    if not np.isfinite(array).all():
+        raise ContourError(name, "a coordinate is not finite", code="non-finite-coordinate")
     if len(array) > 1 and (array[-1] == array[0]).all():
         array = array[:-1]
     if not _has_three_distinct(array):

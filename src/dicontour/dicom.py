@@ -27,6 +27,7 @@ image size (:data:`MAX_PIXELS`, from Rows and Columns before decoding).
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ import numpy as np
 import pydicom
 from pydicom.encaps import generate_fragments
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, get_decoder
 from pydicom.pixels.utils import _get_jpg_parameters
 from pydicom.uid import (
@@ -125,6 +127,19 @@ class DicomHeader:
     modality_lut : bool
         The file maps its pixels through a Modality LUT Sequence (0028,3000)
         instead of the rescale; ``slope`` and ``intercept`` are then unused.
+    image_position : tuple of 3 float or None
+        ImagePositionPatient (0020,0032): the patient-space position (mm, LPS)
+        of the centre of pixel (row 0, column 0).
+    image_orientation : tuple of 6 float or None
+        ImageOrientationPatient (0020,0037): the unit direction of increasing
+        column (along a row), then of increasing row (along a column).
+    slice_thickness : float or None
+        SliceThickness (0018,0050) in mm.
+    frame_of_reference_uid, series_instance_uid, study_instance_uid : str or None
+        The UIDs exactly as the file holds them (a de-identified file's invalid
+        UIDs included: references to this image must repeat them unchanged).
+
+    The geometry fields are None when absent or invalid; see :func:`pixel_to_patient`.
     """
 
     rows: int
@@ -137,11 +152,26 @@ class DicomHeader:
     transfer_syntax: str
     raw: RawPixels | None = None
     modality_lut: bool = False
+    image_position: tuple[float, float, float] | None = None
+    image_orientation: tuple[float, float, float, float, float, float] | None = None
+    slice_thickness: float | None = None
+    frame_of_reference_uid: str | None = None
+    series_instance_uid: str | None = None
+    study_instance_uid: str | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
         """(rows, columns)."""
         return (self.rows, self.columns)
+
+    @property
+    def has_geometry(self) -> bool:
+        """Whether position, orientation and spacing place the pixels in patient space."""
+        return (
+            self.image_position is not None
+            and self.image_orientation is not None
+            and self.pixel_spacing is not None
+        )
 
 
 @dataclass(frozen=True)
@@ -369,6 +399,11 @@ def _header(ds: pydicom.Dataset, where: str, *, max_pixels: int) -> DicomHeader:
         _check_modality_lut(ds, where)
     else:
         _check_rescale(slope, intercept, stored, signed, where)
+    position = _floats(ds, "ImagePositionPatient", 3)
+    orientation = _floats(ds, "ImageOrientationPatient", 6)
+    if orientation is not None and not _orthonormal(orientation):
+        orientation = None
+    thickness = _floats(ds, "SliceThickness", 1)
     return DicomHeader(
         rows=rows,
         columns=columns,
@@ -379,7 +414,43 @@ def _header(ds: pydicom.Dataset, where: str, *, max_pixels: int) -> DicomHeader:
         intercept=intercept,
         transfer_syntax=str(syntax),
         modality_lut=modality_lut,
+        image_position=position,  # type: ignore[arg-type]
+        image_orientation=orientation,  # type: ignore[arg-type]
+        slice_thickness=thickness[0] if thickness and thickness[0] > 0 else None,
+        frame_of_reference_uid=_text(ds, "FrameOfReferenceUID"),
+        series_instance_uid=_text(ds, "SeriesInstanceUID"),
+        study_instance_uid=_text(ds, "StudyInstanceUID"),
     )
+
+
+def _floats(ds: pydicom.Dataset, keyword: str, count: int) -> tuple[float, ...] | None:
+    """``count`` finite numbers from a DS element, or None when absent or invalid."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    values = list(value) if isinstance(value, list | tuple | MultiValue) else [value]
+    try:
+        numbers = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        return None
+    if len(numbers) != count or not all(math.isfinite(n) for n in numbers):
+        return None
+    return numbers
+
+
+def _orthonormal(orientation: tuple[float, ...]) -> bool:
+    """Whether the two direction cosines are unit vectors at right angles (to 1e-3)."""
+    row, column = np.array(orientation[:3]), np.array(orientation[3:])
+    return bool(
+        abs(np.linalg.norm(row) - 1) < 1e-3
+        and abs(np.linalg.norm(column) - 1) < 1e-3
+        and abs(row @ column) < 1e-3
+    )
+
+
+def _text(ds: pydicom.Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    return str(value) if value else None
 
 
 def _check_rescale(slope: float, intercept: float, stored: int, signed: int, where: str) -> None:
@@ -736,3 +807,102 @@ def read_dicom_pixels(
             f"image shape changed since the scan: {decoded.header.shape} != {header.shape}",
         )
     return decoded.image
+
+
+def _frame(header: DicomHeader, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(origin, row step, column step) in mm: pixel (r, c) sits at origin + c*xstep + r*ystep."""
+    if not header.has_geometry:
+        raise DicomError(
+            where,
+            "no patient geometry: ImagePositionPatient, ImageOrientationPatient and "
+            "PixelSpacing are needed (absent or invalid)",
+        )
+    spacing = header.pixel_spacing
+    assert spacing is not None and header.image_orientation is not None  # has_geometry
+    if not (spacing[0] > 0 and spacing[1] > 0 and math.isfinite(spacing[0] + spacing[1])):
+        raise DicomError(where, f"PixelSpacing must be two positive numbers, got {spacing}")
+    orientation = np.asarray(header.image_orientation, dtype=np.float64)
+    origin = np.asarray(header.image_position, dtype=np.float64)
+    # PixelSpacing is (between rows, between columns); the first cosine runs along a row.
+    x_step = orientation[:3] * spacing[1]
+    y_step = orientation[3:] * spacing[0]
+    return origin, x_step, y_step
+
+
+def pixel_to_patient(
+    points: np.ndarray, header: DicomHeader, *, name: str = "<dicom>"
+) -> np.ndarray:
+    """Map (x, y) = (column, row) pixel coordinates to patient coordinates in mm.
+
+    Pixel (row r, column c) has its centre at ``IPP + c * Δc * X + r * Δr * Y``
+    (DICOM PS3.3 C.7.6.2.1.1), X and Y the two cosines of
+    ImageOrientationPatient and (Δr, Δc) the PixelSpacing.
+
+    Parameters
+    ----------
+    points : float ndarray of shape (N, 2)
+        (x, y) = (column, row), pixel centres at integers, as contour files hold them.
+    header : DicomHeader
+        The image the points lie on.
+    name : str
+        The file named in errors.
+
+    Returns
+    -------
+    float64 ndarray of shape (N, 3)
+        Patient coordinates (LPS, mm).
+
+    Raises
+    ------
+    DicomError
+        The header lacks position, orientation or spacing.
+
+    Examples
+    --------
+    >>> header = DicomHeader(4, 4, (2.0, 0.5), 1, None, 1.0, 0.0, "",
+    ...     image_position=(10.0, 20.0, 30.0), image_orientation=(1, 0, 0, 0, 1, 0))
+    >>> pixel_to_patient(np.array([[1.0, 2.0]]), header)
+    array([[10.5, 24. , 30. ]])
+    """
+    origin, x_step, y_step = _frame(header, name)
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    return origin + points[:, :1] * x_step + points[:, 1:2] * y_step
+
+
+def patient_to_pixel(
+    points: np.ndarray, header: DicomHeader, *, name: str = "<dicom>"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Map patient coordinates (mm) to (x, y) = (column, row) on the image's plane.
+
+    The inverse of :func:`pixel_to_patient` for points on the plane; a point
+    off it is projected, and its distance from the plane is returned too.
+
+    Returns
+    -------
+    xy : float64 ndarray of shape (N, 2)
+        (x, y) = (column, row) pixel coordinates.
+    distance : float64 ndarray of shape (N,)
+        Signed distance (mm) of each point from the image's plane.
+
+    Raises
+    ------
+    DicomError
+        The header lacks position, orientation or spacing.
+
+    Examples
+    --------
+    >>> header = DicomHeader(4, 4, (2.0, 0.5), 1, None, 1.0, 0.0, "",
+    ...     image_position=(10.0, 20.0, 30.0), image_orientation=(1, 0, 0, 0, 1, 0))
+    >>> xy, distance = patient_to_pixel(np.array([[10.5, 24.0, 31.0]]), header)
+    >>> xy, distance
+    (array([[1., 2.]]), array([1.]))
+    """
+    origin, x_step, y_step = _frame(header, name)
+    offset = np.asarray(points, dtype=np.float64).reshape(-1, 3) - origin
+    # Solve offset = x * x_step + y * y_step + d * normal exactly: stored cosines are
+    # rounded (6 decimals in the real data), so they are orthogonal only to ~1e-6 and
+    # projections would move a vertex off the pixel centre it was written from.
+    normal = np.cross(x_step, y_step)
+    normal /= np.linalg.norm(normal)
+    solved = np.linalg.solve(np.stack([x_step, y_step, normal], axis=1), offset.T).T
+    return solved[:, :2], solved[:, 2]

@@ -30,6 +30,8 @@ from .dicom import DicomHeader, read_dicom_header, read_dicom_pixels
 from .errors import ContourError, DicomError, RefusedFileError
 from .problems import CODES, EXCLUDES, Problem
 from .raster import MAX_CROSSINGS, count_crossings, polygon_to_mask
+from .rtstruct import is_reference as is_rtstruct_reference
+from .rtstruct import read_reference as read_rtstruct_reference
 from .splits import assign_folds, choose_holdout
 from .storage import Location, location
 from .targets import Target as Target  # re-exported: index.Target predates targets.py
@@ -168,7 +170,14 @@ def read_header(root: Location, relative: str) -> DicomHeader:
 
 
 def read_points(root: Location, relative: str) -> np.ndarray:
-    """The (N, 2) (x, y) points of the contour file ``relative`` under ``root``."""
+    """The (N, 2) (x, y) points of the contour ``relative`` names under ``root``.
+
+    ``relative`` is a contour reference as a contour source lists it: the path
+    of a text contour file, or a contour inside an RT Structure Set
+    (:func:`dicontour.rtstruct.is_reference`), read by its own reader.
+    """
+    if is_rtstruct_reference(relative):
+        return read_rtstruct_reference(root, relative)
     with _opened(root, relative, ContourError) as handle:
         return read_contour(handle, name=relative)
 

@@ -75,6 +75,33 @@ CODES: dict[str, tuple[Severity, str]] = {
         "error",
         "a contour whose edges cross more image rows in total than MAX_CROSSINGS",
     ),
+    # RT Structure Sets (scan with dicontour.rtstruct.RtstructContours)
+    "malformed-rtstruct": (
+        "error",
+        "an RTSTRUCT file that is not a readable RT Structure Set (not DICOM, wrong SOP class, "
+        "missing sequences, bad contour data); its contours are not used",
+    ),
+    "referenced-image-missing": (
+        "error",
+        "an RTSTRUCT contour referencing a SOP Instance UID that no image of the patient has",
+    ),
+    "contour-on-no-image": (
+        "error",
+        "an RTSTRUCT contour without an image reference whose plane holds no image, or several "
+        "(cine phases share a plane)",
+    ),
+    "off-plane": (
+        "error",
+        "an RTSTRUCT contour whose points lie off its image's plane (beyond the tolerance)",
+    ),
+    "unmapped-roi": (
+        "warning",
+        "an RTSTRUCT ROI whose name is not in the ROI name map; its contours are not used",
+    ),
+    "extra-contour": (
+        "warning",
+        "a second contour of the same kind on one image (RTSTRUCT); only the first is used",
+    ),
     # consistency
     "i-outside-o": ("warning", "part of the i-contour's mask lies outside the o-contour's"),
     "shape-mismatch": ("warning", "image shapes differ within one patient"),

@@ -7,6 +7,13 @@ The layout::
     ROOT/contourfiles/<original_id>/i-contours/IM-0001-<nnnn>-icontour-manual.txt
     ROOT/contourfiles/<original_id>/o-contours/IM-0001-<nnnn>-ocontour-manual.txt
 
+The contours come from a *contour source* (:class:`ContourSource`): the text
+files above by default (:class:`TextContours`), or RT Structure Sets in
+``contourfiles/<original_id>/`` (:class:`dicontour.rtstruct.RtstructContours`).
+A source lists a patient's contours as slice -> reference; the scan then reads
+every reference through :func:`dicontour.index.read_points`, and the same
+checks and problems apply whatever the source.
+
 A scan never raises on bad data: every finding becomes a :class:`Problem`, and a
 bad file drops only what depends on it.  Only a root that cannot be used at
 all raises :class:`LayoutError`.
@@ -19,9 +26,9 @@ import io
 import os
 import re
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -275,6 +282,36 @@ def _contour_files(
     return found
 
 
+class ContourSource(Protocol):
+    """Where a patient's contours come from: lists them, slice by slice.
+
+    ``find`` returns ``{"i": {slice: reference}, "o": {...}}`` for one patient,
+    appending a :class:`Problem` for whatever cannot be used.  ``slices`` maps
+    the patient's slice numbers to their DICOM paths.  A reference is a string
+    that :func:`dicontour.index.read_points` reads into (x, y) points.  Must be
+    picklable (the engines send it to worker processes).
+    """
+
+    def find(
+        self, where: Location, patient: Patient, slices: Mapping[int, str], problems: list[Problem]
+    ) -> dict[str, dict[int, str]]: ...
+
+
+@dataclass(frozen=True)
+class TextContours:
+    """The contour source of the challenge layout: one text file per contour.
+
+    ``contourfiles/<original_id>/{i,o}-contours/IM-0001-<nnnn>-{i,o}contour-manual.txt``;
+    the reference is the file's path.
+    """
+
+    def find(
+        self, where: Location, patient: Patient, slices: Mapping[int, str], problems: list[Problem]
+    ) -> dict[str, dict[int, str]]:
+        """Slice number -> relative path, for the i- and o-contours of ``patient``."""
+        return _contour_files(where, patient, problems)
+
+
 def _duplicate(path: str, kept: str, number: int, patient_id: str) -> Problem:
     """A second file for the same slice: reported, never silently dropped."""
     return problem(
@@ -286,12 +323,15 @@ def _duplicate(path: str, kept: str, number: int, patient_id: str) -> Problem:
     )
 
 
-def scan_patient(root: str | Location, patient: Patient) -> PatientScan:
+def scan_patient(
+    root: str | Location, patient: Patient, contours: ContourSource | None = None
+) -> PatientScan:
     """Scan one patient: pair slices with contours, read headers and contours.
 
     Never raises on bad data.  This is the unit of work the engines distribute.
-    Its steps: list the DICOM slices, list the contour files, read each
-    labelled slice (:func:`_scan_slice`), then the patient's geometry checks.
+    Its steps: list the DICOM slices, list the contours (``contours``, the
+    contour source: :class:`TextContours` by default), read each labelled
+    slice (:func:`_scan_slice`), then the patient's geometry checks.
     """
     where = location(root)
     result = PatientScan(patient.patient_id)
@@ -305,16 +345,17 @@ def scan_patient(root: str | Location, patient: Patient) -> PatientScan:
             return result
     slices = _dicom_slices(pid, listed, result.problems)
     result.dicoms = len(slices)
-    contours = _contour_files(where, patient, result.problems)
-    labelled = sorted(set(contours["i"]) | set(contours["o"]))
+    source: ContourSource = contours or TextContours()
+    found = source.find(where, patient, slices, result.problems)
+    labelled = sorted(set(found["i"]) | set(found["o"]))
     result.unlabelled = len(set(slices) - set(labelled))
     polygons: dict[int, dict[str, np.ndarray]] = {}
     for number in labelled:
-        files = {kind: contours[kind].get(number) for kind in ("i", "o")}
-        found = _scan_slice(where, patient, number, slices.get(number), files, result.problems)
-        if found is not None:
-            result.records.append(found[0])
-            polygons[number] = found[1]
+        files = {kind: found[kind].get(number) for kind in ("i", "o")}
+        read = _scan_slice(where, patient, number, slices.get(number), files, result.problems)
+        if read is not None:
+            result.records.append(read[0])
+            polygons[number] = read[1]
     # The geometry checks (consistency.py): slice by slice and across the patient.
     result.problems.extend(check_patient(result.records, polygons))
     return result
@@ -526,7 +567,13 @@ def _layout_problems(
 Mapper = Callable[[Callable[[Patient], PatientScan], list[Patient]], Iterable[PatientScan]]
 
 
-def scan(root: str | Location, *, progress: bool = False, mapper: Mapper | None = None) -> Index:
+def scan(
+    root: str | Location,
+    *,
+    progress: bool = False,
+    mapper: Mapper | None = None,
+    contours: ContourSource | None = None,
+) -> Index:
     """Scan a dataset folder and return its :class:`Index`.
 
     Parameters
@@ -539,6 +586,10 @@ def scan(root: str | Location, *, progress: bool = False, mapper: Mapper | None 
         ``mapper(function, patients)`` running :func:`scan_patient` for each patient
         and yielding the results in order; the built-in ``map`` by default.  The
         engines pass one that spreads patients over processes or a Dask cluster.
+    contours : ContourSource, optional
+        Where the contours come from: :class:`TextContours` (the layout above)
+        by default; :class:`dicontour.rtstruct.RtstructContours` for RT
+        Structure Sets in ``contourfiles/<original_id>/``.
 
     Returns
     -------
@@ -563,7 +614,7 @@ def scan(root: str | Location, *, progress: bool = False, mapper: Mapper | None 
     links, bad_rows = _read_links(where)
     patients, problems = _layout_problems(where, links)
     problems += bad_rows
-    worker = _PatientScanner(where)
+    worker = _PatientScanner(where, contours)
     results: Iterable[PatientScan] = (mapper or map)(worker, patients)
     if progress:
         from tqdm import tqdm  # not a cycle: only when a bar is shown (slow to import)
@@ -594,6 +645,7 @@ class _PatientScanner:
     """A picklable ``scan_patient`` bound to a root, for process and cluster maps."""
 
     root: Location
+    contours: ContourSource | None = None
 
     def __call__(self, patient: Patient) -> PatientScan:
-        return scan_patient(self.root, patient)
+        return scan_patient(self.root, patient, self.contours)

@@ -33,11 +33,11 @@ from typing import Any, TextIO
 
 from .._version import version
 from ..errors import DicontourError, LayoutError
-from . import batches, cache, check, demo, intensity, preview, scan, segment, split
+from . import batches, cache, check, demo, export, intensity, preview, scan, segment, split
 from ._format import Parser, echo, error, printable
 
 #: Modules that each add one subcommand.
-COMMANDS = [scan, demo, cache, batches, check, preview, intensity, segment, split]
+COMMANDS = [scan, demo, cache, batches, check, preview, intensity, segment, split, export]
 
 #: An OSError's errno in words; others fall back to ``os.strerror``.
 _OS_WORDS = {

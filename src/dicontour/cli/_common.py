@@ -1,15 +1,17 @@
 """What several commands share: their common options (declared once) and the scan's report.
 
 Each command builds its parser from the parent parsers of :func:`options`, so
-``root``, ``--json``, ``--strict``, ``--quiet`` and the engine options mean
-the same everywhere; :func:`scan_root` is the scan every dataset command runs
-(with the engine the options ask for), and :func:`scan_output` prints it.
+``root``, ``--json``, ``--strict``, ``--quiet``, the engine options and the
+contour-source options (``--contours``, ``--roi-map``) mean the same
+everywhere; :func:`scan_root` is the scan every dataset command runs (with the
+engine and contour source the options ask for), and :func:`scan_output` prints it.
 Nothing heavy is imported at the top: ``dicontour --help`` builds every parser.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -18,6 +20,7 @@ from ._format import echo, print_json, printable, problem_section, show_progress
 
 if TYPE_CHECKING:
     from ..index import Index
+    from ..scan import ContourSource
 
 ROOT_HELP = "dataset root: a folder or an fsspec URL (s3://...)"
 
@@ -29,6 +32,7 @@ def options(
     strict: bool = False,
     quiet: str | None = "no progress bar",
     engine: str | None = None,
+    contours: bool = False,
 ) -> list[argparse.ArgumentParser]:
     """Parent parsers with the common options a command asks for.
 
@@ -43,6 +47,9 @@ def options(
     engine : str or None
         The engine options (``--engine/--workers/--scheduler``), with this
         default for ``--workers`` said in their help; None leaves them out.
+    contours : bool
+        ``--contours text|rtstruct`` and ``--roi-map``: the contour source a
+        command that scans reads (:func:`contour_source`).
 
     Examples
     --------
@@ -63,7 +70,43 @@ def options(
         parent.add_argument("--quiet", action="store_true", help=quiet)
     if engine is not None:
         add_engine_options(parent, default_workers=engine)
+    if contours:
+        _add_contour_options(parent)
     return [parent]
+
+
+def _add_contour_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--contours",
+        choices=["text", "rtstruct"],
+        default="text",
+        help="contour files: text (contourfiles/<id>/{i,o}-contours/*.txt, the default) or "
+        "rtstruct (RT Structure Sets in contourfiles/<id>/*.dcm)",
+    )
+    parser.add_argument(
+        "--roi-map",
+        nargs="+",
+        metavar="KIND=NAME[,NAME...]|FILE.json",
+        help="with --contours rtstruct: ROI names for i and o, e.g. i=LV_Endo,Endocardium "
+        'o=LV_Epi, or a JSON file {"i": [...], "o": [...]}; replaces the default names',
+    )
+
+
+def contour_source(args: argparse.Namespace) -> ContourSource:
+    """The contour source ``--contours``/``--roi-map`` ask for (``ValueError``, exit 2, on a bad
+    ROI map)."""
+    # Imported here, not at the top: `dicontour --help` must not load pydicom (see above).
+    from ..rtstruct import RtstructContours, parse_roi_map
+    from ..scan import TextContours
+
+    if args.contours == "text":
+        if args.roi_map:
+            raise ValueError("--roi-map applies to --contours rtstruct only")
+        return TextContours()
+    spec = args.roi_map
+    if spec and len(spec) == 1 and "=" not in spec[0] and os.path.exists(spec[0]):
+        return RtstructContours(parse_roi_map(spec[0]))
+    return RtstructContours(parse_roi_map(spec) if spec else None)
 
 
 #: The ``--workers`` default of commands that scan in this process unless told otherwise.
@@ -73,18 +116,20 @@ IN_PROCESS = "default: 1, this process"
 def add_scan_command(
     sub: argparse._SubParsersAction, name: str, help: str, run: Callable[[argparse.Namespace], int]
 ) -> None:
-    """A command taking the scan's options (``root``, ``--json``, ``--strict``, the engine)."""
-    sub.add_parser(name, parents=options(strict=True, engine=IN_PROCESS), help=help).set_defaults(
-        run=run
-    )
+    """A command taking the scan's options (``root``, ``--json``, ``--strict``, the engine,
+    ``--contours/--roi-map``)."""
+    parents = options(strict=True, engine=IN_PROCESS, contours=True)
+    sub.add_parser(name, parents=parents, help=help).set_defaults(run=run)
 
 
 def scan_root(args: argparse.Namespace) -> Index:
-    """Scan ``args.root`` with the engine the options ask for (one process by default)."""
+    """Scan ``args.root`` with the engine (one process by default) and contour source the
+    options ask for."""
     from ..scan import scan
 
+    contours = contour_source(args)  # a bad --roi-map fails before any engine starts
     with engine_from_args(args, workers=1, root=args.root) as engine:
-        return scan(args.root, progress=show_progress(args), mapper=engine.map)
+        return scan(args.root, progress=show_progress(args), mapper=engine.map, contours=contours)
 
 
 def scan_output(args: argparse.Namespace, index: Index) -> int:

@@ -12,7 +12,7 @@ from ._format import echo, print_json, printable, table
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "intensity",
-        parents=options(engine=IN_PROCESS),
+        parents=options(engine=IN_PROCESS, contours=True),
         help="intensity of the blood pool (inside i) vs the myocardium (between i and o)",
     )
     parser.add_argument("--out", type=Path, help="write CSVs, JSON and histogram PNGs here")

@@ -13,7 +13,7 @@ from ._options import count
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "preview",
-        parents=options(json=None, engine=IN_PROCESS),
+        parents=options(json=None, engine=IN_PROCESS, contours=True),
         help="draw every labelled slice with its contours; contact sheets and an HTML index",
     )
     parser.add_argument("out", type=Path, help="output folder (index.html goes here)")

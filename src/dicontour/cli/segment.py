@@ -46,7 +46,7 @@ class _Methods:
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "segment",
-        parents=options(engine=IN_PROCESS),
+        parents=options(engine=IN_PROCESS, contours=True),
         help="segment the blood pool inside each o-contour without learning; score vs i-contours",
     )
     parser.add_argument(

@@ -48,7 +48,7 @@ class SplitDocument(TypedDict):
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "split",
-        parents=options(engine=IN_PROCESS),
+        parents=options(engine=IN_PROCESS, contours=True),
         help="split a dataset by patient into folds (nnU-Net splits_final.json)",
         description="Assign whole patients to k folds (or a hold-out), balanced by sample "
         "count and reproducible from --seed. Without --out nothing is written.",
