@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from ..problems import EXCLUDES
-from ._common import IN_PROCESS, options, scan_root
+from ._common import IN_PROCESS, add_exclude_option, options, scan_root
 from ._format import print_document, printable, table
 from ._options import count
 
@@ -62,15 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="one split: FRACTION of samples in val",
     )
     parser.add_argument("--seed", type=count(0), default=0, help="shuffle seed (0)")
-    parser.add_argument(
-        "--exclude",
-        action="extend",
-        nargs="+",
-        default=[],
-        choices=list(EXCLUDES),
-        metavar="CODE",
-        help="leave out the contours these problem codes flag: " + ", ".join(EXCLUDES),
-    )
+    add_exclude_option(parser)
     parser.add_argument("--out", metavar="FILE", help="write the splits file here (atomically)")
     parser.set_defaults(run=run)
 
