@@ -14,9 +14,10 @@ import errno
 import io
 import os
 import stat
+from collections.abc import Callable, Sequence
 from typing import BinaryIO, cast
 
-from .errors import RefusedFileError
+from .errors import DicontourError, RefusedFileError
 
 _FLAGS = (
     os.O_RDONLY
@@ -27,19 +28,26 @@ _FLAGS = (
 )
 
 
+#: ``st_mode`` tests and their words, first match wins (see :func:`mode_in_words`).
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def mode_in_words(
+    mode: int, kinds: Sequence[tuple[Callable[[int], bool], str]], otherwise: str
+) -> str:
+    """The words of the first of ``kinds`` whose test accepts ``mode``, else ``otherwise``."""
+    return next((words for test, words in kinds if test(mode)), otherwise)
+
+
 def kind_of(mode: int) -> str:
     """What a non-regular ``st_mode`` is, in words (``"a FIFO"``, ``"a folder"``...)."""
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    return "not a regular file"
+    return mode_in_words(mode, _KINDS, "not a regular file")
 
 
 def open_regular(path: str | os.PathLike[str], *, name: str | None = None) -> BinaryIO:
@@ -102,3 +110,21 @@ def open_regular(path: str | os.PathLike[str], *, name: str | None = None) -> Bi
     except BaseException:
         os.close(fd)
         raise
+
+
+def open_for(
+    path: str | os.PathLike[str], where: str, error: Callable[..., DicontourError], missing: str
+) -> BinaryIO:
+    """:func:`open_regular`, each failure raised as ``error(where, reason, code=...)``.
+
+    ``missing`` is the problem code of a file that does not exist; a refused
+    file keeps its own code, any other ``OSError`` gets the error's default.
+    """
+    try:
+        return open_regular(path, name=where)
+    except RefusedFileError as exc:
+        raise error(where, exc.reason, code=exc.code) from exc
+    except FileNotFoundError as exc:
+        raise error(where, "file does not exist", code=missing) from exc
+    except OSError as exc:
+        raise error(where, f"cannot read file ({exc})") from exc

@@ -16,8 +16,8 @@ from typing import BinaryIO, NoReturn
 
 import numpy as np
 
-from ._files import open_regular
-from .errors import ContourError, RefusedFileError
+from ._files import open_for
+from .errors import ContourError
 
 #: Most points accepted in one contour, checked before parsing into an array.
 MAX_POINTS = 100_000
@@ -315,15 +315,12 @@ def read_contour(
     """
     if isinstance(source, str | os.PathLike):
         where = name or os.fspath(source)
-        try:
-            with open_regular(source, name=where) as handle:  # a FIFO would block open()
+        # open_regular, not open(): a FIFO would block open()
+        with open_for(source, where, ContourError, "missing-contour") as handle:
+            try:
                 data = _read_limited(handle)
-        except RefusedFileError as exc:
-            raise ContourError(where, exc.reason, code=exc.code) from exc
-        except FileNotFoundError as exc:
-            raise ContourError(where, "file does not exist", code="missing-contour") from exc
-        except OSError as exc:
-            raise ContourError(where, f"cannot read file ({exc})") from exc
+            except OSError as exc:
+                raise ContourError(where, f"cannot read file ({exc})") from exc
     else:
         where = name or str(getattr(source, "name", "<file object>"))
         data = source.read(MAX_BYTES + 1)

@@ -53,8 +53,9 @@ from pydicom.uid import (
     JPEGTransferSyntaxes,
 )
 
-from ._files import open_regular
-from .errors import DicomError, RefusedFileError
+from ._docstrings import fill_doc
+from ._files import open_for
+from .errors import DicomError
 
 #: Largest image accepted, in pixels (rows x columns x frames).  Checked from the
 #: header, before any pixel buffer is allocated.
@@ -259,15 +260,7 @@ def _opened(source: PathOrFile, where: str) -> Iterator[BinaryIO]:
     if not isinstance(source, str | os.PathLike):
         yield source
         return
-    try:
-        handle = open_regular(source, name=where)
-    except RefusedFileError as exc:
-        raise DicomError(where, exc.reason, code=exc.code) from exc
-    except FileNotFoundError as exc:
-        raise DicomError(where, "file does not exist", code="missing-dicom") from exc
-    except OSError as exc:
-        raise DicomError(where, f"cannot read file ({exc})") from exc
-    with handle:
+    with open_for(source, where, DicomError, "missing-dicom") as handle:
         yield handle
 
 
@@ -593,6 +586,14 @@ def _size_of(source: PathOrFile) -> int | None:
         return None
 
 
+#: The ``source`` and ``name`` parameters of the readers (see :func:`fill_doc`).
+_SOURCE_DOC = """source : str, path or binary file object
+    The file.  A file object is read from its current position and not closed.
+name : str, optional
+    The name used in errors (defaults to the path)."""
+
+
+@fill_doc(source=_SOURCE_DOC)
 def read_dicom_header(
     source: PathOrFile,
     *,
@@ -612,10 +613,7 @@ def read_dicom_header(
 
     Parameters
     ----------
-    source : str, path or binary file object
-        The file.  A file object is read from its current position and not closed.
-    name : str, optional
-        The name used in errors (defaults to the path).
+    %(source)s
     max_pixels : int
         Largest accepted rows x columns.
     verify_pixels : bool
@@ -652,6 +650,7 @@ def read_dicom_header(
     return replace(header, raw=raw)
 
 
+@fill_doc(source=_SOURCE_DOC)
 def read_dicom(
     source: PathOrFile, *, name: str | None = None, max_pixels: int = MAX_PIXELS
 ) -> DicomImage:
@@ -659,10 +658,7 @@ def read_dicom(
 
     Parameters
     ----------
-    source : str, path or binary file object
-        The file.  A file object is read from its current position and not closed.
-    name : str, optional
-        The name used in errors (defaults to the path).
+    %(source)s
     max_pixels : int
         Largest accepted rows x columns, checked before decoding.
 

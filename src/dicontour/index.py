@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -214,20 +214,49 @@ class Exclusion:
     reason: str
 
     def to_dict(self) -> dict[str, str]:
-        """The exclusion as a JSON-ready dict."""
-        return {
-            "case_id": self.case_id,
-            "contour": self.contour,
-            "code": self.code,
-            "reason": self.reason,
-        }
+        """The exclusion as a JSON-ready dict (its four fields, in order)."""
+        return asdict(self)
+
+
+class PatientSummary(TypedDict):
+    """One patient's counts in :class:`Summary` (``per_patient``)."""
+
+    dicoms: int
+    labelled_slices: int
+    unlabelled_slices: int
+    i_contours: int
+    o_contours: int
+    #: Problem code -> count, in the order first found.
+    problems: dict[str, int]
+
+
+class Summary(TypedDict):
+    """An index's summary (:attr:`Index.summary`, ``"summary"`` of ``scan --json``).
+
+    Keys in this order.  ``problems`` maps each code to its count, sorted by
+    code; ``per_patient`` holds every patient, in the scan's order.
+    """
+
+    patients: int
+    dicoms: int
+    labelled_slices: int
+    unlabelled_slices: int
+    i_contours: int
+    o_contours: int
+    both_contours: int
+    problems: dict[str, int]
+    #: ``error``, ``warning`` and ``info`` counts, in this order.  A plain dict:
+    #: callers copy it as ``dict[str, int]`` (a TypedDict would copy as
+    #: ``dict[str, object]``).
+    severity: dict[str, int]
+    per_patient: dict[str, PatientSummary]
 
 
 def summarize(
     records: Sequence[SampleRecord],
     problems: Sequence[Problem],
     counts: Mapping[str, PatientCounts],
-) -> dict[str, Any]:
+) -> Summary:
     """The summary of an index: totals and per-patient counts.
 
     The one computation behind :func:`dicontour.scan`'s summary and
@@ -242,7 +271,7 @@ def summarize(
         tally[0] += 1
         tally[1] += i
         tally[2] += o
-    per_patient: dict[str, dict[str, Any]] = {}
+    per_patient: dict[str, PatientSummary] = {}
     for pid, count in counts.items():
         per_patient[pid] = {
             "dicoms": count.dicoms,
@@ -341,7 +370,7 @@ class Index:
         bytes a record instead of about 1 KB of objects); ``index.samples[k]``
         rebuilds record k, equal in every field to what the scan found.
     problems : sequence of Problem
-    summary : dict, optional
+    summary : Summary, optional
         Computed by :func:`summarize` when omitted.
     counts : mapping of str to PatientCounts, optional
         The patients, in order, with their DICOM and unlabelled-slice counts;
@@ -363,7 +392,7 @@ class Index:
         root: str | Location,
         samples: Sequence[SampleRecord],
         problems: Sequence[Problem],
-        summary: dict[str, Any] | None = None,
+        summary: Summary | None = None,
         *,
         counts: Mapping[str, PatientCounts] | None = None,
         excluded: Sequence[Exclusion] = (),
@@ -379,7 +408,7 @@ class Index:
             counts = {pid: PatientCounts(n, 0) for pid, n in labelled.items()}
         self.counts: dict[str, PatientCounts] = dict(counts)
         self.excluded: tuple[Exclusion, ...] = tuple(excluded)
-        self.summary = (
+        self.summary: Summary = (
             summary if summary is not None else summarize(self.samples, self.problems, self.counts)
         )
 

@@ -522,121 +522,20 @@ def write_phantom(
     """
     shape = (int(shape[0]), int(shape[1]))
     _check_arguments(patients, slices, shape, labelled_every, seed)
-    labelled = list(range(labelled_every, slices + 1, labelled_every))
-    outlined = set(labelled[0::2])
-    if faults and len(labelled) < 3:
-        raise ValueError(
-            f"faults=True needs at least 3 labelled slices, got {len(labelled)} "
-            f"({slices} slices, labelled_every={labelled_every})"
-        )
-    base = Path(root)
-    if base.exists():
-        if not base.is_dir():
-            raise ValueError(f"{base}: exists and is not a directory")
-        if any(base.iterdir()):
-            raise ValueError(f"{base}: directory is not empty")
-    base.mkdir(parents=True, exist_ok=True)
-
+    plan = _Plan.make(patients, slices, shape, labelled_every, faults, seed)
+    base = _empty_folder(Path(root))
     ids = [(f"PHA{k:05d}", f"PH-{k}") for k in range(1, patients + 1)]
     ghost = max(99, patients + 2)
     ghost_row = (f"PHA{ghost:05d}", f"PH-{ghost - 1}")
-    orphan = f"PH-{ghost}"
 
-    # Where the in-place faults go: (patient index, slice).
-    truncated = (patients - 1, labelled[1]) if faults else None
-    garbled = (0, labelled[0]) if faults else None
-    emptied = (min(1, patients - 1), labelled[2]) if faults else None
-
-    locations = max(1, math.ceil(slices / CARDIAC_PHASES))
-    i_count = o_count = dicom_count = 0
     cache: dict[str, bytes] = {}
-    for index, (patient_id, original_id) in enumerate(ids):
-        dicom_dir = base / "dicoms" / patient_id
-        contour_dir = base / "contourfiles" / original_id
-        dicom_dir.mkdir(parents=True)
-        (contour_dir / "i-contours").mkdir(parents=True)
-        (contour_dir / "o-contours").mkdir()
-        writer = _SliceWriter(
-            _template(shape, patient_id, seed, patient_id == RESCALED_PATIENT), _PER_SLICE, cache
-        )
-        for n in range(1, slices + 1):
-            phase_index, location = (n - 1) % CARDIAC_PHASES, (n - 1) // CARDIAC_PHASES
-            rng = np.random.default_rng([seed, index, n])
-            image, inner, outer = phantom_slice(
-                shape,
-                rng=rng,
-                phase=phase_index / CARDIAC_PHASES,
-                level=location / max(1, locations - 1),
-            )
-            z = location * _SLICE_THICKNESS
-            values = {
-                "SOPInstanceUID": _uid(seed, patient_id, n),
-                "TriggerTime": phase_index * 40.0,
-                "InstanceNumber": n,
-                "ImagePositionPatient": [0.0, 0.0, z],
-                "SliceLocation": z,
-                "PixelData": image.astype("<i2", copy=False).tobytes(),
-            }
-            data = writer.encode(values)
-            readable = (index, n) != truncated
-            if not readable:
-                # Cut in the middle of the pixel data, the file's last element.
-                data = data[: len(data) - image.nbytes // 2]
-            (dicom_dir / f"{n}.dcm").write_bytes(data)
-            dicom_count += 1
-
-            if n % labelled_every:
-                continue
-            i_text = _format_polygon(inner)
-            if (index, n) == garbled:
-                lines = i_text.splitlines(keepends=True)
-                i_text = "".join([*lines[:3], "12.5 abc\n", *lines[3:]])
-            elif readable:
-                i_count += 1
-            _write_text(contour_dir / _contour_name("i", n), i_text)
-            if n in outlined:
-                o_text = _format_polygon(outer)
-                if (index, n) == emptied:
-                    o_text = ""
-                elif readable:
-                    o_count += 1
-                _write_text(contour_dir / _contour_name("o", n), o_text)
-
-    rows = [*ids, ghost_row] if faults else ids
-    with open(base / "link.csv", "w", encoding="ascii", newline="") as handle:
-        handle.write("patient_id,original_id\n")
-        handle.writelines(f"{p},{o}\n" for p, o in rows)
-
-    fault_list: list[tuple[str, str]] = []
-    if faults:
-        assert truncated is not None and garbled is not None and emptied is not None
-        first_pid, first_oid = ids[0]
-        # Contours without a DICOM: geometry of a slice one past the last.
-        _, extra, _ = phantom_slice(
-            shape, rng=np.random.default_rng([seed, 0, slices + 5]), phase=0.0
-        )
-        missing = f"contourfiles/{first_oid}/{_contour_name('i', slices + 5)}"
-        _write_text(base / missing, _format_polygon(extra))
-        orphan_file = f"contourfiles/{orphan}/{_contour_name('i', 1)}"
-        (base / orphan_file).parent.mkdir(parents=True)
-        _write_text(base / orphan_file, _format_polygon(extra))
-        _write_text(
-            base / "dicoms" / first_pid / "notes.txt",
-            "Synthetic phantom: this file is not part of the layout.\n",
-        )
-        fault_list = [
-            ("unreadable-dicom", f"dicoms/{ids[truncated[0]][0]}/{truncated[1]}.dcm"),
-            ("unparseable-contour", f"contourfiles/{first_oid}/{_contour_name('i', garbled[1])}"),
-            ("missing-dicom", missing),
-            ("not-in-link-csv", f"contourfiles/{orphan}"),
-            ("missing-patient-folder", f"dicoms/{ghost_row[0]}"),
-            ("stray-file", f"dicoms/{first_pid}/notes.txt"),
-            (
-                "empty-contour",
-                f"contourfiles/{ids[emptied[0]][1]}/{_contour_name('o', emptied[1])}",
-            ),
-        ]
-
+    counts = [
+        _write_patient(base, plan, index, patient_id, original_id, cache)
+        for index, (patient_id, original_id) in enumerate(ids)
+    ]
+    _write_link_csv(base, [*ids, ghost_row] if faults else ids)
+    fault_list = _write_faults(base, plan, ids, ghost_row, f"PH-{ghost}") if faults else []
+    dicom_count, i_count, o_count = (sum(column) for column in zip(*counts, strict=True))
     return PhantomInfo(
         root=str(base),
         patients=tuple(p for p, _ in ids),
@@ -645,3 +544,175 @@ def write_phantom(
         o_contours=o_count,
         faults=tuple(fault_list),
     )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What :func:`write_phantom` writes where, from its checked arguments."""
+
+    slices: int
+    shape: tuple[int, int]
+    labelled_every: int
+    seed: int
+    labelled: list[int]
+    #: Labelled slices that also get an o-contour.
+    outlined: set[int]
+    #: Stack locations (``slices / 20`` rounded up).
+    locations: int
+    #: Where the in-place faults go, as (patient index, slice); None without faults.
+    truncated: tuple[int, int] | None
+    garbled: tuple[int, int] | None
+    emptied: tuple[int, int] | None
+
+    @classmethod
+    def make(
+        cls,
+        patients: int,
+        slices: int,
+        shape: tuple[int, int],
+        labelled_every: int,
+        faults: bool,
+        seed: int,
+    ) -> _Plan:
+        labelled = list(range(labelled_every, slices + 1, labelled_every))
+        if faults and len(labelled) < 3:
+            raise ValueError(
+                f"faults=True needs at least 3 labelled slices, got {len(labelled)} "
+                f"({slices} slices, labelled_every={labelled_every})"
+            )
+        return cls(
+            slices=slices,
+            shape=shape,
+            labelled_every=labelled_every,
+            seed=seed,
+            labelled=labelled,
+            outlined=set(labelled[0::2]),
+            locations=max(1, math.ceil(slices / CARDIAC_PHASES)),
+            truncated=(patients - 1, labelled[1]) if faults else None,
+            garbled=(0, labelled[0]) if faults else None,
+            emptied=(min(1, patients - 1), labelled[2]) if faults else None,
+        )
+
+
+def _empty_folder(base: Path) -> Path:
+    """``base``, created; refused if it is a file or a folder with content."""
+    if base.exists():
+        if not base.is_dir():
+            raise ValueError(f"{base}: exists and is not a directory")
+        if any(base.iterdir()):
+            raise ValueError(f"{base}: directory is not empty")
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def _write_patient(
+    base: Path, plan: _Plan, index: int, patient_id: str, original_id: str, cache: dict[str, bytes]
+) -> tuple[int, int, int]:
+    """One patient's DICOM files and contours; (DICOMs, i-contours, o-contours) counted."""
+    dicom_dir = base / "dicoms" / patient_id
+    contour_dir = base / "contourfiles" / original_id
+    dicom_dir.mkdir(parents=True)
+    (contour_dir / "i-contours").mkdir(parents=True)
+    (contour_dir / "o-contours").mkdir()
+    template = _template(plan.shape, patient_id, plan.seed, patient_id == RESCALED_PATIENT)
+    writer = _SliceWriter(template, _PER_SLICE, cache)
+    i_count = o_count = 0
+    for n in range(1, plan.slices + 1):
+        phase_index, location = (n - 1) % CARDIAC_PHASES, (n - 1) // CARDIAC_PHASES
+        rng = np.random.default_rng([plan.seed, index, n])
+        image, inner, outer = phantom_slice(
+            plan.shape,
+            rng=rng,
+            phase=phase_index / CARDIAC_PHASES,
+            level=location / max(1, plan.locations - 1),
+        )
+        z = location * _SLICE_THICKNESS
+        values = {
+            "SOPInstanceUID": _uid(plan.seed, patient_id, n),
+            "TriggerTime": phase_index * 40.0,
+            "InstanceNumber": n,
+            "ImagePositionPatient": [0.0, 0.0, z],
+            "SliceLocation": z,
+            "PixelData": image.astype("<i2", copy=False).tobytes(),
+        }
+        data = writer.encode(values)
+        readable = (index, n) != plan.truncated
+        if not readable:
+            # Cut in the middle of the pixel data, the file's last element.
+            data = data[: len(data) - image.nbytes // 2]
+        (dicom_dir / f"{n}.dcm").write_bytes(data)
+        if n % plan.labelled_every == 0:
+            i_add, o_add = _write_contours(contour_dir, plan, (index, n), inner, outer, readable)
+            i_count += i_add
+            o_count += o_add
+    return plan.slices, i_count, o_count
+
+
+def _write_contours(
+    folder: Path,
+    plan: _Plan,
+    where: tuple[int, int],
+    inner: np.ndarray,
+    outer: np.ndarray,
+    readable: bool,
+) -> tuple[int, int]:
+    """A labelled slice's i-contour (and o-contour if outlined); the valid ones counted."""
+    n = where[1]
+    i_count = o_count = 0
+    i_text = _format_polygon(inner)
+    if where == plan.garbled:
+        lines = i_text.splitlines(keepends=True)
+        i_text = "".join([*lines[:3], "12.5 abc\n", *lines[3:]])
+    elif readable:
+        i_count += 1
+    _write_text(folder / _contour_name("i", n), i_text)
+    if n in plan.outlined:
+        o_text = _format_polygon(outer)
+        if where == plan.emptied:
+            o_text = ""
+        elif readable:
+            o_count += 1
+        _write_text(folder / _contour_name("o", n), o_text)
+    return i_count, o_count
+
+
+def _write_link_csv(base: Path, rows: list[tuple[str, str]]) -> None:
+    with open(base / "link.csv", "w", encoding="ascii", newline="") as handle:
+        handle.write("patient_id,original_id\n")
+        handle.writelines(f"{p},{o}\n" for p, o in rows)
+
+
+def _write_faults(
+    base: Path,
+    plan: _Plan,
+    ids: list[tuple[str, str]],
+    ghost_row: tuple[str, str],
+    orphan: str,
+) -> list[tuple[str, str]]:
+    """The faults that add files (3, 4 and 6); all seven as (code, path)."""
+    assert plan.truncated is not None and plan.garbled is not None and plan.emptied is not None
+    first_pid, first_oid = ids[0]
+    # Contours without a DICOM: geometry of a slice one past the last.
+    extra_slice = plan.slices + 5
+    _, extra, _ = phantom_slice(
+        plan.shape, rng=np.random.default_rng([plan.seed, 0, extra_slice]), phase=0.0
+    )
+    missing = f"contourfiles/{first_oid}/{_contour_name('i', extra_slice)}"
+    _write_text(base / missing, _format_polygon(extra))
+    orphan_file = f"contourfiles/{orphan}/{_contour_name('i', 1)}"
+    (base / orphan_file).parent.mkdir(parents=True)
+    _write_text(base / orphan_file, _format_polygon(extra))
+    _write_text(
+        base / "dicoms" / first_pid / "notes.txt",
+        "Synthetic phantom: this file is not part of the layout.\n",
+    )
+    truncated, garbled, emptied = plan.truncated, plan.garbled, plan.emptied
+    return [
+        ("unreadable-dicom", f"dicoms/{ids[truncated[0]][0]}/{truncated[1]}.dcm"),
+        ("unparseable-contour", f"contourfiles/{first_oid}/{_contour_name('i', garbled[1])}"),
+        ("missing-dicom", missing),
+        ("not-in-link-csv", f"contourfiles/{orphan}"),
+        ("missing-patient-folder", f"dicoms/{ghost_row[0]}"),
+        ("stray-file", f"dicoms/{first_pid}/notes.txt"),
+        ("empty-contour", f"contourfiles/{ids[emptied[0]][1]}/{_contour_name('o', emptied[1])}"),
+    ]

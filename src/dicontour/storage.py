@@ -47,7 +47,7 @@ import fsspec
 import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
-from ._files import kind_of, open_regular
+from ._files import kind_of, mode_in_words, open_regular
 from .errors import LayoutError, RefusedFileError
 
 #: Linux's view of this process's open files: readlink gives an fd's real path.
@@ -105,15 +105,16 @@ class LockUnavailable(OSError):
 _NOFOLLOW_FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 
+_MODE_WORDS = (
+    (stat.S_ISDIR, "folder"),
+    (stat.S_ISREG, "file"),
+    (stat.S_ISLNK, "symbolic link"),
+)
+
+
 def mode_words(mode: int) -> str:
     """What an ``st_mode`` is, in words: folder, file, symbolic link or special file."""
-    if stat.S_ISDIR(mode):
-        return "folder"
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISLNK(mode):
-        return "symbolic link"
-    return "special file (device, pipe or socket)"
+    return mode_in_words(mode, _MODE_WORDS, "special file (device, pipe or socket)")
 
 
 @dataclass(frozen=True)

@@ -148,7 +148,7 @@ def check_shard(task: ShardCheck, sizes: dict[str, int] | None = None) -> tuple[
     where, folder = task.cache, f"{SHARDS}/{task.name}"
     expected = array_layouts(task.count, task.shape)
     if not task.checksums:
-        failures = []
+        failures: list[str] = []
         for name in (MANIFEST, *ARRAYS):
             relative = f"{folder}/{name}"
             size = sizes.get(relative) if sizes is not None else _size(where, relative)
@@ -182,14 +182,10 @@ def check_shard(task: ShardCheck, sizes: dict[str, int] | None = None) -> tuple[
         if not isinstance(entry, dict):
             failures.append(f"{folder}/{name}: not in the shard manifest")
             continue
-        try:
-            digest, size = _store.sha256_of(where, f"{folder}/{name}")
-        except FileNotFoundError:
-            failures.append(f"{folder}/{name}: missing")
+        read = _sha256_of(where, f"{folder}/{name}", failures)
+        if read is None:
             continue
-        except OSError as exc:
-            failures.append(f"{folder}/{name}: cannot read ({_store.words(exc)})")
-            continue
+        digest, size = read
         total += size
         if size != entry.get("bytes"):
             failures.append(f"{folder}/{name}: {size} bytes, {entry.get('bytes')} expected")
@@ -220,6 +216,17 @@ def check_written(task: ShardCheck) -> list[str]:
     return []
 
 
+def _sha256_of(where: Location, relative: str, failures: list[str]) -> tuple[str, int] | None:
+    """(sha256, bytes) of a file, or None with the failure appended (missing, unreadable)."""
+    try:
+        return _store.sha256_of(where, relative)
+    except FileNotFoundError:
+        failures.append(f"{relative}: missing")
+    except OSError as exc:
+        failures.append(f"{relative}: cannot read ({_store.words(exc)})")
+    return None
+
+
 def _size(where: Location, relative: str) -> int | None:
     try:
         return int(where.fs.size(where.path(relative)))
@@ -229,16 +236,13 @@ def _size(where: Location, relative: str) -> int | None:
 
 def check_small_files(where: Location, manifest: dict[str, Any]) -> tuple[list[str], int]:
     """(failures, bytes read) for ``has.npy`` and ``fingerprint.json`` against the manifest."""
-    failures, total = [], 0
+    failures: list[str] = []
+    total = 0
     for name, entry in ((HAS, manifest.get("has")), (FINGERPRINT, manifest.get("fingerprint"))):
-        try:
-            digest, size = _store.sha256_of(where, name)
-        except FileNotFoundError:
-            failures.append(f"{name}: missing")
+        read = _sha256_of(where, name, failures)
+        if read is None:
             continue
-        except OSError as exc:
-            failures.append(f"{name}: cannot read ({_store.words(exc)})")
-            continue
+        digest, size = read
         total += size
         if not isinstance(entry, dict) or digest != entry.get("sha256"):
             failures.append(f"{name}: sha256 mismatch (corrupted)")

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..problems import EXCLUDES
 from ._engine import add_engine_options, engine_from_args
 from ._format import echo, print_json, printable, problem_section, show_progress, table
 
@@ -110,6 +112,28 @@ def contour_source(args: argparse.Namespace) -> ContourSource:
 
 #: The ``--workers`` default of commands that scan in this process unless told otherwise.
 IN_PROCESS = "default: 1, this process"
+
+
+def add_exclude_option(parser: argparse.ArgumentParser) -> None:
+    """``--exclude CODE ...``: the problem codes whose flagged contours are left out."""
+    parser.add_argument(
+        "--exclude",
+        action="extend",
+        nargs="+",
+        default=[],
+        choices=list(EXCLUDES),
+        metavar="CODE",
+        help="leave out the contours these problem codes flag: " + ", ".join(EXCLUDES),
+    )
+
+
+def add_scan_command(
+    sub: argparse._SubParsersAction, name: str, help: str, run: Callable[[argparse.Namespace], int]
+) -> None:
+    """A command taking the scan's options (``root``, ``--json``, ``--strict``, the engine,
+    ``--contours/--roi-map``)."""
+    parents = options(strict=True, engine=IN_PROCESS, contours=True)
+    sub.add_parser(name, parents=parents, help=help).set_defaults(run=run)
 
 
 def scan_root(args: argparse.Namespace) -> Index:

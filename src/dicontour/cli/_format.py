@@ -14,7 +14,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # typeshed-only protocol: the type argparse declares for this method
@@ -111,6 +111,15 @@ def print_json(document: Any) -> None:
     """Write one JSON document to stdout (exact: control characters are JSON escapes)."""
     json.dump(document, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
+
+
+def print_document(args: argparse.Namespace, document: Any, report: Callable[[Any], str]) -> int:
+    """``document`` as JSON under ``--json``, else ``report(document)``; exit code 0."""
+    if args.json:
+        print_json(document)
+    else:
+        echo(report(document))
+    return 0
 
 
 def show_progress(args: Any) -> bool:

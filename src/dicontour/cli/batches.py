@@ -11,15 +11,55 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ..targets import TARGETS
 from ._common import options
-from ._format import echo, print_json, printable, problem_section, show_progress, table
+from ._format import print_document, printable, problem_section, show_progress, table
 from ._options import count, duration, workers
 
 if TYPE_CHECKING:
     from ..loader.stats import EpochStats
+
+
+class Settings(TypedDict):
+    """The loader's settings, as ``--json`` reports them."""
+
+    batch_size: int
+    workers: int
+    prefetch: int
+    target: str
+    seed: int
+    batches_per_epoch: int
+    samples_per_epoch: int
+    shape: list[int]
+    step_ms: float
+
+
+class EpochRow(TypedDict):
+    """One epoch of ``--json``'s ``epochs`` (see :func:`_epoch`)."""
+
+    epoch: int
+    batches: int
+    samples: int
+    seconds: float
+    samples_per_second: float | None
+    wait_seconds: float
+    wait_share: float | None
+    skipped: int
+    first_batch_seconds: float
+    restarts: int
+
+
+class BatchesDocument(TypedDict):
+    """What ``dicontour batches --json`` prints (keys in this order)."""
+
+    root: str
+    settings: Settings
+    first_batch_seconds: float
+    epochs: list[EpochRow]
+    restarts: int
+    problems: list[dict[str, Any]]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
                 if step:
                     time.sleep(step)  # the pretend training step
         epochs = [_epoch(stats) for stats in loader.history]
-        document = {
+        document: BatchesDocument = {
             "root": index.location.redacted(),
             "settings": {
                 "batch_size": loader.batch_size,
@@ -88,14 +128,10 @@ def run(args: argparse.Namespace) -> int:
             "restarts": loader.restarts,
             "problems": [p.to_dict() for p in loader.problems],
         }
-    if args.json:
-        print_json(document)
-    else:
-        echo(report(document))
-    return 0
+    return print_document(args, document, report)
 
 
-def _epoch(stats: EpochStats) -> dict[str, Any]:
+def _epoch(stats: EpochStats) -> EpochRow:
     """One epoch's row, from the loader's telemetry (``loader.history``)."""
     return {
         "epoch": stats.epoch,
@@ -112,7 +148,7 @@ def _epoch(stats: EpochStats) -> dict[str, Any]:
     }
 
 
-def report(document: dict[str, Any]) -> str:
+def report(document: BatchesDocument) -> str:
     """The human-readable report: settings, one row per epoch, problems."""
     settings = document["settings"]
     rows = [

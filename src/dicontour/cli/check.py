@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import IN_PROCESS, options, scan_output, scan_root
+from ._common import add_scan_command, scan_output, scan_root
 from ._format import show_progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser(
-        "check",
-        parents=options(strict=True, engine=IN_PROCESS, contours=True),
-        help="scan, then run the pixel checks; report every problem",
-    ).set_defaults(run=run)
+    add_scan_command(sub, "check", "scan, then run the pixel checks; report every problem", run)
 
 
 def run(args: argparse.Namespace) -> int:

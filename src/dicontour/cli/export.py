@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..problems import EXCLUDES
-from ._common import IN_PROCESS, options, scan_root
+from ._common import IN_PROCESS, add_exclude_option, options, scan_root
 from ._format import echo, print_json, printable
 from ._options import count
 
@@ -24,15 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("out", help="output folder")
     parser.add_argument("--format", required=True, choices=FORMATS)
-    parser.add_argument(
-        "--exclude",
-        action="extend",
-        nargs="+",
-        default=[],
-        choices=list(EXCLUDES),
-        metavar="CODE",
-        help="leave out the contours these problem codes flag: " + ", ".join(EXCLUDES),
-    )
+    add_exclude_option(parser)
     parser.add_argument(
         "--folds", type=count(0), default=5, help="patient folds for nnunet/monai (5; 0: none)"
     )

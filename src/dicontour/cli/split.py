@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from ..problems import EXCLUDES
-from ._common import IN_PROCESS, options, scan_root
-from ._format import echo, print_json, printable, table
+from ._common import IN_PROCESS, add_exclude_option, options, scan_root
+from ._format import print_document, printable, table
 from ._options import count
 
 if TYPE_CHECKING:
@@ -22,6 +21,27 @@ def _fraction(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive); got {value}")
     return value
+
+
+class SideCounts(TypedDict):
+    """One side (``train`` or ``val``) of a fold in ``--json``'s ``sides``."""
+
+    patients: list[str]
+    samples: int
+
+
+class SplitDocument(TypedDict):
+    """What ``dicontour split --json`` prints (keys in this order)."""
+
+    root: str
+    seed: int
+    folds: int | None
+    holdout: float | None
+    exclude: list[str]
+    out: str | None
+    sides: list[dict[str, SideCounts]]
+    excluded: list[dict[str, str]]
+    splits: list[dict[str, Any]]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,15 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="one split: FRACTION of samples in val",
     )
     parser.add_argument("--seed", type=count(0), default=0, help="shuffle seed (0)")
-    parser.add_argument(
-        "--exclude",
-        action="extend",
-        nargs="+",
-        default=[],
-        choices=list(EXCLUDES),
-        metavar="CODE",
-        help="leave out the contours these problem codes flag: " + ", ".join(EXCLUDES),
-    )
+    add_exclude_option(parser)
     parser.add_argument("--out", metavar="FILE", help="write the splits file here (atomically)")
     parser.set_defaults(run=run)
 
@@ -67,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         from ..splits import write_splits
 
         write_splits(args.out, splits)
-    document = {
+    document: SplitDocument = {
         "root": index.location.redacted(),
         "seed": args.seed,
         "folds": args.folds,
@@ -78,21 +90,17 @@ def run(args: argparse.Namespace) -> int:
         "excluded": [e.to_dict() for e in index.excluded],
         "splits": [split.to_dict() for split in splits],
     }
-    if args.json:
-        print_json(document)
-    else:
-        echo(report(document))
-    return 0
+    return print_document(args, document, report)
 
 
-def _sides(split: Split) -> dict[str, Any]:
+def _sides(split: Split) -> dict[str, SideCounts]:
     return {
         side: {"patients": list(part.patients), "samples": len(part)}
         for side, part in (("train", split.train), ("val", split.val))
     }
 
 
-def report(document: dict[str, Any]) -> str:
+def report(document: SplitDocument) -> str:
     """The human-readable report: per fold, patients and samples on each side; exclusions."""
     sides = document["sides"]
     how = (

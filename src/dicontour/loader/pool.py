@@ -114,7 +114,23 @@ class _Worker:
     pipe: select.poll = field(default_factory=select.poll)
 
 
-class ProcessPool:
+class _SlotViews:
+    """The slot arrays of a pool's :class:`SlotSegment`."""
+
+    segment: SlotSegment
+
+    @property
+    def images(self) -> np.ndarray:
+        """float32 (slots, B, H, W): the image slots."""
+        return self.segment.images
+
+    @property
+    def masks(self) -> np.ndarray:
+        """bool (slots, B, H, W) or (slots, B, 2, H, W): the mask slots."""
+        return self.segment.masks
+
+
+class ProcessPool(_SlotViews):
     """Persistent worker processes writing batches into one slot segment.
 
     The pool owns the segment and the processes.  :meth:`close` stops both and
@@ -168,16 +184,6 @@ class ProcessPool:
     @property
     def layout(self) -> SlotLayout:
         return self.config.layout
-
-    @property
-    def images(self) -> np.ndarray:
-        """float32 (slots, B, H, W): the image slots."""
-        return self.segment.images
-
-    @property
-    def masks(self) -> np.ndarray:
-        """bool (slots, B, H, W) or (slots, B, 2, H, W): the mask slots."""
-        return self.segment.masks
 
     @property
     def pids(self) -> list[int]:
@@ -459,7 +465,7 @@ def _reaped(process: BaseProcess) -> bool:
     return False
 
 
-class InlinePool:
+class InlinePool(_SlotViews):
     """The :class:`ProcessPool` interface, doing each task in the calling process.
 
     Slots live in ordinary memory; :meth:`receive` runs the oldest task.
@@ -474,14 +480,6 @@ class InlinePool:
         self.segment = SlotSegment.private(config.layout)
         self._tasks: deque[Task] = deque()
         self._closed = False
-
-    @property
-    def images(self) -> np.ndarray:
-        return self.segment.images
-
-    @property
-    def masks(self) -> np.ndarray:
-        return self.segment.masks
 
     def lend(self, slot: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         return self.segment.lend(slot, count)

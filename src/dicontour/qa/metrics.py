@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._docstrings import fill_doc
+
 
 def _pair(predicted: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     predicted, truth = np.asarray(predicted), np.asarray(truth)
@@ -15,23 +17,26 @@ def _pair(predicted: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndar
     return predicted.astype(bool, copy=False), truth.astype(bool, copy=False)
 
 
+#: Sections of the docstrings of :func:`dice` and :func:`iou`.
+_DOCS = {
+    "masks": "Parameters\n----------\n"
+    "predicted, truth : bool array_like of the same shape\n    Non-zero means inside.",
+    "raises": "Raises\n------\nValueError\n    The shapes differ.",
+}
+
+
+@fill_doc(**_DOCS)
 def dice(predicted: np.ndarray, truth: np.ndarray) -> float:
     """Dice coefficient ``2 |A & B| / (|A| + |B|)`` of two boolean masks.
 
-    Parameters
-    ----------
-    predicted, truth : bool array_like of the same shape
-        Non-zero means inside.
+    %(masks)s
 
     Returns
     -------
     float
         In [0, 1]; 1.0 when both masks are empty (they agree everywhere).
 
-    Raises
-    ------
-    ValueError
-        The shapes differ.
+    %(raises)s
 
     Examples
     --------
@@ -45,22 +50,18 @@ def dice(predicted: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
+@fill_doc(**_DOCS)
 def iou(predicted: np.ndarray, truth: np.ndarray) -> float:
     """Intersection over union ``|A & B| / |A | B|`` (Jaccard index).
 
-    Parameters
-    ----------
-    predicted, truth : bool array_like of the same shape
+    %(masks)s
 
     Returns
     -------
     float
         In [0, 1]; 1.0 when both masks are empty.  ``iou = dice / (2 - dice)``.
 
-    Raises
-    ------
-    ValueError
-        The shapes differ.
+    %(raises)s
 
     Examples
     --------

@@ -280,8 +280,38 @@ def write_preview(
     chosen = _chosen_records(index, patients, limit)
     shown = set(chosen)
     problems = [p for p in index.problems if patients is None or p.patient_id in shown]
+    rendered, images = _write_slices(index, folder, chosen, problems, checks, scale, progress)
+    if checks:
+        problems.extend(_duplicates_shown(index, rendered))
+    by_slice = _by_slice(problems)
+    sheets = _write_sheets(folder, rendered, by_slice, images)
+    page = _html(index, chosen, rendered, sheets, by_slice, problems, limit)
+    (folder / "index.html").write_text(page, encoding="utf-8")
+    return PreviewResult(folder / "index.html", tuple(images), tuple(chosen), tuple(problems))
+
+
+#: One drawn slice: its record, the loaded sample, its PNG relative to the output folder.
+_Drawn = tuple[SampleRecord, Sample, str]
+#: Problems by (patient_id, slice); None for dataset-wide or patient-wide ones.
+_BySlice = dict[tuple[str | None, int | None], list[Problem]]
+
+
+def _write_slices(
+    index: Index,
+    folder: Path,
+    chosen: dict[str, list[int]],
+    problems: list[Problem],
+    checks: bool,
+    scale: int,
+    progress: bool,
+) -> tuple[dict[str, list[_Drawn]], list[Path]]:
+    """Draw each chosen slice to ``<pid>/<slice>.png``; (drawn slices by patient, PNGs).
+
+    Slices that cannot be loaded, and with ``checks`` the background check's
+    findings, are appended to ``problems``.
+    """
     images: list[Path] = []
-    rendered: dict[str, list[tuple[SampleRecord, Sample, str]]] = defaultdict(list)
+    rendered: dict[str, list[_Drawn]] = defaultdict(list)
     steps = [(pid, k) for pid, positions in chosen.items() for k in positions]
     iterator: Iterable[tuple[str, int]] = steps
     if progress:
@@ -310,16 +340,27 @@ def write_preview(
         picture.save(folder / relative)
         images.append(folder / relative)
         rendered[pid].append((record, sample, relative))
-    if checks:
-        rendered_keys = {
-            (r.patient_id, r.slice) for slices in rendered.values() for r, _, _ in slices
-        }
-        problems.extend(
-            p for p in duplicate_contours(index) if (p.patient_id, p.slice) in rendered_keys
-        )
-    by_slice: dict[tuple[str | None, int | None], list[Problem]] = defaultdict(list)
+    return rendered, images
+
+
+def _duplicates_shown(index: Index, rendered: dict[str, list[_Drawn]]) -> list[Problem]:
+    """The ``duplicate-contour`` findings of the slices drawn."""
+    keys = {(r.patient_id, r.slice) for slices in rendered.values() for r, _, _ in slices}
+    return [p for p in duplicate_contours(index) if (p.patient_id, p.slice) in keys]
+
+
+def _by_slice(problems: Sequence[Problem]) -> _BySlice:
+    """Problems grouped by (patient_id, slice), errors first, then by path and code."""
+    by_slice: _BySlice = defaultdict(list)
     for p in sorted(problems, key=lambda p: (p.severity != "error", p.path, p.code)):
         by_slice[p.patient_id, p.slice].append(p)
+    return by_slice
+
+
+def _write_sheets(
+    folder: Path, rendered: dict[str, list[_Drawn]], by_slice: _BySlice, images: list[Path]
+) -> dict[str, str]:
+    """One contact sheet per patient, ``<pid>/sheet.png`` (appended to ``images``)."""
     sheets = {}
     for pid, slices in rendered.items():
         tiles = []
@@ -336,9 +377,7 @@ def write_preview(
         sheets[pid] = f"{pid}/sheet.png"
         contact_sheet(tiles).save(folder / sheets[pid])
         images.append(folder / sheets[pid])
-    page = _html(index, chosen, rendered, sheets, by_slice, problems, limit)
-    (folder / "index.html").write_text(page, encoding="utf-8")
-    return PreviewResult(folder / "index.html", tuple(images), tuple(chosen), tuple(problems))
+    return sheets
 
 
 _CSS = """
@@ -368,16 +407,41 @@ def _problem_list(problems: Sequence[Problem]) -> str:
 def _html(
     index: Index,
     chosen: dict[str, list[int]],
-    rendered: dict[str, list[tuple[SampleRecord, Sample, str]]],
+    rendered: dict[str, list[_Drawn]],
     sheets: dict[str, str],
-    by_slice: dict[tuple[str | None, int | None], list[Problem]],
+    by_slice: _BySlice,
     problems: Sequence[Problem],
     limit: int | None,
 ) -> str:
+    """The whole ``index.html``: head and summary, dataset problems, one section per patient."""
+    parts = _head(index, chosen, rendered, problems, limit)
+    dataset_level = [p for (pid, _), found in by_slice.items() if pid is None for p in found]
+    if dataset_level:
+        parts += ["<h2>Dataset</h2>", _problem_list(dataset_level)]
+    if chosen:
+        parts.append(
+            "<p>Patients: "
+            + " ".join(f'<a href="#{quote(pid)}">{html.escape(pid)}</a>' for pid in chosen)
+            + "</p>"
+        )
+    for pid in chosen:
+        parts += _patient_section(pid, rendered.get(pid, []), sheets, by_slice)
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _head(
+    index: Index,
+    chosen: dict[str, list[int]],
+    rendered: dict[str, list[_Drawn]],
+    problems: Sequence[Problem],
+    limit: int | None,
+) -> list[str]:
+    """The page's head, title, counts line and colour legend."""
     counts = Counter(p.severity for p in problems)
     codes = Counter(p.code for p in problems)
     i_rgb, o_rgb = (f"rgb{c}" for c in (I_COLOUR, O_COLOUR))
-    parts = [
+    return [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>dicontour preview: {html.escape(index.location.redacted())}</title>",
@@ -392,64 +456,59 @@ def _html(
         f'o-contour (outer myocardium)<span style="background:{o_rgb}"></span> '
         "masks lightly filled; an orange frame on the sheet marks a slice with problems.</p>",
     ]
-    dataset_level = [p for (pid, _), found in by_slice.items() if pid is None for p in found]
-    if dataset_level:
-        parts += ["<h2>Dataset</h2>", _problem_list(dataset_level)]
-    if chosen:
-        parts.append(
-            "<p>Patients: "
-            + " ".join(f'<a href="#{quote(pid)}">{html.escape(pid)}</a>' for pid in chosen)
-            + "</p>"
-        )
-    for pid in chosen:
-        slices = rendered.get(pid, [])
-        original = slices[0][0].original_id if slices else ""
-        parts.append(
-            f'<h2 id="{html.escape(pid)}">{html.escape(pid)}'
-            + (f" <small>({html.escape(original)})</small>" if original else "")
-            + "</h2>"
-        )
-        patient_wide = by_slice.get((pid, None), [])
-        if patient_wide:
-            parts.append(_problem_list(patient_wide))
-        if not slices:
-            parts.append("<p>No labelled slice.</p>")
-            other = _unshown(by_slice, pid, set())
-            if other:  # slices that could not be loaded
-                parts += ["<h3>Problems of slices not shown</h3>", _problem_list(other)]
-            continue
-        parts.append(
-            f'<p><a href="{quote(sheets[pid])}"><img class="sheet" src="{quote(sheets[pid])}" '
-            f'alt="contact sheet of {html.escape(pid)}"></a></p>'
-        )
-        parts.append("<table>")
-        shown = set()
-        for record, sample, relative in slices:
-            shown.add(record.slice)
-            areas = ", ".join(
-                f"{kind} {int(mask.sum())} px"
-                for kind, mask in (("i", sample.i_mask), ("o", sample.o_mask))
-                if mask is not None
-            )
-            parts.append(
-                f'<tr id="{html.escape(pid)}-{record.slice}">'
-                f'<td><a href="{quote(relative)}"><img class="slice" src="{quote(relative)}" '
-                f'alt="{html.escape(pid)} slice {record.slice}"></a></td>'
-                f"<td><b>slice {record.slice}</b><br><small>{html.escape(record.dicom)}<br>"
-                f"{areas}</small></td>"
-                f"<td>{_problem_list(by_slice.get((pid, record.slice), []))}</td></tr>"
-            )
-        parts.append("</table>")
-        other = _unshown(by_slice, pid, shown)
-        if other:
-            parts += ["<h3>Problems of slices not shown</h3>", _problem_list(other)]
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
 
 
-def _unshown(
-    by_slice: dict[tuple[str | None, int | None], list[Problem]], pid: str, shown: set[int]
-) -> list[Problem]:
+def _patient_section(
+    pid: str, slices: list[_Drawn], sheets: dict[str, str], by_slice: _BySlice
+) -> list[str]:
+    """One patient: heading, patient-wide problems, contact sheet, a table row per slice."""
+    original = slices[0][0].original_id if slices else ""
+    parts = [
+        f'<h2 id="{html.escape(pid)}">{html.escape(pid)}'
+        + (f" <small>({html.escape(original)})</small>" if original else "")
+        + "</h2>"
+    ]
+    patient_wide = by_slice.get((pid, None), [])
+    if patient_wide:
+        parts.append(_problem_list(patient_wide))
+    if not slices:
+        # Only slices that could not be loaded can have problems here.
+        return [*parts, "<p>No labelled slice.</p>", *_unshown_section(by_slice, pid, set())]
+    parts.append(
+        f'<p><a href="{quote(sheets[pid])}"><img class="sheet" src="{quote(sheets[pid])}" '
+        f'alt="contact sheet of {html.escape(pid)}"></a></p>'
+    )
+    parts.append("<table>")
+    parts += [_slice_row(pid, drawn, by_slice) for drawn in slices]
+    parts.append("</table>")
+    return parts + _unshown_section(by_slice, pid, {record.slice for record, _, _ in slices})
+
+
+def _slice_row(pid: str, drawn: _Drawn, by_slice: _BySlice) -> str:
+    """A table row: the slice's PNG, its file and mask areas, its problems."""
+    record, sample, relative = drawn
+    areas = ", ".join(
+        f"{kind} {int(mask.sum())} px"
+        for kind, mask in (("i", sample.i_mask), ("o", sample.o_mask))
+        if mask is not None
+    )
+    return (
+        f'<tr id="{html.escape(pid)}-{record.slice}">'
+        f'<td><a href="{quote(relative)}"><img class="slice" src="{quote(relative)}" '
+        f'alt="{html.escape(pid)} slice {record.slice}"></a></td>'
+        f"<td><b>slice {record.slice}</b><br><small>{html.escape(record.dicom)}<br>"
+        f"{areas}</small></td>"
+        f"<td>{_problem_list(by_slice.get((pid, record.slice), []))}</td></tr>"
+    )
+
+
+def _unshown_section(by_slice: _BySlice, pid: str, shown: set[int]) -> list[str]:
+    """A heading and list of the problems of ``pid``'s slices not drawn, if there are any."""
+    other = _unshown(by_slice, pid, shown)
+    return ["<h3>Problems of slices not shown</h3>", _problem_list(other)] if other else []
+
+
+def _unshown(by_slice: _BySlice, pid: str, shown: set[int]) -> list[Problem]:
     """The problems of patient ``pid``'s slices that are not among ``shown``."""
     return [
         p

@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from .._docstrings import fill_doc
 from ._optional import require
 from .threshold import class_means, otsu_threshold
 
@@ -164,13 +165,25 @@ def _bright_core(
     return core & (image > low + alpha * (high - low))
 
 
+#: Parameter sections shared by the methods' docstrings (see :func:`fill_doc`).
+_DOCS = {
+    "inputs": (
+        "Parameters\n----------\n"
+        "image : float ndarray of shape (H, W)\no_mask : bool ndarray of shape (H, W)"
+    ),
+    "alpha": (
+        "alpha : float\n"
+        "    Threshold position between the dark (0) and bright (1) class means of\n"
+        "    Otsu's split inside the o-mask."
+    ),
+}
+
+
+@fill_doc(**_DOCS)
 def otsu(image: np.ndarray, o_mask: np.ndarray) -> np.ndarray:
     """Otsu's threshold inside the o-mask, largest bright component, holes filled.
 
-    Parameters
-    ----------
-    image : float ndarray of shape (H, W)
-    o_mask : bool ndarray of shape (H, W)
+    %(inputs)s
 
     Returns
     -------
@@ -218,6 +231,7 @@ def _two_gaussians(values: np.ndarray, iterations: int = 100) -> tuple[np.ndarra
     return model.weights_[order], mean[order], sd[order]
 
 
+@fill_doc(**_DOCS)
 def gmm(image: np.ndarray, o_mask: np.ndarray, *, posterior: float = 0.001) -> np.ndarray:
     """Two-class Gaussian mixture inside the o-mask; bright-class posterior over ``posterior``.
 
@@ -225,10 +239,7 @@ def gmm(image: np.ndarray, o_mask: np.ndarray, *, posterior: float = 0.001) -> n
     pixels darker than the dark class mean never do (a wide dark class would
     otherwise claim the brightest pixels).  Largest component, holes filled.
 
-    Parameters
-    ----------
-    image : float ndarray of shape (H, W)
-    o_mask : bool ndarray of shape (H, W)
+    %(inputs)s
     posterior : float
         In (0, 1); lower takes in more of the partial-volume border.
 
@@ -267,6 +278,7 @@ def _seed(depth: np.ndarray, bright: np.ndarray) -> tuple[int, int] | None:
     return int(rows[k]), int(cols[k])
 
 
+@fill_doc(**_DOCS)
 def grow(
     image: np.ndarray,
     o_mask: np.ndarray,
@@ -277,13 +289,8 @@ def grow(
 ) -> np.ndarray:
     """Region growing from the blood pool's centre, then closing and hole filling.
 
-    Parameters
-    ----------
-    image : float ndarray of shape (H, W)
-    o_mask : bool ndarray of shape (H, W)
-    alpha : float
-        Threshold position between the dark (0) and bright (1) class means of
-        Otsu's split inside the o-mask.
+    %(inputs)s
+    %(alpha)s
     margin : float
         Pixels (Euclidean) kept free next to the o-contour: the growth never
         enters the outer myocardium.
@@ -315,18 +322,14 @@ def grow(
     return fill_holes(region) & o_mask
 
 
+@fill_doc(**_DOCS)
 def hull(
     image: np.ndarray, o_mask: np.ndarray, *, alpha: float = 0.1, margin: float = 4.0
 ) -> np.ndarray:
     """Threshold away from the o-contour, largest component, convex hull.
 
-    Parameters
-    ----------
-    image : float ndarray of shape (H, W)
-    o_mask : bool ndarray of shape (H, W)
-    alpha : float
-        Threshold position between the dark (0) and bright (1) class means of
-        Otsu's split inside the o-mask.
+    %(inputs)s
+    %(alpha)s
     margin : float
         Pixels (Euclidean) next to the o-contour where no seed pixel is taken
         (the myocardium's minimum thickness); the hull may still extend there.
