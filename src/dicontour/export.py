@@ -47,7 +47,7 @@ from .nifti import nifti_slice
 from .rtstruct import structure_set
 from .seg import segmentation
 from .splits import write_splits
-from .storage import Location
+from .storage import TEMP_MARK, Location, location
 
 FORMATS = ("nnunet", "monai", "dicom-seg", "rtstruct")
 #: The nnU-Net label values; ``ignore`` is the highest, as nnU-Net requires.
@@ -125,16 +125,7 @@ class ExportReport:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that it appears complete or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    location(path.parent).write_atomic(path.name, data)
 
 
 def _json_bytes(document: Any) -> bytes:
@@ -203,7 +194,7 @@ def _check_out(out: Path, settings: dict[str, Any], plan: _Plan, resume: bool) -
     expected = set(plan.files) | {MANIFEST}
     for path in present:
         name = path.relative_to(out).as_posix()
-        if path.name.startswith(".") and path.name.endswith(".tmp"):
+        if path.name.startswith(".") and TEMP_MARK in path.name:
             path.unlink()  # a temporary of an interrupted run of this export
         elif name not in expected or path.is_symlink():
             raise ExportError(f"{out}: holds {name}, which this export does not write; not mixing")
@@ -313,18 +304,11 @@ def _copy(source: _Copied, target: Path) -> None:
     :class:`~dicontour.storage.Location`: its rules on links and non-regular
     files apply, and a remote root works as a local one."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-    )
-    try:
-        with os.fdopen(handle, "wb") as out, source.where.open(source.relative) as read:
-            shutil.copyfileobj(read, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with (
+        location(target.parent).staged(target.name) as out,
+        source.where.open(source.relative) as read,
+    ):
+        shutil.copyfileobj(read, out)
 
 
 # ------------------------------------------------------------------ nnU-Net and MONAI

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from .errors import SplitsError
+from .storage import location
 
 
 def _shuffled(sizes: Mapping[str, int], seed: int) -> list[str]:
@@ -215,18 +215,7 @@ def write_splits(path: str | os.PathLike[str], splits: Sequence[Any]) -> list[di
         [s.to_dict() if hasattr(s, "to_dict") else s for s in splits], str(target)
     )
     text = json.dumps(document, indent=2) + "\n"
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or None
-    )
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    location(target.parent).write_atomic(target.name, text.encode("utf-8"))
     return document
 
 
