@@ -19,23 +19,23 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, replace
-from typing import Any, TypedDict
+from typing import Any, BinaryIO, TypedDict
 
 import numpy as np
 
 from ._table import RecordTable
 from .contour import check_bounds, read_contour
 from .dicom import DicomHeader, read_dicom_header, read_dicom_pixels
-from .errors import ContourError, DicomError, RefusedFileError
+from .errors import ContourError, DicomError
 from .problems import CODES, EXCLUDES, Problem
 from .raster import MAX_CROSSINGS, count_crossings, polygon_to_mask
 from .record import SampleRecord as SampleRecord  # re-exported: defined here before
 from .rtstruct import is_reference as is_rtstruct_reference
 from .rtstruct import read_reference as read_rtstruct_reference
 from .splits import assign_folds, choose_holdout
-from .storage import Location, location
+from .storage import Location, location, opened_as
 from .targets import Target as Target  # re-exported: index.Target predates targets.py
 from .targets import check_target
 
@@ -82,24 +82,16 @@ class Sample:
         return found
 
 
-@contextmanager
-def _opened(root: Location, relative: str, error: type[DicomError | ContourError]) -> Iterator[Any]:
+def _opened(
+    root: Location, relative: str, error: type[DicomError | ContourError]
+) -> AbstractContextManager[BinaryIO]:
     """Open a dataset file through ``root`` (the one gate, see :mod:`dicontour.storage`).
 
     Storage errors and refusals (a FIFO, a link out of the root) become ``error``
     naming the file, with the refusal's problem code.
     """
-    try:
-        handle = root.open(relative)
-    except RefusedFileError as exc:
-        raise error(relative, exc.reason, code=exc.code) from exc
-    except FileNotFoundError as exc:
-        missing = "missing-dicom" if error is DicomError else "missing-contour"
-        raise error(relative, "file does not exist", code=missing) from exc
-    except OSError as exc:
-        raise error(relative, f"cannot open ({type(exc).__name__}: {exc})") from exc
-    with handle:
-        yield handle
+    missing = "missing-dicom" if error is DicomError else "missing-contour"
+    return opened_as(root, relative, error, missing=missing)
 
 
 def read_header(root: Location, relative: str) -> DicomHeader:

@@ -48,7 +48,7 @@ from .contour import MAX_POINTS, check_polygon
 from .dicom import DicomHeader, patient_to_pixel, pixel_to_patient, read_dicom_header
 from .errors import ContourError, DicomError, RefusedFileError
 from .problems import Problem, problem
-from .storage import Location
+from .storage import Location, opened_as
 
 #: Largest RT Structure Set file read, in bytes (checked before reading): the
 #: parsed numbers cost several times the text, so this bounds memory to ~1 GiB.
@@ -229,7 +229,10 @@ def read_rtstruct(
         except OSError as exc:
             raise _malformed(where, f"cannot read file ({exc})") from exc
     else:
-        data = source.read(MAX_RTSTRUCT_BYTES + 1)
+        try:
+            data = source.read(MAX_RTSTRUCT_BYTES + 1)
+        except OSError as exc:  # a store or disk failing mid-read: still this file's problem
+            raise _malformed(where, f"cannot read file ({exc})") from exc
     if len(data) > MAX_RTSTRUCT_BYTES:
         raise _malformed(where, f"file larger than {MAX_RTSTRUCT_BYTES} bytes")
     try:
@@ -296,27 +299,15 @@ def _read(where: Location, relative: str) -> list[RtContour]:
         size = None
     if size is not None and size > MAX_RTSTRUCT_BYTES:
         raise _malformed(relative, f"{size} bytes, over {MAX_RTSTRUCT_BYTES} bytes; not read")
-    try:
-        with where.open(relative) as handle:
-            return read_rtstruct(handle, name=relative)
-    except RefusedFileError as exc:
-        raise ContourError(relative, exc.reason, code=exc.code) from exc
-    except FileNotFoundError as exc:
-        raise ContourError(relative, "file does not exist", code="missing-contour") from exc
-    except OSError as exc:
-        raise _malformed(relative, f"cannot read ({exc})") from exc
+    with opened_as(
+        where, relative, ContourError, missing="missing-contour", unreadable="malformed-rtstruct"
+    ) as handle:
+        return read_rtstruct(handle, name=relative)
 
 
 def _header(where: Location, relative: str) -> DicomHeader:
-    try:
-        with where.open(relative) as handle:
-            return read_dicom_header(handle, name=relative)
-    except RefusedFileError as exc:
-        raise DicomError(relative, exc.reason, code=exc.code) from exc
-    except FileNotFoundError as exc:
-        raise DicomError(relative, "file does not exist", code="missing-dicom") from exc
-    except OSError as exc:
-        raise DicomError(relative, f"cannot open ({exc})") from exc
+    with opened_as(where, relative, DicomError, missing="missing-dicom") as handle:
+        return read_dicom_header(handle, name=relative)
 
 
 def is_reference(text: str) -> bool:

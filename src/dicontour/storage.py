@@ -48,7 +48,7 @@ import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
 from ._files import kind_of, mode_in_words, open_regular
-from .errors import LayoutError, RefusedFileError
+from .errors import DicontourError, LayoutError, RefusedFileError
 
 #: Linux's view of this process's open files: readlink gives an fd's real path.
 _PROC_FD = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else ""
@@ -898,3 +898,32 @@ class RemoteNpy:
         start = self.offset + flat * size
         raw = self.fs.cat_file(self.path, start=start, end=start + size)
         return np.frombuffer(raw, self.dtype).reshape(inner).copy()
+
+
+@contextlib.contextmanager
+def opened_as(
+    where: Location,
+    relative: str,
+    error: Callable[..., DicontourError],
+    *,
+    missing: str,
+    unreadable: str | None = None,
+) -> Iterator[BinaryIO]:
+    """:meth:`Location.open`, each failure raised as ``error(relative, reason, code=...)``.
+
+    A refused file keeps its own code (``not-a-regular-file``, ...), a missing
+    one gets ``missing``, any other ``OSError`` gets ``unreadable`` (the
+    error's default code when None).  The file is closed on leaving.
+    """
+    try:
+        handle = where.open(relative)
+    except RefusedFileError as exc:
+        raise error(relative, exc.reason, code=exc.code) from exc
+    except FileNotFoundError as exc:
+        raise error(relative, "file does not exist", code=missing) from exc
+    except OSError as exc:
+        raise error(
+            relative, f"cannot open ({type(exc).__name__}: {exc})", code=unreadable
+        ) from exc
+    with handle:
+        yield handle
