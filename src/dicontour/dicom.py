@@ -38,8 +38,8 @@ from typing import Any, BinaryIO, cast
 import numpy as np
 import pydicom
 from pydicom.dataelem import RawDataElement
-from pydicom.encaps import generate_fragments
 from pydicom.dataset import FileDataset
+from pydicom.encaps import generate_fragments
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, get_decoder
