@@ -71,6 +71,11 @@ class PatientScan:
     problems: list[Problem] = field(default_factory=list)
     dicoms: int = 0
     unlabelled: int = 0
+    #: Each record's checked points (``{"i": points, "o": points}`` for its
+    #: valid contours, in record order), kept only when asked for
+    #: (``scan(..., keep_polygons=True)``): the cache build rasterises them instead
+    #: of reading the contours again.
+    polygons: list[dict[str, np.ndarray]] | None = None
 
 
 #: Largest link.csv accepted, in bytes (checked before reading it): a real one is
@@ -325,14 +330,20 @@ def _duplicate(path: str, kept: str, number: int, patient_id: str) -> Problem:
 
 
 def scan_patient(
-    root: str | Location, patient: Patient, contours: ContourSource | None = None
+    root: str | Location,
+    patient: Patient,
+    contours: ContourSource | None = None,
+    *,
+    keep_polygons: bool = False,
 ) -> PatientScan:
     """Scan one patient: pair slices with contours, read headers and contours.
 
     Never raises on bad data.  This is the unit of work the engines distribute.
     Its steps: list the DICOM slices, list the contours (``contours``, the
     contour source: :class:`TextContours` by default), read each labelled
-    slice (:func:`_scan_slice`), then the patient's geometry checks.
+    slice (:func:`_scan_slice`), then the patient's geometry checks.  With
+    ``keep_polygons``, the records' checked points are kept in
+    :attr:`PatientScan.polygons`.
     """
     where = location(root)
     result = PatientScan(patient.patient_id)
@@ -359,6 +370,8 @@ def scan_patient(
             polygons[number] = read[1]
     # The geometry checks (consistency.py): slice by slice and across the patient.
     result.problems.extend(check_patient(result.records, polygons))
+    if keep_polygons:
+        result.polygons = [polygons[record.slice] for record in result.records]
     return result
 
 
@@ -574,6 +587,7 @@ def scan(
     progress: bool = False,
     mapper: Mapper | None = None,
     contours: ContourSource | None = None,
+    keep_polygons: bool = False,
 ) -> Index:
     """Scan a dataset folder and return its :class:`Index`.
 
@@ -591,6 +605,12 @@ def scan(
         Where the contours come from: :class:`TextContours` (the layout above)
         by default; :class:`dicontour.rtstruct.RtstructContours` for RT
         Structure Sets in ``contourfiles/<original_id>/``.
+    keep_polygons : bool
+        Have each :class:`PatientScan` the mapper yields carry its records'
+        checked points (:attr:`PatientScan.polygons`), for a mapper that uses
+        them (the cache build rasterises them instead of reading the contours
+        again).  The index never holds them: they are dropped as each patient's
+        records are packed.
 
     Returns
     -------
@@ -615,7 +635,7 @@ def scan(
     links, bad_rows = _read_links(where)
     patients, problems = _layout_problems(where, links)
     problems += bad_rows
-    worker = _PatientScanner(where, contours)
+    worker = _PatientScanner(where, contours, keep_polygons)
     results: Iterable[PatientScan] = (mapper or map)(worker, patients)
     if progress:
         from tqdm import tqdm  # not a cycle: only when a bar is shown (slow to import)
@@ -629,6 +649,7 @@ def scan(
         for result in results:
             counts[result.patient_id] = PatientCounts(result.dicoms, result.unlabelled)
             found.extend(result.problems)
+            result.polygons = None
             yield from result.records
 
     records = RecordTable(stream())  # column-wise as the patients arrive
@@ -653,6 +674,7 @@ class _PatientScanner:
 
     root: Location
     contours: ContourSource | None = None
+    keep_polygons: bool = False
 
     def __call__(self, patient: Patient) -> PatientScan:
-        return scan_patient(self.root, patient, self.contours)
+        return scan_patient(self.root, patient, self.contours, keep_polygons=self.keep_polygons)

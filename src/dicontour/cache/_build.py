@@ -39,7 +39,8 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -48,8 +49,9 @@ import numpy as np
 from .._reach import check_cache, check_root
 from ..engine import Engine, LocalEngine
 from ..errors import CacheError, DicontourError
-from ..index import Index, SampleRecord, load_sample
-from ..scan import scan
+from ..index import Index, SampleRecord, load_sample, read_image
+from ..raster import polygon_to_mask
+from ..scan import Patient, PatientScan, scan
 from ..storage import Location, location
 from . import _layout, _store
 from ._check import ShardCheck, check_shard, check_small_files, check_written
@@ -70,6 +72,11 @@ from ._format import dicontour_version as _version
 from ._lock import build_lock
 
 
+#: Contour files from which :func:`build_cache`'s default engine runs one worker
+#: process per CPU (about 700 samples: over a second of work in one process).
+PARALLEL_CONTOURS = 1000
+
+
 @dataclass(frozen=True)
 class ShardTask:
     """One unit of a build: write shard ``name`` of ``cache`` from these records of ``root``.
@@ -85,6 +92,9 @@ class ShardTask:
     shape: tuple[int, int]
     records: tuple[SampleRecord, ...]
     head: dict[str, Any] = field(repr=False)
+    #: The scan's checked points of each record (``{"i": points, "o": points}``),
+    #: rasterised instead of reading the contours again; None: read them.
+    polygons: tuple[dict[str, np.ndarray], ...] | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -166,13 +176,11 @@ def _write_shard(task: ShardTask) -> ShardResult:
     masks = np.zeros((count, 2, rows, columns), bool)
     has = np.zeros((count, 2), bool)
     for j, record in enumerate(task.records):
-        sample = load_sample(task.root, record)
-        if sample.image.shape != task.shape:
-            raise CacheError(
-                f"{record.dicom}: image is {sample.image.shape}, the scan said {task.shape}"
-            )
-        images[j] = sample.image
-        for channel, mask in enumerate((sample.i_mask, sample.o_mask)):
+        image, *pair = _decoded(task, j, record)
+        if image.shape != task.shape:
+            raise CacheError(f"{record.dicom}: image is {image.shape}, the scan said {task.shape}")
+        images[j] = image
+        for channel, mask in enumerate(pair):
             if mask is not None:
                 masks[j, channel] = mask
                 has[j, channel] = True
@@ -184,6 +192,23 @@ def _write_shard(task: ShardTask) -> ShardResult:
     _store.write_bytes(cache, f"{folder}/{MANIFEST}", data)
     total = sum(entry["bytes"] for entry in arrays.values())
     return ShardResult(task.name, count, False, hashlib.sha256(data).hexdigest(), total)
+
+
+def _decoded(
+    task: ShardTask, j: int, record: SampleRecord
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The image and the [i, o] masks of ``task.records[j]`` (None where it has no contour)."""
+    if task.polygons is None:
+        sample = load_sample(task.root, record)
+        return sample.image, sample.i_mask, sample.o_mask
+    # The points the scan read and checked (index.read_polygon) for this record:
+    # what load_sample would read and check again.
+    points = task.polygons[j]
+    i_mask, o_mask = (
+        polygon_to_mask(points[kind], record.shape) if kind in points else None
+        for kind in ("i", "o")
+    )
+    return read_image(task.root, record), i_mask, o_mask
 
 
 def plan_shards(
@@ -221,6 +246,150 @@ def _sample_entry(record: SampleRecord, files: dict[str, str]) -> dict[str, Any]
         "o_contour": record.o_contour,
         "files": {path: files.get(path, "missing") for path in paths},
     }
+
+
+def _shard_head(
+    shape: tuple[int, int], records: Sequence[SampleRecord], files: dict[str, str]
+) -> dict[str, Any]:
+    """A shard's manifest without its checksums (see :class:`ShardTask`)."""
+    return {
+        "format": FORMAT + "-shard",
+        "format_version": FORMAT_VERSION,
+        "dicontour_version": _version(),
+        "shape": list(shape),
+        "count": len(records),
+        "samples": [_sample_entry(record, files) for record in records],
+    }
+
+
+def _digest(head: dict[str, Any]) -> str:
+    return hashlib.sha256(_store.dumps(head)).hexdigest()
+
+
+@dataclass(frozen=True)
+class _PatientTask:
+    """One patient's scan, as a task of the streamed build (see :class:`_Streamed`)."""
+
+    scanner: Callable[[Patient], PatientScan]
+    patient: Patient
+
+    @property
+    def label(self) -> str:
+        return self.patient.label
+
+
+def _run_task(task: _PatientTask | ShardTask) -> PatientScan | ShardResult:
+    """The streamed build's one task function: a patient's scan or a shard."""
+    if isinstance(task, ShardTask):
+        return build_shard(task)
+    return task.scanner(task.patient)
+
+
+class _Streamed:
+    """A mapper for :func:`scan` that builds shards while the scan runs.
+
+    The patients' scans and the shards of the first image shape run as tasks
+    of one engine: as soon as ``shard_size`` records of that shape have arrived
+    in index order, their shard is cut and built from the scan's own checked
+    points (each DICOM is then read once more for its pixels, at the offset
+    its header recorded; no contour is read twice).  These are exactly the
+    shards :func:`plan_shards` plans first, under the same names (the first
+    shape's, numbered from 0, in index order); ``_build`` checks each against
+    the plan before sealing.  Held here: the records and points of the one
+    shard being filled (under ``shard_size`` records), and the tasks cut but
+    not yet sent.  Shards of other shapes are numbered after all of the first
+    shape's, so they are built after the scan, reading their contours again.
+    """
+
+    def __init__(
+        self,
+        where: Location,
+        store: Location,
+        shard_size: int,
+        files: dict[str, str],
+        engine: Engine,
+        bar: Any,
+    ) -> None:
+        self.where, self.store, self.shard_size, self.files = where, store, shard_size, files
+        self.engine, self.bar = engine, bar
+        self.shape: tuple[int, int] | None = None
+        self.records: list[SampleRecord] = []
+        self.points: list[dict[str, np.ndarray]] = []
+        self.cut = 0  # shards of the first shape cut so far
+        self.ready: deque[ShardTask] = deque()
+        self.built: dict[str, ShardResult] = {}
+        self.heads: dict[str, str] = {}  # the digest of each built shard's head
+
+    def map(
+        self, fn: Callable[[Patient], PatientScan], patients: Iterable[Patient]
+    ) -> Iterator[PatientScan]:
+        """Scan ``patients`` with ``fn``, yielding the results in order; build shards meanwhile."""
+        scans: dict[int, int] = {}  # task position -> patient number
+
+        def tasks() -> Iterator[_PatientTask | ShardTask]:
+            position = 0
+            for number, patient in enumerate(patients):
+                while self.ready:  # a full shard goes first: its points are freed sooner
+                    yield self.ready.popleft()
+                    position += 1
+                scans[position] = number
+                yield _PatientTask(fn, patient)
+                position += 1
+
+        arrived: dict[int, PatientScan] = {}
+        following = 0
+        for position, result in self.engine.run(_run_task, tasks()):
+            if isinstance(result, ShardResult):
+                self.built[result.name] = result
+                if self.bar is not None:
+                    self.bar.update(result.count)
+                continue
+            arrived[scans.pop(position)] = result
+            while following in arrived:
+                scanned = arrived.pop(following)
+                following += 1
+                self._take(scanned)
+                yield scanned
+
+    def _take(self, scanned: PatientScan) -> None:
+        """Add a patient's records of the first shape to the shard being filled."""
+        points = scanned.polygons or []
+        scanned.polygons = None
+        for record, polygons in zip(scanned.records, points, strict=True):
+            if self.shape is None:
+                self.shape = record.shape
+            if record.shape != self.shape:
+                continue
+            self.records.append(record)
+            self.points.append(polygons)
+            if len(self.records) == self.shard_size:
+                self.ready.append(self._task())
+
+    def _task(self) -> ShardTask:
+        """The shard of the records held, which are then released."""
+        assert self.shape is not None
+        name, head = f"{self.cut:06d}", _shard_head(self.shape, self.records, self.files)
+        task = ShardTask(
+            self.where,
+            self.store,
+            name,
+            self.shape,
+            tuple(self.records),
+            head,
+            tuple(self.points),
+        )
+        self.heads[name] = _digest(head)
+        self.cut += 1
+        self.records, self.points = [], []
+        return task
+
+    def left(self) -> dict[str, ShardTask]:
+        """The tasks cut but not sent, and the last (partial) shard of the first shape."""
+        if self.records:
+            self.ready.append(self._task())
+        left = {task.name: task for task in self.ready}
+        self.ready.clear()
+        return left
 
 
 @dataclass(frozen=True)
@@ -379,7 +548,12 @@ def build_cache(
         ``shard_size * H * W * 6`` bytes, 100 MB for 256 samples of 256x256).
     engine : Engine, optional
         Where the scan (one task per patient) and the shards (one task per
-        shard) run; this process by default.  See :mod:`dicontour.engine`.
+        shard) run.  By default ``LocalEngine()``, one worker process per CPU
+        (``os.cpu_count()``, closed on return), for a dataset of at least
+        :data:`PARALLEL_CONTOURS` contour files; a smaller one is built in
+        this process (starting a worker costs about half a CPU-second, more
+        than such a build gains).  ``LocalEngine(workers=0)`` always builds in
+        this process.  See :mod:`dicontour.engine`.
     progress : bool
         Progress bars on stderr.
 
@@ -416,7 +590,6 @@ def build_cache(
     where, store = location(root), location(cache)
     if shard_size < 1:
         raise ValueError(f"shard_size must be at least 1, got {shard_size!r}")
-    engine = engine or LocalEngine(workers=1)
     try:
         _check_destination(store)  # before writing anything there, even the lock
         _make_cache_folder(store)
@@ -433,19 +606,71 @@ def _make_cache_folder(store: Location) -> None:
     _layout.check_folder(store)  # made by someone else as a link in between
 
 
+def _default_engine(files: dict[str, str]) -> LocalEngine:
+    """One worker process per CPU for a dataset large enough to gain from them, else none."""
+    contours = sum(path.startswith("contourfiles/") for path in files)
+    return LocalEngine() if contours >= PARALLEL_CONTOURS else LocalEngine(workers=0)
+
+
 def _build(
-    where: Location, store: Location, shard_size: int, engine: Engine, progress: bool
+    where: Location, store: Location, shard_size: int, given: Engine | None, progress: bool
 ) -> BuildReport:
     found = _check_destination(store)  # again, now that no other build can change it
     clock = time.perf_counter()
     # Before any work: workers that do not see ROOT and CACHE as this process does
-    # would scan empty patients and write shards that only they can see.
-    check_root(engine, where)
-    check_cache(engine, store, f".{MANIFEST}.tmp-{secrets.token_hex(8)}")
+    # would scan empty patients and write shards that only they can see.  (The
+    # default engine's workers are processes of this machine: nothing to check.)
+    if given is not None:
+        check_root(given, where)
+        check_cache(given, store, f".{MANIFEST}.tmp-{secrets.token_hex(8)}")
     files = list_files(where)
     dataset = fingerprint(files)
     listed = time.perf_counter()
-    index = scan(where, progress=progress, mapper=engine.map)
+    engine = given if given is not None else _default_engine(files)
+    bar = None
+    if progress:
+        from tqdm import tqdm  # not a cycle: only when a bar is shown (slow to import)
+
+        bar = tqdm(desc="cache", unit="sample", leave=False)
+    try:
+        return _scan_and_build(
+            where, store, shard_size, engine, progress, found, files, dataset, bar, clock, listed
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+        if given is None:
+            engine.close()
+
+
+def _scan_and_build(
+    where: Location,
+    store: Location,
+    shard_size: int,
+    engine: Engine,
+    progress: bool,
+    found: _layout.Audit,
+    files: dict[str, str],
+    dataset: Fingerprint,
+    bar: Any,
+    clock: float,
+    listed: float,
+) -> BuildReport:
+    # A cache not sealed (new, or a build interrupted) is built while the scan runs.
+    # A sealed one may be current: it is checked after the scan and left untouched
+    # then, so it is never unsealed by a run that has nothing to do.  (DaskEngine
+    # keeps the two phases: its scheduler sees one kind of task at a time.)
+    streamed = None
+    if MANIFEST not in found.files and isinstance(engine, LocalEngine):
+        for name in (HAS, FINGERPRINT):
+            _layout.remove_file(store, name)
+        streamed = _Streamed(where, store, shard_size, files, engine, bar)
+    index = scan(
+        where,
+        progress=progress,
+        mapper=streamed.map if streamed else engine.map,
+        keep_polygons=streamed is not None,
+    )
     scanned = time.perf_counter()
     if not len(index):
         raise CacheError(
@@ -479,40 +704,23 @@ def _build(
     # Unseal first: from here until the new manifest lands, the cache reads as unfinished.
     for name in (MANIFEST, HAS, FINGERPRINT):
         _layout.remove_file(store, name)
+    results = dict(streamed.built) if streamed else {}
+    left = streamed.left() if streamed else {}
+    if bar is not None:
+        bar.total = len(index)
+        bar.refresh()
     # A generator: the engine pulls tasks as it has room, so the sample entries of
     # only a few shards exist at a time, however many shards there are.
     tasks = (
-        ShardTask(
-            where,
-            store,
-            entry["name"],
-            shape,
-            tuple(index.samples[k] for k in positions),
-            {
-                "format": FORMAT + "-shard",
-                "format_version": FORMAT_VERSION,
-                "dicontour_version": _version(),
-                "shape": list(shape),
-                "count": len(positions),
-                "samples": [_sample_entry(index.samples[k], files) for k in positions],
-            },
+        _planned_task(where, store, name, shape, positions, index, files, streamed, left)
+        for name, (shape, positions) in zip(
+            (entry["name"] for entry in planned["shards"]), plan, strict=True
         )
-        for entry, (shape, positions) in zip(planned["shards"], plan, strict=True)
     )
-    results: dict[str, ShardResult] = {}
-    bar = None
-    if progress:
-        from tqdm import tqdm  # not a cycle: only when a bar is shown (slow to import)
-
-        bar = tqdm(total=len(index), desc="cache", unit="sample", leave=False)
-    try:
-        for _, result in engine.run(build_shard, tasks):
-            results[result.name] = result
-            if bar is not None:
-                bar.update(result.count)
-    finally:
+    for _, result in engine.run(build_shard, (task for task in tasks if task is not None)):
+        results[result.name] = result
         if bar is not None:
-            bar.close()
+            bar.update(result.count)
     built = time.perf_counter()
     _check_results(store, planned, results)
 
@@ -554,6 +762,36 @@ def _build(
         },
         problems,
     )
+
+
+def _planned_task(
+    where: Location,
+    store: Location,
+    name: str,
+    shape: tuple[int, int],
+    positions: list[int],
+    index: Index,
+    files: dict[str, str],
+    streamed: _Streamed | None,
+    left: dict[str, ShardTask],
+) -> ShardTask | None:
+    """The task of planned shard ``name``; None when it was built while scanning.
+
+    A shard cut while scanning must be the planned one, sample for sample:
+    else the build stops before sealing anything.
+    """
+    records = tuple(index.samples[k] for k in positions)
+    head = _shard_head(shape, records, files)
+    if streamed is not None and name in streamed.heads:
+        if streamed.heads[name] != _digest(head):
+            raise CacheError(
+                f"{store.redacted()}: shard {name} was cut while scanning with other "
+                "samples than planned after it; not sealed (a bug: please report it)"
+            )
+        if name in streamed.built:
+            return None
+        return left[name]
+    return ShardTask(where, store, name, shape, records, head)
 
 
 def _check_results(
