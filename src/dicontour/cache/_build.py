@@ -71,7 +71,6 @@ from ._format import (
 from ._format import dicontour_version as _version
 from ._lock import build_lock
 
-
 #: Contour files from which :func:`build_cache`'s default engine runs one worker
 #: process per CPU (about 700 samples: over a second of work in one process).
 PARALLEL_CONTOURS = 1000
