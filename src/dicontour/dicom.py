@@ -362,7 +362,7 @@ def _parsed_head(head: bytes, size: int, where: str) -> pydicom.Dataset | None:
         return None
     if whole:
         return ds
-    pixels = ds._dict.get(_PIXEL_DATA)  # not through __getitem__: stays unread
+    pixels = ds.get_item(_PIXEL_DATA, keep_deferred=True) if _PIXEL_DATA in ds else None
     if (
         not isinstance(pixels, RawDataElement)
         or pixels.value is not None
