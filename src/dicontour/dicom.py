@@ -327,16 +327,19 @@ def _parsed_in_memory(handle: BinaryIO, size: int | None, where: str) -> pydicom
     try:
         if handle.tell() != 0:
             return None
-        head = b""
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        return None
+    head, ds = b"", None
+    try:
         for step in _HEAD_STEPS:
             head += handle.read(max(min(size, step) - len(head), 0))
             ds = _parsed_head(head, size, where)
             if ds is not None or len(head) >= size:
                 break
-        if ds is None:
-            handle.seek(0)
-            return None
-    except (OSError, AttributeError, io.UnsupportedOperation):
+    except (OSError, TypeError):  # not a binary file: the careful path says so
+        ds = None
+    if ds is None:
+        handle.seek(0)
         return None
     # Deferred values are read from the real file, through the same wrapper (its
     # budget lifted) as the careful path leaves behind.
