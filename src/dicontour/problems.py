@@ -10,8 +10,10 @@ never renamed.  Each code has one fixed severity:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from ._asdict import AsDict
 
 if TYPE_CHECKING:
     from .errors import ContourError, DicomError, RefusedFileError
@@ -152,7 +154,7 @@ EXCLUDES: dict[str, tuple[Removes, str]] = {
 
 
 @dataclass(frozen=True)
-class Problem:
+class Problem(AsDict):
     """One finding of a scan.
 
     Attributes
@@ -175,10 +177,6 @@ class Problem:
     message: str
     patient_id: str | None = None
     slice: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The problem as a JSON-ready dict."""
-        return asdict(self)
 
     @classmethod
     def from_error(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine import Engine, LocalEngine
@@ -11,6 +11,7 @@ from ..errors import CacheError
 from ..storage import Location, location
 from . import _layout
 from ._check import ShardCheck, check_shard, check_small_files
+from ._format import CacheReport
 from ._source import _NotTheDataset, check_fresh, read_manifest
 
 #: Failures listed in a CacheError message before "and N more".
@@ -18,14 +19,12 @@ SHOWN = 20
 
 
 @dataclass(frozen=True)
-class VerifyReport:
-    """What :func:`verify_cache` found.
+class VerifyReport(CacheReport):
+    """What :func:`verify_cache` found: ``cache``, ``samples`` and ``shards``
+    (see :class:`CacheReport`), then:
 
     Attributes
     ----------
-    cache : str
-        The cache (credentials removed from the URL).
-    samples, shards : int
     bytes : int
         Bytes read and checked.
     failures : list of str
@@ -36,9 +35,6 @@ class VerifyReport:
     seconds : float
     """
 
-    cache: str
-    samples: int
-    shards: int
     bytes: int
     failures: list[str] = field(default_factory=list)
     fresh: bool | None = None
@@ -49,7 +45,7 @@ class VerifyReport:
         return not self.failures
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
+        return {**super().to_dict(), "ok": self.ok}
 
 
 def verify_cache(
