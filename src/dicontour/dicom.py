@@ -829,6 +829,20 @@ def _frame(header: DicomHeader, where: str) -> tuple[np.ndarray, np.ndarray, np.
     return origin, x_step, y_step
 
 
+#: What :func:`pixel_to_patient` and :func:`patient_to_pixel` share (see :func:`fill_doc`).
+_FRAME_DOCS = {
+    "header": """header : DicomHeader
+    The image the points lie on.
+name : str
+    The file named in errors.""",
+    "raises": """Raises
+------
+DicomError
+    The header lacks position, orientation or spacing.""",
+}
+
+
+@fill_doc(**_FRAME_DOCS)
 def pixel_to_patient(
     points: np.ndarray, header: DicomHeader, *, name: str = "<dicom>"
 ) -> np.ndarray:
@@ -842,20 +856,14 @@ def pixel_to_patient(
     ----------
     points : float ndarray of shape (N, 2)
         (x, y) = (column, row), pixel centres at integers, as contour files hold them.
-    header : DicomHeader
-        The image the points lie on.
-    name : str
-        The file named in errors.
+    %(header)s
 
     Returns
     -------
     float64 ndarray of shape (N, 3)
         Patient coordinates (LPS, mm).
 
-    Raises
-    ------
-    DicomError
-        The header lacks position, orientation or spacing.
+    %(raises)s
 
     Examples
     --------
@@ -869,6 +877,7 @@ def pixel_to_patient(
     return origin + points[:, :1] * x_step + points[:, 1:2] * y_step
 
 
+@fill_doc(**_FRAME_DOCS)
 def patient_to_pixel(
     points: np.ndarray, header: DicomHeader, *, name: str = "<dicom>"
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -877,6 +886,12 @@ def patient_to_pixel(
     The inverse of :func:`pixel_to_patient` for points on the plane; a point
     off it is projected, and its distance from the plane is returned too.
 
+    Parameters
+    ----------
+    points : float ndarray of shape (N, 3)
+        Patient coordinates (LPS, mm).
+    %(header)s
+
     Returns
     -------
     xy : float64 ndarray of shape (N, 2)
@@ -884,10 +899,7 @@ def patient_to_pixel(
     distance : float64 ndarray of shape (N,)
         Signed distance (mm) of each point from the image's plane.
 
-    Raises
-    ------
-    DicomError
-        The header lacks position, orientation or spacing.
+    %(raises)s
 
     Examples
     --------
