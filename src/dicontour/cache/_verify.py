@@ -6,13 +6,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._docstrings import fill_doc
 from ..engine import Engine, LocalEngine
 from ..errors import CacheError
 from ..storage import Location, location
 from . import _layout
 from ._check import ShardCheck, check_shard, check_small_files
 from ._format import CacheReport
-from ._source import _NotTheDataset, check_fresh, read_manifest
+from ._source import CACHE_DOC, _NotTheDataset, check_fresh, read_manifest
 
 #: Failures listed in a CacheError message before "and N more".
 SHOWN = 20
@@ -48,6 +49,7 @@ class VerifyReport(CacheReport):
         return {**super().to_dict(), "ok": self.ok}
 
 
+@fill_doc(cache=CACHE_DOC)
 def verify_cache(
     cache: str | Location,
     *,
@@ -59,8 +61,7 @@ def verify_cache(
 
     Parameters
     ----------
-    cache : str or Location
-        The cache folder or URL.
+    %(cache)s
     root : str or Location, optional
         Also check that the dataset is unchanged since the build.
     engine : Engine, optional
