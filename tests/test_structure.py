@@ -218,3 +218,47 @@ def test_file_versions_see_every_write(data, name):
         found = where.file_versions(files=files, folders=folders)
         assert list(found) == [name]
         assert found[name].split()[0] == str(len(data))
+
+
+# ------------------------------------------------- shared types of issue 12's clean-up
+
+
+def test_code_table_reads_continued_meanings_and_refuses_bad_rows():
+    from dicontour.problems import _CODES_TABLE, _read_codes
+
+    table = "# group\nx-code   warning  first half\n                  second half\ny  info  one\n"
+    assert _read_codes(table) == {
+        "x-code": ("warning", "first half second half"),
+        "y": ("info", "one"),
+    }
+    with pytest.raises(ValueError, match="'z'"):
+        _read_codes("z  fatal  no such severity")
+    with pytest.raises(ValueError, match="'y'"):
+        _read_codes("y  info  one\ny  error  again")
+    # Every line of the table is a code, a comment or a continuation; none is too wide.
+    assert all(len(line) <= 100 for line in _CODES_TABLE.splitlines())
+    assert CODES["root-unreachable"][1].endswith("the patient's files are not used")
+    assert "  " not in "".join(meaning for _, meaning in CODES.values())
+
+
+def test_reports_share_their_fields_and_to_dict():
+    from dicontour.cache import BuildReport, CacheReport, VerifyReport
+    from dicontour.index import Exclusion
+    from dicontour.loader.stats import EpochStats
+
+    built = BuildReport("c", 3, 1, 1, 0, False, {"total": 0.5}, {"error": 0})
+    assert isinstance(built, CacheReport)
+    assert list(built.to_dict()) == [
+        "cache", "samples", "shards", "built", "reused", "up_to_date", "seconds", "problems"
+    ]  # fmt: skip
+    verified = VerifyReport("c", 3, 1, 10, ["shards/000000/has.npy: wrong size"])
+    assert verified.to_dict() == {
+        "cache": "c", "samples": 3, "shards": 1, "bytes": 10,
+        "failures": ["shards/000000/has.npy: wrong size"], "fresh": None, "seconds": 0.0,
+        "ok": False,
+    }  # fmt: skip
+    assert Exclusion("P_0001", "i", "i-outside-o", "why").to_dict() == {
+        "case_id": "P_0001", "contour": "i", "code": "i-outside-o", "reason": "why"
+    }  # fmt: skip
+    stats = EpochStats(0, 0, 0, 0, 0.0, 0.0, 0.0, float("nan"), 0, 0, False)
+    assert stats.to_dict()["first_batch_s"] is None

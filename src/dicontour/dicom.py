@@ -917,6 +917,20 @@ def _frame(header: DicomHeader, where: str) -> tuple[np.ndarray, np.ndarray, np.
     return origin, x_step, y_step
 
 
+#: What :func:`pixel_to_patient` and :func:`patient_to_pixel` share (see :func:`fill_doc`).
+_FRAME_DOCS = {
+    "header": """header : DicomHeader
+    The image the points lie on.
+name : str
+    The file named in errors.""",
+    "raises": """Raises
+------
+DicomError
+    The header lacks position, orientation or spacing.""",
+}
+
+
+@fill_doc(**_FRAME_DOCS)
 def pixel_to_patient(
     points: np.ndarray, header: DicomHeader, *, name: str = "<dicom>"
 ) -> np.ndarray:
@@ -930,20 +944,14 @@ def pixel_to_patient(
     ----------
     points : float ndarray of shape (N, 2)
         (x, y) = (column, row), pixel centres at integers, as contour files hold them.
-    header : DicomHeader
-        The image the points lie on.
-    name : str
-        The file named in errors.
+    %(header)s
 
     Returns
     -------
     float64 ndarray of shape (N, 3)
         Patient coordinates (LPS, mm).
 
-    Raises
-    ------
-    DicomError
-        The header lacks position, orientation or spacing.
+    %(raises)s
 
     Examples
     --------
@@ -957,6 +965,7 @@ def pixel_to_patient(
     return origin + points[:, :1] * x_step + points[:, 1:2] * y_step
 
 
+@fill_doc(**_FRAME_DOCS)
 def patient_to_pixel(
     points: np.ndarray, header: DicomHeader, *, name: str = "<dicom>"
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -965,6 +974,12 @@ def patient_to_pixel(
     The inverse of :func:`pixel_to_patient` for points on the plane; a point
     off it is projected, and its distance from the plane is returned too.
 
+    Parameters
+    ----------
+    points : float ndarray of shape (N, 3)
+        Patient coordinates (LPS, mm).
+    %(header)s
+
     Returns
     -------
     xy : float64 ndarray of shape (N, 2)
@@ -972,10 +987,7 @@ def patient_to_pixel(
     distance : float64 ndarray of shape (N,)
         Signed distance (mm) of each point from the image's plane.
 
-    Raises
-    ------
-    DicomError
-        The header lacks position, orientation or spacing.
+    %(raises)s
 
     Examples
     --------

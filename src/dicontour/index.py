@@ -20,11 +20,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, TypedDict
 
 import numpy as np
 
+from ._asdict import AsDict
 from ._table import RecordTable
 from .contour import check_bounds, read_contour
 from .dicom import DicomHeader, read_dicom_header, read_dicom_pixels
@@ -185,7 +186,7 @@ class PatientCounts:
 
 
 @dataclass(frozen=True)
-class Exclusion:
+class Exclusion(AsDict):
     """One contour that :meth:`Index.subset` left out, and why.
 
     Attributes
@@ -204,10 +205,6 @@ class Exclusion:
     contour: str
     code: str
     reason: str
-
-    def to_dict(self) -> dict[str, str]:
-        """The exclusion as a JSON-ready dict (its four fields, in order)."""
-        return asdict(self)
 
 
 class PatientSummary(TypedDict):

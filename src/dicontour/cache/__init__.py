@@ -15,12 +15,14 @@ Examples
 
 from ._build import DEFAULT_SHARD_SIZE, BuildReport, build_cache, plan_shards
 from ._fingerprint import Fingerprint
+from ._format import CacheReport
 from ._source import CacheSource, check_fresh, open_cache, read_manifest
 from ._verify import VerifyReport, verify_cache
 
 __all__ = [
     "DEFAULT_SHARD_SIZE",
     "BuildReport",
+    "CacheReport",
     "CacheSource",
     "Fingerprint",
     "VerifyReport",

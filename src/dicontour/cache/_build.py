@@ -41,7 +41,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -66,6 +66,7 @@ from ._format import (
     LOCK,
     MANIFEST,
     SHARDS,
+    CacheReport,
     shard_folder,
 )
 from ._format import dicontour_version as _version
@@ -392,15 +393,12 @@ class _Streamed:
 
 
 @dataclass(frozen=True)
-class BuildReport:
-    """What :func:`build_cache` did.
+class BuildReport(CacheReport):
+    """What :func:`build_cache` did: ``cache``, ``samples`` and ``shards``
+    (see :class:`CacheReport`), then:
 
     Attributes
     ----------
-    cache : str
-        The cache (credentials removed from the URL).
-    samples, shards : int
-        Samples and shards in the cache.
     built, reused : int
         Shards written by this run, and shards kept from an earlier run.
     up_to_date : bool
@@ -413,17 +411,11 @@ class BuildReport:
         The scan's problems by severity.
     """
 
-    cache: str
-    samples: int
-    shards: int
     built: int
     reused: int
     up_to_date: bool
     seconds: dict[str, float]
     problems: dict[str, int]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _is_a_cache(store: Location, found: _layout.Audit) -> bool:

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .._docstrings import fill_doc
 from ..batch import BatchMeta, case_id
 from ..errors import CacheError
 from ..storage import Location, location
@@ -455,6 +456,12 @@ def _check_integrity(where: Location, manifest: dict[str, Any], checksums: bool)
     refuse(where, failures)
 
 
+#: The ``cache`` parameter of the readers, :func:`open_cache` and ``verify_cache``.
+CACHE_DOC = """cache : str or Location
+    The cache folder or URL."""
+
+
+@fill_doc(cache=CACHE_DOC)
 def open_cache(
     cache: str | Location,
     *,
@@ -465,8 +472,7 @@ def open_cache(
 
     Parameters
     ----------
-    cache : str or Location
-        The cache folder or URL.
+    %(cache)s
     root : str, Location or False, optional
         The dataset to check freshness against (see :func:`check_fresh`).
         By default (None), the dataset root recorded at build time (an

@@ -3,29 +3,29 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
+from .._docstrings import fill_doc
 from ..engine import Engine, LocalEngine
 from ..errors import CacheError
 from ..storage import Location, location
 from . import _layout
 from ._check import ShardCheck, check_shard, check_small_files
-from ._source import _NotTheDataset, check_fresh, read_manifest
+from ._format import CacheReport
+from ._source import CACHE_DOC, _NotTheDataset, check_fresh, read_manifest
 
 #: Failures listed in a CacheError message before "and N more".
 SHOWN = 20
 
 
 @dataclass(frozen=True)
-class VerifyReport:
-    """What :func:`verify_cache` found.
+class VerifyReport(CacheReport):
+    """What :func:`verify_cache` found: ``cache``, ``samples`` and ``shards``
+    (see :class:`CacheReport`), then:
 
     Attributes
     ----------
-    cache : str
-        The cache (credentials removed from the URL).
-    samples, shards : int
     bytes : int
         Bytes read and checked.
     failures : list of str
@@ -36,9 +36,6 @@ class VerifyReport:
     seconds : float
     """
 
-    cache: str
-    samples: int
-    shards: int
     bytes: int
     failures: list[str] = field(default_factory=list)
     fresh: bool | None = None
@@ -49,9 +46,10 @@ class VerifyReport:
         return not self.failures
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
+        return {**super().to_dict(), "ok": self.ok}
 
 
+@fill_doc(cache=CACHE_DOC)
 def verify_cache(
     cache: str | Location,
     *,
@@ -63,8 +61,7 @@ def verify_cache(
 
     Parameters
     ----------
-    cache : str or Location
-        The cache folder or URL.
+    %(cache)s
     root : str or Location, optional
         Also check that the dataset is unchanged since the build.
     engine : Engine, optional

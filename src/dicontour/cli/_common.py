@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..problems import EXCLUDES
@@ -127,13 +126,20 @@ def add_exclude_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_scan_command(
-    sub: argparse._SubParsersAction, name: str, help: str, run: Callable[[argparse.Namespace], int]
-) -> None:
-    """A command taking the scan's options (``root``, ``--json``, ``--strict``, the engine,
-    ``--contours/--roi-map``)."""
-    parents = options(strict=True, engine=IN_PROCESS, contours=True)
-    sub.add_parser(name, parents=parents, help=help).set_defaults(run=run)
+def add_dataset_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    *,
+    help: str,
+    description: str | None = None,
+    json: str | None = "print one JSON document",
+    strict: bool = False,
+) -> argparse.ArgumentParser:
+    """The parser of a command that scans ``root``: ``--json``, ``--quiet``, the engine options
+    (this process unless told otherwise) and ``--contours/--roi-map``; the command adds its own
+    options and its ``run``."""
+    parents = options(json=json, strict=strict, engine=IN_PROCESS, contours=True)
+    return sub.add_parser(name, parents=parents, help=help, description=description)
 
 
 def scan_root(args: argparse.Namespace) -> Index:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_scan_command, scan_output, scan_root
+from ._common import add_dataset_command, scan_output, scan_root
 from ._format import show_progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    add_scan_command(sub, "check", "scan, then run the pixel checks; report every problem", run)
+    parser = add_dataset_command(
+        sub, "check", help="scan, then run the pixel checks; report every problem", strict=True
+    )
+    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import IN_PROCESS, add_exclude_option, options, scan_root
+from ._common import add_dataset_command, add_exclude_option, scan_root
 from ._format import echo, print_json, printable
 from ._options import count
 
@@ -14,9 +14,9 @@ FORMATS = ("nnunet", "monai", "dicom-seg", "rtstruct")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
+    parser = add_dataset_command(
+        sub,
         "export",
-        parents=options(engine=IN_PROCESS, contours=True),
         help="export the labelled slices (nnunet, monai, dicom-seg, rtstruct)",
         description="Write the labelled slices of ROOT to OUT. OUT must be new or empty; "
         "--resume completes an interrupted export of the same settings.",

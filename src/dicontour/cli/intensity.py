@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import IN_PROCESS, options, scan_root
+from ._common import add_dataset_command, scan_root
 from ._format import echo, print_json, printable, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
+    parser = add_dataset_command(
+        sub,
         "intensity",
-        parents=options(engine=IN_PROCESS, contours=True),
         help="intensity of the blood pool (inside i) vs the myocardium (between i and o)",
     )
     parser.add_argument("--out", type=Path, help="write CSVs, JSON and histogram PNGs here")

@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import IN_PROCESS, options, scan_root
+from ._common import add_dataset_command, scan_root
 from ._format import echo, printable, show_progress
 from ._options import count
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
+    parser = add_dataset_command(
+        sub,
         "preview",
-        parents=options(json=None, engine=IN_PROCESS, contours=True),
+        json=None,
         help="draw every labelled slice with its contours; contact sheets and an HTML index",
     )
     parser.add_argument("out", type=Path, help="output folder (index.html goes here)")

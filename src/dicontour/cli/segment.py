@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import DicontourError
-from ._common import IN_PROCESS, options, scan_root
+from ._common import add_dataset_command, scan_root
 from ._format import echo, print_json, printable, show_progress, table
 
 if TYPE_CHECKING:
@@ -44,9 +44,9 @@ class _Methods:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
+    parser = add_dataset_command(
+        sub,
         "segment",
-        parents=options(engine=IN_PROCESS, contours=True),
         help="segment the blood pool inside each o-contour without learning; score vs i-contours",
     )
     parser.add_argument(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from ._common import IN_PROCESS, add_exclude_option, options, scan_root
+from ._common import add_dataset_command, add_exclude_option, scan_root
 from ._format import print_document, printable, table
 from ._options import count
 
@@ -45,9 +45,9 @@ class SplitDocument(TypedDict):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
+    parser = add_dataset_command(
+        sub,
         "split",
-        parents=options(engine=IN_PROCESS, contours=True),
         help="split a dataset by patient into folds (nnU-Net splits_final.json)",
         description="Assign whole patients to k folds (or a hold-out), balanced by sample "
         "count and reproducible from --seed. Without --out nothing is written.",

@@ -10,12 +10,14 @@ the moment it has it.  Everything else in the epoch is the training step.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
+
+from .._asdict import AsDict
 
 
 @dataclass(frozen=True)
-class EpochStats:
+class EpochStats(AsDict):
     """One epoch of a :class:`~dicontour.BatchLoader`, as the training loop saw it.
 
     Attributes
@@ -70,7 +72,7 @@ class EpochStats:
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-ready dict (``first_batch_s`` None when not measured)."""
-        fields = asdict(self)
+        fields = super().to_dict()
         if fields["first_batch_s"] != fields["first_batch_s"]:  # NaN
             fields["first_batch_s"] = None
         return fields

@@ -26,12 +26,13 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Collection, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._asdict import AsDict
 from ._optional import new_figure, require, save_figure
 from .metrics import dice
 from .study import LabelledSlice, group_by_patient
@@ -41,7 +42,7 @@ HISTOGRAM_BINS = 64
 
 
 @dataclass(frozen=True)
-class IntensityStats:
+class IntensityStats(AsDict):
     """Blood pool against myocardium for one slice, or one patient pooled.
 
     Attributes
@@ -72,10 +73,6 @@ class IntensityStats:
     oracle_dice: float
     oracle_threshold: float
     otsu_dice: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict of every field."""
-        return asdict(self)
 
 
 def separation_auc(bright: np.ndarray, dark: np.ndarray) -> float:

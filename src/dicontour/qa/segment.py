@@ -176,6 +176,10 @@ _DOCS = {
         "    Threshold position between the dark (0) and bright (1) class means of\n"
         "    Otsu's split inside the o-mask."
     ),
+    "returns": (
+        "Returns\n-------\nbool ndarray of shape (H, W)\n"
+        "    The predicted blood pool: inside ``o_mask``, empty when ``o_mask`` is."
+    ),
 }
 
 
@@ -185,10 +189,7 @@ def otsu(image: np.ndarray, o_mask: np.ndarray) -> np.ndarray:
 
     %(inputs)s
 
-    Returns
-    -------
-    bool ndarray of shape (H, W)
-        Inside ``o_mask``; empty when ``o_mask`` is.
+    %(returns)s
 
     Examples
     --------
@@ -243,9 +244,7 @@ def gmm(image: np.ndarray, o_mask: np.ndarray, *, posterior: float = 0.001) -> n
     posterior : float
         In (0, 1); lower takes in more of the partial-volume border.
 
-    Returns
-    -------
-    bool ndarray of shape (H, W)
+    %(returns)s
     """
     image, o_mask = _check(image, o_mask)
     if not 0.0 < posterior < 1.0:
@@ -298,9 +297,7 @@ def grow(
         Radius in pixels of the disk of the closing that takes in papillary
         muscles and trabeculations at the border.
 
-    Returns
-    -------
-    bool ndarray of shape (H, W)
+    %(returns)s
     """
     image, o_mask = _check(image, o_mask)
     if not o_mask.any():
@@ -334,10 +331,7 @@ def hull(
         Pixels (Euclidean) next to the o-contour where no seed pixel is taken
         (the myocardium's minimum thickness); the hull may still extend there.
 
-    Returns
-    -------
-    bool ndarray of shape (H, W)
-        The convex hull of the bright component, clipped to ``o_mask``.
+    %(returns)s
 
     Examples
     --------

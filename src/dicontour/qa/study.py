@@ -126,13 +126,8 @@ class SliceScore:
     true_area: int
 
     def to_dict(self) -> dict[str, Any]:
-        """The four keys of the ``--json`` document's ``slices`` entries."""
-        return {
-            "patient_id": self.patient_id,
-            "slice": self.slice,
-            "dice": self.dice,
-            "iou": self.iou,
-        }
+        """The four keys of the ``--json`` document's ``slices`` entries (not the areas)."""
+        return {key: getattr(self, key) for key in ("patient_id", "slice", "dice", "iou")}
 
 
 @dataclass(frozen=True)
