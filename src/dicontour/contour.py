@@ -323,7 +323,7 @@ def read_contour(
                 raise ContourError(where, f"cannot read file ({exc})") from exc
     else:
         where = name or str(getattr(source, "name", "<file object>"))
-        data = source.read(MAX_BYTES + 1)
+        data = _read_limited(source)
     if len(data) > MAX_BYTES:
         raise ContourError(where, f"file larger than {MAX_BYTES} bytes", code="too-many-points")
     array = _parse_fast(data)  # only ASCII is taken, so the text would decode
@@ -341,12 +341,16 @@ def read_contour(
 
 
 def _read_limited(handle: BinaryIO) -> bytes:
-    """Read a regular file up to MAX_BYTES + 1 bytes.
+    """Read a file up to MAX_BYTES + 1 bytes, from its position.
 
-    read(MAX_BYTES + 1) would allocate 6 MB for every 2 KB file; the size from
-    fstat sizes the first read, and a file that grew since is read on.
+    read(MAX_BYTES + 1) would allocate 6 MB for every 2 KB file; a local file's
+    size from fstat sizes the first read, and a file that grew since is read
+    on.  Other file objects are read with the limit.
     """
-    size = os.fstat(handle.fileno()).st_size
+    try:
+        size = max(os.fstat(handle.fileno()).st_size - handle.tell(), 0)
+    except (AttributeError, OSError, ValueError):  # no descriptor: BytesIO, remote files
+        return handle.read(MAX_BYTES + 1)
     data = handle.read(min(size, MAX_BYTES) + 1)
     if len(data) > size:
         data += handle.read(MAX_BYTES + 1 - len(data))

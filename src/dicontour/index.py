@@ -140,18 +140,36 @@ def read_polygon(root: Location, relative: str, shape: tuple[int, int]) -> np.nd
     return points
 
 
-def read_image(root: Location, record: SampleRecord) -> np.ndarray:
-    """The float32 image of ``record``; the direct-offset fast path on local files."""
-    with _opened(root, record.dicom, DicomError) as handle:
-        return read_dicom_pixels(handle, record.header, name=record.dicom)
+def read_image(
+    root: Location, record: SampleRecord, *, out: np.ndarray | None = None
+) -> np.ndarray:
+    """The float32 image of ``record``; the direct-offset fast path on local files.
+
+    ``out`` (float32, the record's shape) receives the image instead of a new array.
+    """
+    return read_pixels(root, record.dicom, record.header, out=out)
 
 
-def read_mask(root: Location, relative: str, shape: tuple[int, int]) -> np.ndarray:
+def read_pixels(
+    root: Location, relative: str, header: DicomHeader, *, out: np.ndarray | None = None
+) -> np.ndarray:
+    """The float32 image of the DICOM ``relative`` whose ``header`` the scan read.
+
+    :func:`dicontour.dicom.read_dicom_pixels` on the file opened through
+    ``root``; ``out`` (float32, the header's shape) receives the image.
+    """
+    with _opened(root, relative, DicomError) as handle:
+        return read_dicom_pixels(handle, header, name=relative, out=out)
+
+
+def read_mask(
+    root: Location, relative: str, shape: tuple[int, int], *, out: np.ndarray | None = None
+) -> np.ndarray:
     """Read the contour file ``relative``, check it (:func:`read_polygon`), rasterise it.
 
-    Returns a (H, W) bool mask.
+    Returns a (H, W) bool mask: ``out`` when given (a bool (H, W) array).
     """
-    return polygon_to_mask(read_polygon(root, relative, shape), shape)
+    return polygon_to_mask(read_polygon(root, relative, shape), shape, out=out)
 
 
 def load_sample(root: Location, record: SampleRecord) -> Sample:
