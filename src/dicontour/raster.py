@@ -102,14 +102,12 @@ def polygon_to_mask(
     Notes
     -----
     A vectorised scan-line fill: each edge contributes one crossing per pixel
-    row it spans, and a pixel is inside when an odd number of its row's
-    crossings lie at or left of it.  The crossings are counted per pixel of the
-    polygon's bounding box and a running sum along the rows gives each pixel's
-    parity, so the work is proportional to vertices + rows crossed + the box's
-    pixels, in a few whole-array steps (``benchmarks/bench_mask.py`` measures
-    it against the PIL helper and the sort-based fill it replaced).  Large
-    polygons are filled in bands of rows, so memory stays at the mask plus a
-    few MB whatever the polygon.
+    row it spans; sorted crossings pair into inside runs.  The work is
+    proportional to vertices + rows crossed + pixels filled, with no per-pixel
+    point-in-polygon test (``benchmarks/bench_mask.py`` measures it against the
+    PIL helper).  Rows are processed in bands, so memory stays at the mask plus
+    a few MB whatever the polygon.  With ``out`` (a loader's slot) no mask is
+    allocated: that, not the fill, is most of a call's cost after the checks.
 
     Examples
     --------
@@ -150,13 +148,11 @@ def _check_out(out: np.ndarray, height: int, width: int) -> None:
 
 
 def _fill(mask: np.ndarray, points: np.ndarray) -> None:
-    """Set the pixels of ``mask`` inside the polygon ``points`` (at least 3 vertices)."""
+    """Set the pixels of ``mask`` (all False) inside the polygon ``points`` (3+ vertices)."""
     height, width = mask.shape
-    # The ring closed by its first vertex: edge i runs from closed[i] to closed[i + 1].
-    closed = np.concatenate((points, points[:1]))
-    ceil_y = _ceil_clipped(closed[:, 1], height)
-    first, last = np.minimum(ceil_y[:-1], ceil_y[1:]), np.maximum(ceil_y[:-1], ceil_y[1:])
-    counts = (last - first).astype(np.intp)  # rows crossed by each edge (integers as floats)
+    x0, y0 = points[:, 0], points[:, 1]
+    x1, y1 = np.concatenate((x0[1:], x0[:1])), np.concatenate((y0[1:], y0[:1]))
+    first_row, counts = _rows_crossed(y0, height)
     total = int(counts.sum())
     if total > MAX_CROSSINGS:
         raise ValueError(
@@ -165,52 +161,23 @@ def _fill(mask: np.ndarray, points: np.ndarray) -> None:
         )
     if total == 0:
         return
-    row0, row1 = int(ceil_y.min()), int(ceil_y.max())  # crossings lie in rows row0..row1-1
-    # Each edge from its lower end (so an edge shared by two polygons, walked
-    # in opposite directions, gives bit-identical crossings and the masks tile
-    # exactly), with its direction.
-    flip = (closed[1:, 1] < closed[:-1, 1])[:, None]
-    low = np.where(flip, closed[1:], closed[:-1])
-    delta = closed[1:] - closed[:-1]
-    if total > _BAND_CROSSINGS or (row1 - row0) * width > _BAND_PIXELS:
-        x_low, y_low, dx, dy = low[:, 0], low[:, 1], delta[:, 0], delta[:, 1]
-        first_row = first.astype(np.intp)
-        for start, stop in _bands(first_row, counts, height, width):
-            band_first = np.maximum(first_row, start)
-            band_counts = np.maximum(np.minimum(first_row + counts, stop) - band_first, 0)
-            band_total = int(band_counts.sum())
-            if band_total:
-                _fill_rows(mask, band_first, band_counts, band_total, x_low, y_low, dx, dy)
+    flip = y1 < y0
+    x_low, y_low = np.where(flip, x1, x0), np.where(flip, y1, y0)
+    dx, dy = x1 - x0, y1 - y0
+    # Rows are filled in bands holding at most about _BAND_CROSSINGS crossings
+    # and _BAND_PIXELS pixels, so the work arrays stay small whatever the
+    # polygon (a zig-zag of 100,000 vertices spanning the image crosses 1e8+
+    # (edge, row) pairs); each band sees every crossing of its rows, so the
+    # result does not depend on the banding.
+    if total <= _BAND_CROSSINGS and height * width <= _BAND_PIXELS:
+        _fill_rows(mask, first_row, counts, total, x_low, y_low, dx, dy)  # the usual case
         return
-    # One crossing per (edge, row): the edge's values repeated once per row it
-    # crosses, with the row's offset from the edge's first row.
-    start_of = np.cumsum(counts) - counts
-    per_edge = np.concatenate((low, delta, (first - start_of)[:, None]), axis=1)
-    x_low, y_low, dx, dy, row_base = np.repeat(per_edge, counts, axis=0).T
-    rows = row_base + np.arange(total)
-    # Multiply before dividing: for integer and half-integer vertices the product
-    # is exact, so a centre exactly on an edge gets exactly its x (a precomputed
-    # slope such as 58/14 is rounded, and 7 * (58/14) gives 29.000000000000004).
-    # Pixel c is right of a crossing at x when c >= ceil(x).
-    cols = _ceil_clipped(x_low + (rows - y_low) * dx / dy, width)
-    col0, col1 = int(cols.min()), int(cols.max())
-    if col1 == col0:
-        return  # every crossing at one column: no pixel between two of them
-    # Crossings per pixel of the box (a crossing at col1 counts at the start of
-    # the next row, after the last pixel of its own), then each pixel's parity.
-    box = col1 - col0
-    keys = ((rows - row0) * box + (cols - col0)).astype(np.intp)
-    parity = np.cumsum(np.bincount(keys, minlength=(row1 - row0) * box + 1))
-    np.bitwise_and(parity, 1, out=parity)
-    mask[row0:row1, col0:col1] = parity[: (row1 - row0) * box].reshape(row1 - row0, box)
-
-
-def _ceil_clipped(values: np.ndarray, limit: int) -> np.ndarray:
-    """ceil(values) clipped to 0..limit, as a new float array."""
-    result = np.ceil(values)
-    np.maximum(result, 0, out=result)
-    np.minimum(result, limit, out=result)
-    return result
+    for start, stop in _bands(first_row, counts, height, width):
+        band_first = np.maximum(first_row, start)
+        band_counts = np.maximum(np.minimum(first_row + counts, stop) - band_first, 0)
+        band_total = int(band_counts.sum())
+        if band_total:
+            _fill_rows(mask, band_first, band_counts, band_total, x_low, y_low, dx, dy)
 
 
 def _rows_crossed(y: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray]:
