@@ -457,13 +457,14 @@ def check_bounds(points: np.ndarray, shape: tuple[int, int], *, name: str = "<co
     """
     rows, columns = shape
     low = -0.5 - OUT_OF_BOUNDS_MARGIN
-    x, y = points[:, 0], points[:, 1]
+    (x_min, y_min), (x_max, y_max) = points.min(axis=0).tolist(), points.max(axis=0).tolist()
     if (
-        x.min() < low
-        or y.min() < low
-        or x.max() > columns - 0.5 + OUT_OF_BOUNDS_MARGIN
-        or (y.max() > rows - 0.5 + OUT_OF_BOUNDS_MARGIN)
+        x_min < low
+        or y_min < low
+        or x_max > columns - 0.5 + OUT_OF_BOUNDS_MARGIN
+        or (y_max > rows - 0.5 + OUT_OF_BOUNDS_MARGIN)
     ):
+        x, y = points[:, 0], points[:, 1]
         raise ContourError(
             name,
             f"points span x {x.min():.1f}..{x.max():.1f}, y {y.min():.1f}..{y.max():.1f}, "

@@ -117,8 +117,9 @@ def read_polygon(root: Location, relative: str, shape: tuple[int, int]) -> np.nd
     """The points of contour ``relative``, checked against its image of ``shape``.
 
     Every rule the scan applies to a contour is applied here, and the scan and
-    the loaders both read contours through this function, so a file rewritten
-    after a scan is refused when loaded, never silently clipped.
+    the loaders both read contours through this function (or :func:`read_mask`,
+    which applies the same rules), so a file rewritten after a scan is refused
+    when loaded, never silently clipped.
 
     Raises
     ------
@@ -129,6 +130,12 @@ def read_polygon(root: Location, relative: str, shape: tuple[int, int]) -> np.nd
     """
     points = read_points(root, relative)
     check_bounds(points, shape, name=relative)
+    _check_crossings(points, shape, relative)
+    return points
+
+
+def _check_crossings(points: np.ndarray, shape: tuple[int, int], relative: str) -> None:
+    """Raise ``too-many-crossings`` for a polygon over :data:`~dicontour.raster.MAX_CROSSINGS`."""
     crossings = count_crossings(points, shape)
     if crossings > MAX_CROSSINGS:
         raise ContourError(
@@ -137,7 +144,6 @@ def read_polygon(root: Location, relative: str, shape: tuple[int, int]) -> np.nd
             f"image, more than MAX_CROSSINGS={MAX_CROSSINGS}: too costly to rasterise",
             code="too-many-crossings",
         )
-    return points
 
 
 def read_image(
@@ -169,7 +175,15 @@ def read_mask(
 
     Returns a (H, W) bool mask: ``out`` when given (a bool (H, W) array).
     """
-    return polygon_to_mask(read_polygon(root, relative, shape), shape, out=out)
+    points = read_points(root, relative)
+    check_bounds(points, shape, name=relative)
+    try:
+        # The rasteriser counts the crossings before it allocates anything and
+        # refuses too many; counted again only to name that refusal.
+        return polygon_to_mask(points, shape, out=out)
+    except ValueError:
+        _check_crossings(points, shape, relative)
+        raise
 
 
 def load_sample(root: Location, record: SampleRecord) -> Sample:

@@ -11,6 +11,7 @@ Python would spend on a million ``SampleRecord`` objects.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -181,7 +182,7 @@ class IndexSource:
         )
 
     def _header(self, k: int) -> DicomHeader:
-        """What a pixel read needs of sample k's DICOM header."""
+        """What a pixel read needs of sample k's DICOM header (no pixel spacing)."""
         raw = None
         if self._offset[k] >= 0:
             raw = RawPixels(
@@ -193,11 +194,7 @@ class IndexSource:
         return DicomHeader(
             rows=int(self._rows[k]),
             columns=int(self._columns[k]),
-            pixel_spacing=(
-                None
-                if np.isnan(self._spacing[k]).any()
-                else (float(self._spacing[k, 0]), float(self._spacing[k, 1]))
-            ),
+            pixel_spacing=None,
             instance_number=None,
             sop_instance_uid=None,
             slope=float(self._slope[k]),
@@ -208,6 +205,7 @@ class IndexSource:
 
     def record(self, k: int) -> SampleRecord:
         """Sample k rebuilt as a :class:`~dicontour.SampleRecord` (for the readers)."""
+        spacing = self._spacing[k]
         return SampleRecord(
             patient_id=self._patient(k),
             original_id="",
@@ -215,12 +213,20 @@ class IndexSource:
             dicom=self._dicom[k],
             i_contour=self._i[k] or None,
             o_contour=self._o[k] or None,
-            header=self._header(k),
+            header=replace(
+                self._header(k),
+                pixel_spacing=(
+                    None if np.isnan(spacing).any() else (float(spacing[0]), float(spacing[1]))
+                ),
+            ),
         )
 
     def _contours(self, k: int, target: Target) -> list[str]:
         """The contour paths ``target`` needs of sample k; ValueError if one is missing."""
-        paths = {"i": [self._i[k]], "o": [self._o[k]], "both": [self._i[k], self._o[k]]}[target]
+        if target == "both":
+            paths = [self._i[k], self._o[k]]
+        else:
+            paths = [self._i[k] if target == "i" else self._o[k]]
         if not all(paths):
             raise ValueError(f"sample {k} ({self.describe(k)}) has no {target}-contour")
         return paths
