@@ -167,3 +167,46 @@ def test_phantom_contours_take_the_fast_path_bit_for_bit(tmp_path):
         else:
             assert contour_module._parse_fast(data) is not None, path
             assert read_contour(path).tobytes() == expected.tobytes(), path
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.floats(0, 99999), st.floats(0, 99999)),
+        min_size=3,
+        max_size=40,
+    ),
+    places=st.integers(0, 6),
+    dot=st.booleans(),
+    plus=st.lists(st.booleans(), min_size=80, max_size=80),
+    lead=blank,
+    newline=line_end,
+)
+@example(
+    rows=[(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)],
+    places=0,
+    dot=True,
+    plus=[True] * 80,
+    lead=" ",
+    newline="\r",
+)
+def test_one_layout_files_read_digits_in_place_bit_for_bit(rows, places, dot, plus, lead, newline):
+    """Numbers of one layout (fraction digits, dot) are read at fixed places, as float() reads them.
+
+    Whole parts of different widths, "+" signs, leading blanks, every line end:
+    the digits of the number to the left never leak into a narrower number.
+    """
+    signs = iter(plus)
+
+    def field(value: float) -> str:
+        text = f"{value:.{places}f}" + ("." if dot and not places else "")
+        return ("+" if next(signs) else "") + text
+
+    text = "".join(f"{lead}{field(x)} {field(y)}{newline}" for x, y in rows)
+    data = text.encode("ascii")
+    shapes = set(data.translate(contour_module._ZERO_DIGITS).splitlines())
+    assert contour_module._fixed_layout(shapes) is not None
+    fast = contour_module._parse_fast(data)
+    expected = [float(number) for number in text.split()]
+    assert fast.tobytes() == np.array(expected, dtype=np.float64).reshape(-1, 2).tobytes()
+    assert_same(text)

@@ -195,3 +195,37 @@ def test_loading_enforces_every_rule_the_scan_enforces(tmp_path, kind, content, 
     with pytest.raises(error) as info:
         IndexSource(index).read(k, "both")
     assert (info.value.code, info.value.path) == (code, path)
+    image, masks = np.zeros((32, 32), np.float32), np.zeros((2, 32, 32), bool)
+    with pytest.raises(error) as info:  # the loader's path: straight into its slot
+        IndexSource(index).read_into(k, "both", image, masks)
+    assert (info.value.code, info.value.path) == (code, path)
+
+
+def test_read_into_writes_what_read_returns(real_data):
+    # The loader's slot path against the returning path, over stale slot
+    # contents: every pixel and mask value is written, none kept from before.
+    from dicontour.loader import IndexSource
+
+    index = scan(real_data)
+    source = IndexSource(index)
+    both = index.select("both")
+    for target, keys in (
+        ("i", index.select("i")[::9]),
+        ("o", index.select("o")[::5]),
+        ("both", both[::5]),
+    ):
+        for k in keys:
+            image, mask = source.read(k, target)
+            slot_image = np.full(image.shape, np.nan, np.float32)
+            slot_mask = np.ones(mask.shape, bool)
+            source.read_into(k, target, slot_image, slot_mask)
+            assert slot_image.tobytes() == image.tobytes()
+            np.testing.assert_array_equal(slot_mask, mask)
+            np.testing.assert_array_equal(
+                slot_mask, index.load(k).mask(target)
+            )  # Index.load agrees
+    image, mask = source.read(both[0], "both")
+    with pytest.raises(ValueError, match="does not fit"):
+        source.read_into(both[0], "both", image, mask[0])
+    with pytest.raises(ValueError, match="does not fit"):
+        source.read_into(both[0], "i", image.astype(np.float64), mask[0])

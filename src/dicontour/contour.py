@@ -9,6 +9,7 @@ returns (row, col) masks.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -165,10 +166,15 @@ def _parse_fast(data: bytes) -> np.ndarray | None:
     """
     if len(data) > _FAST_MAX_BYTES or not data.isascii():
         return None
-    for shape in set(data.translate(_ZERO_DIGITS).splitlines()):
+    shapes = set(data.translate(_ZERO_DIGITS).splitlines())
+    for shape in shapes:
         if _LINE_BYTES.fullmatch(shape) is None and shape.strip(_ASCII_BLANKS):
             return None
-    values = None if b"e" in data or b"E" in data else _decimals(data)
+    if b"e" in data or b"E" in data:
+        values = None
+    else:
+        layout = _fixed_layout(shapes)
+        values = _decimals(data) if layout is None else _fixed_point(data, *layout)
     if values is None:  # exponents, or more than 15 digits: Python's float
         values = np.array(list(map(float, data.split())), dtype=np.float64)
         if not np.isfinite(values).all():  # "1e999": the careful path names the line
@@ -176,6 +182,70 @@ def _parse_fast(data: bytes) -> np.ndarray | None:
     if len(values) > 2 * MAX_POINTS:
         return None  # the careful path names the line
     return values.reshape(-1, 2)
+
+
+def _fixed_layout(shapes: set[bytes]) -> tuple[int, bool, int] | None:
+    """(fraction digits, dot, most integer digits) shared by every number, else None.
+
+    ``shapes`` are well-formed lines with their digits read as "0" (see
+    :func:`_parse_fast`).  None when numbers differ in fraction digits or in
+    having a dot, when one is negative (``-0`` keeps its sign only through
+    ``float``), or when a number may have more than 15 digits.
+    """
+    layouts = set()
+    widest = 0
+    for shape in shapes:
+        for field in shape.split():
+            if field.startswith(b"-"):
+                return None
+            dot = field.find(b".")
+            whole = len(field) if dot < 0 else dot
+            layouts.add((0, False) if dot < 0 else (len(field) - dot - 1, True))
+            widest = max(widest, whole - field.startswith(b"+"))
+    if len(layouts) != 1:
+        return None
+    ((fraction, dotted),) = layouts
+    return (fraction, dotted, widest) if fraction + widest <= _MAX_DIGITS else None
+
+
+def _fixed_point(data: bytes, fraction: int, dotted: bool, widest: int) -> np.ndarray:
+    """The numbers of a well-formed file whose numbers share one layout (:func:`_fixed_layout`).
+
+    Every number then ends with ``fraction`` digits, after a dot when
+    ``dotted``, and before that holds up to ``widest`` digits: each number's
+    digits are read at fixed distances from its last character.  Its value is
+    its digits as an integer m (< 10**15, exact) divided by 10**fraction (exact
+    too), as in :func:`_decimals`: the same float as ``float(text)``.
+    """
+    codes = np.frombuffer(b"\n" + data + b"\n", dtype=np.uint8)
+    blank = codes <= ord(" ")  # blanks and line ends; number characters are above
+    last = np.flatnonzero(blank[1:] > blank[:-1])  # each number's last character
+    # Row j: the character at distance j (fraction digits, skip the dot, whole
+    # digits) left of each number's end; before the first number lies the
+    # leading newline ("clip" reads it there).
+    digits = codes.take(last - _distances(fraction, dotted, widest), mode="clip")
+    digits -= np.uint8(ord("0"))  # wraps to >= 10 for anything but a digit
+    # A whole part ends at its first non-digit going left (a blank or "+"):
+    # beyond it lie the previous number's digits.
+    whole = digits[fraction:]
+    kept = whole < 10
+    for j in range(1, widest):
+        kept[j] &= kept[j - 1]
+    whole *= kept
+    mantissa = _POW10_INT[: fraction + widest] @ digits
+    return mantissa / _POW10_FLOAT[fraction]
+
+
+@functools.lru_cache(maxsize=64)
+def _distances(fraction: int, dotted: bool, widest: int) -> np.ndarray:
+    """Where :func:`_fixed_point` reads digits: distances from a number's last character.
+
+    A column (K, 1), so that ``last - distances`` gives one row per distance.
+    """
+    distances = [*range(fraction), *range(fraction + dotted, fraction + dotted + widest)]
+    column = np.array(distances, dtype=np.intp).reshape(-1, 1)
+    column.setflags(write=False)  # shared by every call with this layout
+    return column
 
 
 def _decimals(data: bytes) -> np.ndarray | None:
@@ -323,7 +393,7 @@ def read_contour(
                 raise ContourError(where, f"cannot read file ({exc})") from exc
     else:
         where = name or str(getattr(source, "name", "<file object>"))
-        data = source.read(MAX_BYTES + 1)
+        data = _read_limited(source)
     if len(data) > MAX_BYTES:
         raise ContourError(where, f"file larger than {MAX_BYTES} bytes", code="too-many-points")
     array = _parse_fast(data)  # only ASCII is taken, so the text would decode
@@ -341,12 +411,16 @@ def read_contour(
 
 
 def _read_limited(handle: BinaryIO) -> bytes:
-    """Read a regular file up to MAX_BYTES + 1 bytes.
+    """Read a file up to MAX_BYTES + 1 bytes, from its position.
 
-    read(MAX_BYTES + 1) would allocate 6 MB for every 2 KB file; the size from
-    fstat sizes the first read, and a file that grew since is read on.
+    read(MAX_BYTES + 1) would allocate 6 MB for every 2 KB file; a local file's
+    size from fstat sizes the first read, and a file that grew since is read
+    on.  Other file objects are read with the limit.
     """
-    size = os.fstat(handle.fileno()).st_size
+    try:
+        size = max(os.fstat(handle.fileno()).st_size - handle.tell(), 0)
+    except (AttributeError, OSError, ValueError):  # no descriptor: BytesIO, remote files
+        return handle.read(MAX_BYTES + 1)
     data = handle.read(min(size, MAX_BYTES) + 1)
     if len(data) > size:
         data += handle.read(MAX_BYTES + 1 - len(data))
@@ -383,13 +457,14 @@ def check_bounds(points: np.ndarray, shape: tuple[int, int], *, name: str = "<co
     """
     rows, columns = shape
     low = -0.5 - OUT_OF_BOUNDS_MARGIN
-    x, y = points[:, 0], points[:, 1]
+    (x_min, y_min), (x_max, y_max) = points.min(axis=0).tolist(), points.max(axis=0).tolist()
     if (
-        x.min() < low
-        or y.min() < low
-        or x.max() > columns - 0.5 + OUT_OF_BOUNDS_MARGIN
-        or (y.max() > rows - 0.5 + OUT_OF_BOUNDS_MARGIN)
+        x_min < low
+        or y_min < low
+        or x_max > columns - 0.5 + OUT_OF_BOUNDS_MARGIN
+        or (y_max > rows - 0.5 + OUT_OF_BOUNDS_MARGIN)
     ):
+        x, y = points[:, 0], points[:, 1]
         raise ContourError(
             name,
             f"points span x {x.min():.1f}..{x.max():.1f}, y {y.min():.1f}..{y.max():.1f}, "

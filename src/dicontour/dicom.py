@@ -830,21 +830,52 @@ def _decode(ds: pydicom.Dataset, header: DicomHeader, where: str) -> np.ndarray:
 
 
 def _rescale(pixels: np.ndarray, header: DicomHeader, where: object) -> np.ndarray:
-    image = pixels.astype(np.float32)
-    if not header.modality_lut:
-        if header.slope != 1.0:
-            image *= np.float32(header.slope)
-        if header.intercept != 0.0:
-            image += np.float32(header.intercept)
-    # The header checks make this impossible; it is checked anyway because a
-    # NaN served to training is silent and a failed load is not.
-    if not np.isfinite(image).all():
-        raise DicomError(where, "the decoded image holds NaN or infinite values")
+    image = np.empty(pixels.shape, dtype=np.float32)
+    _rescale_into(pixels, header, image, where)
     return image
 
 
+def _rescale_into(pixels: np.ndarray, header: DicomHeader, out: np.ndarray, where: object) -> None:
+    """Write ``pixels`` as float32 with the modality transform into ``out`` (same shape)."""
+    np.copyto(out, pixels, casting="unsafe")  # what astype(float32) gives, without a new array
+    if not header.modality_lut:
+        if header.slope != 1.0:
+            out *= np.float32(header.slope)
+        if header.intercept != 0.0:
+            out += np.float32(header.intercept)
+    # The header checks make this impossible; it is checked anyway because a
+    # NaN served to training is silent and a failed load is not.
+    if not np.isfinite(out).all():
+        raise DicomError(where, "the decoded image holds NaN or infinite values")
+
+
+def _read_raw_into(handle: BinaryIO, header: DicomHeader, out: np.ndarray, where: str) -> bool:
+    """Read the pixels at ``header.raw`` straight into ``out``; False if the file changed.
+
+    False (nothing usable read) when the file's size or mtime differs from the
+    header read's, when it has no descriptor, or when it is shorter than the
+    pixels: the caller then decodes it in full, which re-validates it.
+    """
+    raw = header.raw
+    stat = _stat_of(handle)
+    if raw is None or not stat or stat.st_size != raw.size or stat.st_mtime_ns != raw.mtime_ns:
+        return False
+    pixels = np.empty(header.shape, dtype=raw.dtype)
+    start = handle.tell()
+    handle.seek(raw.offset)
+    if handle.readinto(pixels) != pixels.nbytes:  # type: ignore[attr-defined]
+        handle.seek(start)
+        return False
+    _rescale_into(pixels, header, out, where)
+    return True
+
+
 def read_dicom_pixels(
-    source: PathOrFile, header: DicomHeader, *, name: str | None = None
+    source: PathOrFile,
+    header: DicomHeader,
+    *,
+    name: str | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Read the image of a slice whose header was read before, as fast as possible.
 
@@ -861,31 +892,37 @@ def read_dicom_pixels(
         From :func:`read_dicom_header` on the same file.
     name : str, optional
         The name used in errors (defaults to the path).
+    out : float32 ndarray of shape (rows, columns), optional
+        Where to write the image (a batch slot, say), instead of a new array.
 
     Returns
     -------
     float32 ndarray of shape (rows, columns)
-        Finite, with the modality transform applied.
+        Finite, with the modality transform applied (``out`` when given).
 
     Raises
     ------
     DicomError
         The file became unreadable, or its shape changed since the header read.
+    ValueError
+        ``out`` is not a float32 array of the header's shape.
+
+    Examples
+    --------
+    >>> header = read_dicom_header("final_data/dicoms/SCD0000101/48.dcm")  # doctest: +SKIP
+    >>> image = read_dicom_pixels("final_data/dicoms/SCD0000101/48.dcm", header)  # doctest: +SKIP
     """
     where = _name(source, name)
+    if out is not None and (out.shape != header.shape or out.dtype != np.float32):
+        raise ValueError(
+            f"out must be float32 of shape {header.shape}; got {out.dtype} {out.shape}"
+        )
     with _opened(source, where) as handle:
-        raw = header.raw
-        if raw is not None:
+        if header.raw is not None:
+            image = np.empty(header.shape, dtype=np.float32) if out is None else out
             try:
-                stat = _stat_of(handle)
-                if stat and stat.st_size == raw.size and stat.st_mtime_ns == raw.mtime_ns:
-                    start = handle.tell()
-                    handle.seek(raw.offset)
-                    count = header.rows * header.columns
-                    pixels = np.fromfile(handle, dtype=raw.dtype, count=count)
-                    if pixels.size == count:
-                        return _rescale(pixels.reshape(header.shape), header, where)
-                    handle.seek(start)
+                if _read_raw_into(handle, header, image, where):
+                    return image
             except OSError as exc:
                 raise DicomError(where, f"cannot read file ({exc})") from exc
         decoded = read_dicom(handle, name=where)
@@ -894,7 +931,10 @@ def read_dicom_pixels(
             where,
             f"image shape changed since the scan: {decoded.header.shape} != {header.shape}",
         )
-    return decoded.image
+    if out is None:
+        return decoded.image
+    out[...] = decoded.image
+    return out
 
 
 def _frame(header: DicomHeader, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -118,8 +118,9 @@ def read_polygon(root: Location, relative: str, shape: tuple[int, int]) -> np.nd
     """The points of contour ``relative``, checked against its image of ``shape``.
 
     Every rule the scan applies to a contour is applied here, and the scan and
-    the loaders both read contours through this function, so a file rewritten
-    after a scan is refused when loaded, never silently clipped.
+    the loaders both read contours through this function (or :func:`read_mask`,
+    which applies the same rules), so a file rewritten after a scan is refused
+    when loaded, never silently clipped.
 
     Raises
     ------
@@ -130,6 +131,12 @@ def read_polygon(root: Location, relative: str, shape: tuple[int, int]) -> np.nd
     """
     points = read_points(root, relative)
     check_bounds(points, shape, name=relative)
+    _check_crossings(points, shape, relative)
+    return points
+
+
+def _check_crossings(points: np.ndarray, shape: tuple[int, int], relative: str) -> None:
+    """Raise ``too-many-crossings`` for a polygon over :data:`~dicontour.raster.MAX_CROSSINGS`."""
     crossings = count_crossings(points, shape)
     if crossings > MAX_CROSSINGS:
         raise ContourError(
@@ -138,21 +145,46 @@ def read_polygon(root: Location, relative: str, shape: tuple[int, int]) -> np.nd
             f"image, more than MAX_CROSSINGS={MAX_CROSSINGS}: too costly to rasterise",
             code="too-many-crossings",
         )
-    return points
 
 
-def read_image(root: Location, record: SampleRecord) -> np.ndarray:
-    """The float32 image of ``record``; the direct-offset fast path on local files."""
-    with _opened(root, record.dicom, DicomError) as handle:
-        return read_dicom_pixels(handle, record.header, name=record.dicom)
+def read_image(
+    root: Location, record: SampleRecord, *, out: np.ndarray | None = None
+) -> np.ndarray:
+    """The float32 image of ``record``; the direct-offset fast path on local files.
+
+    ``out`` (float32, the record's shape) receives the image instead of a new array.
+    """
+    return read_pixels(root, record.dicom, record.header, out=out)
 
 
-def read_mask(root: Location, relative: str, shape: tuple[int, int]) -> np.ndarray:
+def read_pixels(
+    root: Location, relative: str, header: DicomHeader, *, out: np.ndarray | None = None
+) -> np.ndarray:
+    """The float32 image of the DICOM ``relative`` whose ``header`` the scan read.
+
+    :func:`dicontour.dicom.read_dicom_pixels` on the file opened through
+    ``root``; ``out`` (float32, the header's shape) receives the image.
+    """
+    with _opened(root, relative, DicomError) as handle:
+        return read_dicom_pixels(handle, header, name=relative, out=out)
+
+
+def read_mask(
+    root: Location, relative: str, shape: tuple[int, int], *, out: np.ndarray | None = None
+) -> np.ndarray:
     """Read the contour file ``relative``, check it (:func:`read_polygon`), rasterise it.
 
-    Returns a (H, W) bool mask.
+    Returns a (H, W) bool mask: ``out`` when given (a bool (H, W) array).
     """
-    return polygon_to_mask(read_polygon(root, relative, shape), shape)
+    points = read_points(root, relative)
+    check_bounds(points, shape, name=relative)
+    try:
+        # The rasteriser counts the crossings before it allocates anything and
+        # refuses too many; counted again only to name that refusal.
+        return polygon_to_mask(points, shape, out=out)
+    except ValueError:
+        _check_crossings(points, shape, relative)
+        raise
 
 
 def load_sample(root: Location, record: SampleRecord) -> Sample:

@@ -59,7 +59,11 @@ def _check(points: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, int,
 
 
 def polygon_to_mask(
-    points: np.ndarray, shape: tuple[int, int], *, convention: Convention = "center"
+    points: np.ndarray,
+    shape: tuple[int, int],
+    *,
+    convention: Convention = "center",
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Rasterise a closed polygon to a boolean mask.
 
@@ -78,10 +82,13 @@ def polygon_to_mask(
         module docs).  ``"challenge"``: what the Sunnybrook challenge helper
         gives (PIL ``ImageDraw.polygon(xy, outline=0, fill=1)``), which drops
         boundary pixels; offered only for comparison.
+    out : bool ndarray of shape (H, W), optional
+        Where to write the mask (a batch slot, say), instead of a new array.
 
     Returns
     -------
     bool ndarray of shape (H, W)
+        ``out`` when given.
 
     Raises
     ------
@@ -90,7 +97,7 @@ def polygon_to_mask(
         coordinate that is not finite or beyond ``MAX_COORDINATE``, a mask over
         ``MAX_PIXELS``, more than ``MAX_CROSSINGS`` (edge, row) crossings
         (checked before any work array is allocated; see
-        :func:`count_crossings`).
+        :func:`count_crossings`); an ``out`` that is not a bool (H, W) array.
 
     Notes
     -----
@@ -99,7 +106,8 @@ def polygon_to_mask(
     proportional to vertices + rows crossed + pixels filled, with no per-pixel
     point-in-polygon test (``benchmarks/bench_mask.py`` measures it against the
     PIL helper).  Rows are processed in bands, so memory stays at the mask plus
-    a few MB whatever the polygon.
+    a few MB whatever the polygon.  With ``out`` (a loader's slot) no mask is
+    allocated: that, not the fill, is most of a call's cost after the checks.
 
     Examples
     --------
@@ -113,13 +121,35 @@ def polygon_to_mask(
     """
     points, height, width = _check(points, shape)
     if convention == "challenge":
-        return _challenge_mask(points, height, width)
+        mask = _challenge_mask(points, height, width)
+        if out is None:
+            return mask
+        _check_out(out, height, width)
+        out[...] = mask
+        return out
     if convention != "center":
         raise ValueError(f"convention must be 'center' or 'challenge'; got {convention!r}")
-    mask = np.zeros((height, width), dtype=bool)
+    if out is None:
+        mask = np.zeros((height, width), dtype=bool)
+    else:
+        _check_out(out, height, width)
+        mask = out
+        mask.fill(False)
     if len(points) < 3 or height == 0 or width == 0:
         return mask
+    _fill(mask, points)
+    return mask
 
+
+def _check_out(out: np.ndarray, height: int, width: int) -> None:
+    if not isinstance(out, np.ndarray) or out.dtype != np.bool_ or out.shape != (height, width):
+        got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise ValueError(f"out must be a bool array of shape {(height, width)}; got {got}")
+
+
+def _fill(mask: np.ndarray, points: np.ndarray) -> None:
+    """Set the pixels of ``mask`` (all False) inside the polygon ``points`` (3+ vertices)."""
+    height, width = mask.shape
     x0, y0 = points[:, 0], points[:, 1]
     x1, y1 = np.concatenate((x0[1:], x0[:1])), np.concatenate((y0[1:], y0[:1]))
     first_row, counts = _rows_crossed(y0, height)
@@ -130,7 +160,7 @@ def polygon_to_mask(
             f"MAX_CROSSINGS={MAX_CROSSINGS}"
         )
     if total == 0:
-        return mask
+        return
     flip = y1 < y0
     x_low, y_low = np.where(flip, x1, x0), np.where(flip, y1, y0)
     dx, dy = x1 - x0, y1 - y0
@@ -141,14 +171,13 @@ def polygon_to_mask(
     # result does not depend on the banding.
     if total <= _BAND_CROSSINGS and height * width <= _BAND_PIXELS:
         _fill_rows(mask, first_row, counts, total, x_low, y_low, dx, dy)  # the usual case
-        return mask
+        return
     for start, stop in _bands(first_row, counts, height, width):
         band_first = np.maximum(first_row, start)
         band_counts = np.maximum(np.minimum(first_row + counts, stop) - band_first, 0)
         band_total = int(band_counts.sum())
         if band_total:
             _fill_rows(mask, band_first, band_counts, band_total, x_low, y_low, dx, dy)
-    return mask
 
 
 def _rows_crossed(y: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,13 +11,14 @@ Python would spend on a million ``SampleRecord`` objects.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from ..batch import BatchMeta, case_id
 from ..dicom import DicomHeader, RawPixels
 from ..errors import DicomError
-from ..index import Index, SampleRecord, read_image, read_mask
+from ..index import Index, SampleRecord, read_mask, read_pixels
 from ..storage import Location, location
 from ..targets import Target, check_target
 
@@ -180,9 +181,8 @@ class IndexSource:
             index=indices,
         )
 
-    def record(self, k: int) -> SampleRecord:
-        """Sample k rebuilt as a :class:`~dicontour.SampleRecord` (for the readers)."""
-        dicom = self._dicom[k]
+    def _header(self, k: int) -> DicomHeader:
+        """What a pixel read needs of sample k's DICOM header (no pixel spacing)."""
         raw = None
         if self._offset[k] >= 0:
             raw = RawPixels(
@@ -191,14 +191,10 @@ class IndexSource:
                 size=int(self._size[k]),
                 mtime_ns=int(self._mtime[k]),
             )
-        header = DicomHeader(
+        return DicomHeader(
             rows=int(self._rows[k]),
             columns=int(self._columns[k]),
-            pixel_spacing=(
-                None
-                if np.isnan(self._spacing[k]).any()
-                else (float(self._spacing[k, 0]), float(self._spacing[k, 1]))
-            ),
+            pixel_spacing=None,
             instance_number=None,
             sop_instance_uid=None,
             slope=float(self._slope[k]),
@@ -206,15 +202,43 @@ class IndexSource:
             transfer_syntax="",
             raw=raw,
         )
+
+    def record(self, k: int) -> SampleRecord:
+        """Sample k rebuilt as a :class:`~dicontour.SampleRecord` (for the readers)."""
+        spacing = self._spacing[k]
         return SampleRecord(
             patient_id=self._patient(k),
             original_id="",
             slice=int(self._slice[k]),
-            dicom=dicom,
+            dicom=self._dicom[k],
             i_contour=self._i[k] or None,
             o_contour=self._o[k] or None,
-            header=header,
+            header=replace(
+                self._header(k),
+                pixel_spacing=(
+                    None if np.isnan(spacing).any() else (float(spacing[0]), float(spacing[1]))
+                ),
+            ),
         )
+
+    def _contours(self, k: int, target: Target) -> list[str]:
+        """The contour paths ``target`` needs of sample k; ValueError if one is missing."""
+        if target == "both":
+            paths = [self._i[k], self._o[k]]
+        else:
+            paths = [self._i[k] if target == "i" else self._o[k]]
+        if not all(paths):
+            raise ValueError(f"sample {k} ({self.describe(k)}) has no {target}-contour")
+        return paths
+
+    def _image(self, k: int, out: np.ndarray | None = None) -> np.ndarray:
+        dicom = self._dicom[k]
+        try:
+            return read_pixels(self.location, dicom, self._header(k), out=out)
+        except DicomError as exc:
+            if exc.path == dicom:
+                raise
+            raise DicomError(dicom, exc.reason, code=exc.code) from exc
 
     def read(self, k: int, target: Target) -> tuple[np.ndarray, np.ndarray]:
         """Sample k's image and its ``target`` mask(s), read from the files.
@@ -231,25 +255,36 @@ class IndexSource:
         ValueError
             The sample lacks the contour ``target`` needs, or ``target`` is unknown.
         """
-        target = check_target(target)
-        record = self.record(k)
-        if not record.has(target):
-            raise ValueError(f"sample {k} ({self.describe(k)}) has no {target}-contour")
-        root = self.location
-        try:
-            image = read_image(root, record)
-        except DicomError as exc:
-            if exc.path == record.dicom:
-                raise
-            raise DicomError(record.dicom, exc.reason, code=exc.code) from exc
-        if target == "both":
-            mask = np.stack(
-                [
-                    read_mask(root, record.i_contour, record.shape),  # type: ignore[arg-type]
-                    read_mask(root, record.o_contour, record.shape),  # type: ignore[arg-type]
-                ]
+        paths = self._contours(k, check_target(target))
+        image = self._image(k)
+        shape = image.shape
+        masks = [read_mask(self.location, path, shape) for path in paths]
+        return image, masks[0] if len(masks) == 1 else np.stack(masks)
+
+    def read_into(self, k: int, target: Target, image: np.ndarray, mask: np.ndarray) -> None:
+        """What :meth:`read` returns, written into ``image`` and ``mask`` (a loader's slot).
+
+        Raises
+        ------
+        DicomError, ContourError
+            As :meth:`read`.
+        ValueError
+            As :meth:`read`; or ``image`` (float32) or ``mask`` (bool, (H, W) or
+            (2, H, W) for ``"both"``) do not have sample k's shape.
+        """
+        paths = self._contours(k, check_target(target))
+        shape = (int(self._rows[k]), int(self._columns[k]))
+        planes = [mask] if len(paths) == 1 else list(mask)
+        if (
+            image.shape != shape
+            or image.dtype != np.float32
+            or mask.shape != ((2, *shape) if len(paths) == 2 else shape)
+            or mask.dtype != np.bool_
+        ):
+            raise ValueError(
+                f"sample {k} ({self.describe(k)}) is {shape}: it does not fit an image "
+                f"{image.dtype} {image.shape} and a mask {mask.dtype} {mask.shape}"
             )
-        else:
-            contour = record.i_contour if target == "i" else record.o_contour
-            mask = read_mask(root, contour, record.shape)  # type: ignore[arg-type]
-        return image, mask
+        self._image(k, out=image)
+        for path, plane in zip(paths, planes, strict=True):
+            read_mask(self.location, path, shape, out=plane)
