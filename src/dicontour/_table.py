@@ -196,9 +196,7 @@ class _Column:
         self.values: np.ndarray | None = None
         if len(data) > 1:
             bits = data.view(np.uint64) if data.dtype.kind == "f" else data
-            _, first, inverse = np.unique(
-                bits, axis=0, return_index=True, return_inverse=True
-            )
+            _, first, inverse = np.unique(bits, axis=0, return_index=True, return_inverse=True)
             values = _narrow(data[first])
             codes = _narrow(inverse.reshape(-1))
             if values.nbytes + codes.nbytes < self.codes.nbytes:
