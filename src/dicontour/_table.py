@@ -376,23 +376,23 @@ class RecordTable(Sequence):
         """Bytes held by the columns (the dictionaries of distinct values excluded)."""
         return sum(column.nbytes for column in self._columns.values())
 
-    def patient_ids(self) -> list[str]:
-        """Each record's patient id, without rebuilding the records."""
-        layout = self._columns["layout"]
+    def patient_ids(self, indices: np.ndarray | None = None) -> list[str]:
+        """Each record's patient id (or those at ``indices``), without rebuilding the records."""
+        if indices is None:
+            indices = np.arange(self._length)
         pids = [values[0] for values in self._layouts.values]
-        codes = (layout.codes if layout.values is None else layout.values[layout.codes]).tolist()
+        codes = self._take("layout", indices).tolist()
         if not self._odd:
             return [pids[code] for code in codes]
         odd = self._odd
         return [
             odd[k].patient_id if k in odd else pids[code]  # type: ignore[attr-defined]
-            for k, code in enumerate(codes)
+            for k, code in zip(indices.tolist(), codes, strict=True)
         ]
 
     def has_contours(self) -> np.ndarray:
         """bool (N, 2): whether each record has an [i, o] contour, without rebuilding them."""
-        column = self._columns["flags"]
-        flags = column.codes if column.values is None else column.values[column.codes]
+        flags = self._take("flags", np.arange(self._length))
         has = np.stack([(flags & _I) != 0, (flags & _O) != 0], axis=1).reshape(len(flags), 2)
         for k, record in self._odd.items():
             has[k] = record.i_contour is not None, record.o_contour is not None  # type: ignore[attr-defined]
@@ -451,3 +451,43 @@ class RecordTable(Sequence):
             o_contour=_fill(o, number),
             header=header,
         )
+
+    # ----------------------------------------------------------------- columns
+
+    def _take(self, name: str, indices: np.ndarray) -> np.ndarray:
+        column = self._columns[name]
+        codes = column.codes[indices]
+        return codes if column.values is None else column.values[codes]
+
+    def _per_series(self, field: int, empty: object, dtype: type) -> np.ndarray:
+        """One field of every series dictionary entry, as an array (row per entry)."""
+        values = [empty if v[field] is None else v[field] for v in self._series.values]
+        return np.array(values or [empty], dtype=dtype)
+
+    def shapes(self) -> np.ndarray:
+        """int64 (N, 2): each record's (rows, columns), without rebuilding the records."""
+        rows = self._per_series(0, 0, np.int64)
+        columns = self._per_series(1, 0, np.int64)
+        codes = self._take("series", np.arange(self._length))
+        shapes = np.stack([rows[codes], columns[codes]], axis=1).reshape(self._length, 2)
+        for k, record in self._odd.items():
+            shapes[k] = record.header.rows, record.header.columns  # type: ignore[attr-defined]
+        return shapes
+
+    def slices(self, indices: np.ndarray) -> np.ndarray:
+        """int64: the slice numbers of the records at ``indices`` (a 1-D int array)."""
+        slices = self._take("slice", indices).astype(np.int64)
+        for at, k in enumerate(indices.tolist()):
+            if k in self._odd:
+                slices[at] = self._odd[k].slice  # type: ignore[attr-defined]
+        return slices
+
+    def spacings(self, indices: np.ndarray) -> np.ndarray:
+        """float64 (len(indices), 2): pixel spacing of those records, NaN where none."""
+        table = self._per_series(2, (np.nan, np.nan), np.float64).reshape(-1, 2)
+        spacing = table[self._take("series", indices)]
+        for at, k in enumerate(indices.tolist()):
+            if k in self._odd:
+                found = self._odd[k].header.pixel_spacing  # type: ignore[attr-defined]
+                spacing[at] = (np.nan, np.nan) if found is None else found
+        return spacing
