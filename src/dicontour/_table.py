@@ -147,14 +147,21 @@ def _unpack_digits(data: bytes) -> str:
 def _template(path: str, number: int) -> tuple[str, int, str]:
     """``path`` as (head, width, tail) around the last digit run that spells ``number``.
 
-    So that the paths of one patient's slices share one template (the slice
-    number, zero-padded to ``width``, goes between head and tail); width -1
-    when no run spells it (the path is the head).
+    So that the paths of one patient's slices share one template: the slice
+    number goes between head and tail, as is (width 0: ``7.dcm``, ``48.dcm``)
+    or zero-padded to ``width`` (``IM-0001-0048``); width -1 when no run spells
+    it (the path is the head).
     """
+    text = str(number)
     for match in reversed(list(re.finditer(r"[0-9]+", path))):
         start, end = match.span()
-        if int(match.group()) == number and f"{number:0{end - start}d}" == match.group():
-            return path[:start], end - start, path[end:]
+        run = match.group()
+        if run == text:
+            return path[:start], 0, path[end:]
+        if run.lstrip("0") == text.lstrip("0") and run[:1] == "0" and len(run) > len(text):
+            found = path[:start], end - start, path[end:]
+            if _fill(found, number) == path:  # never a template that rebuilds another path
+                return found
     return path, -1, ""
 
 
@@ -162,7 +169,9 @@ def _fill(template: tuple[str, int, str] | None, number: int) -> str | None:
     if template is None:
         return None
     head, width, tail = template
-    return head if width < 0 else f"{head}{number:0{width}d}{tail}"
+    if width < 0:
+        return head
+    return f"{head}{number if width == 0 else format(number, f'0{width}d')}{tail}"
 
 
 def _narrow(data: np.ndarray) -> np.ndarray:
@@ -228,6 +237,25 @@ class _Codes:
             self.values.append(value)
         return code
 
+    def freeze(self) -> None:
+        """Drop the lookup, keep fresh copies of the values (nothing more is added).
+
+        The values were made while a scan's temporaries were alive and lie
+        scattered among them in the allocator's arenas, each keeping its arena
+        resident; copies made now, the temporaries gone, lie together.
+        """
+        self._code = {}
+        self.values = [_fresh(value) for value in self.values]
+
+
+def _fresh(value: Any) -> Any:
+    """A new object equal to ``value`` (strings and tuples copied; anything else as is)."""
+    if type(value) is str:
+        return _decode(_encode(value)) if value else value
+    if type(value) is tuple:
+        return tuple(_fresh(v) for v in value)
+    return value
+
 
 class RecordTable(Sequence):
     """A read-only sequence of :class:`~dicontour.SampleRecord`, stored as columns.
@@ -272,6 +300,9 @@ class RecordTable(Sequence):
             if name.endswith("_ends"):  # lengths -> where each value ends
                 column = np.cumsum(column, dtype=np.int64)
             self._columns[name] = _Column(column)
+        del chunks, batch
+        for codes in (self._layouts, self._series, self._prefixes):
+            codes.freeze()
 
     def _pack(self, batch: list[object]) -> dict[str, Any]:
         """Full-width columns of one chunk of records (odd records get placeholder rows)."""

@@ -311,7 +311,6 @@ class CacheSource:
         image[...] = source_image
         mask[...] = source_mask
 
-
     def read_batch_into(
         self, indices: np.ndarray, target: Target, images: np.ndarray, masks: np.ndarray
     ) -> None:
