@@ -179,3 +179,26 @@ def test_repeated_paths_and_uids_cost_few_bytes_a_record():
     assert table[1999].header.sop_instance_uid == f"1.2.840.99.{10**20 + 1999}"
     # 21 digits packed in 11 bytes, the rest one or two bytes a column.
     assert table.nbytes / len(table) < 40
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(records, min_size=1, max_size=20), st.data())
+def test_columns_read_without_rebuilding_agree_with_the_records(given_records, data):
+    """What the loader's meta reads from the columns (odd records included)."""
+    table = RecordTable(given_records)
+    indices = np.array(
+        data.draw(st.lists(st.integers(0, len(given_records) - 1), max_size=10)), dtype=np.int64
+    )
+    chosen = [given_records[k] for k in indices.tolist()]
+    assert table.shapes().tolist() == [[r.header.rows, r.header.columns] for r in given_records]
+    assert table.patient_ids(indices) == [r.patient_id for r in chosen]
+    fits = [r for r in chosen if -(2**63) <= r.slice < 2**63]
+    if len(fits) == len(chosen):
+        assert table.slices(indices).tolist() == [r.slice for r in chosen]
+    spacing = table.spacings(indices)
+    for row, r in zip(spacing.tolist(), chosen, strict=True):
+        expected = r.header.pixel_spacing
+        if expected is None:
+            assert np.isnan(row).all()
+        else:
+            assert row == [float(v) for v in expected] or np.isnan(expected).any()
