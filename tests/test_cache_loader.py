@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import CACHE_PHANTOM
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dicontour.cache import build_cache, open_cache
 from dicontour.errors import CacheError
@@ -197,3 +199,45 @@ def test_normalize_still_applies_when_samples_could_be_copied_directly(built) ->
     for k, image in enumerate(images):
         raw = source.read(k, "i")[0].astype(np.float64)
         np.testing.assert_allclose(image, (raw - raw.mean()) / raw.std(), rtol=1e-4, atol=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_read_batch_into_is_read_for_every_sample(built, data) -> None:
+    """A batch at once (the loader's warm path) writes what read() gives, sample by sample;
+    meta() (patient codes learnt per shard) names the same patients and slices as the
+    shard manifests."""
+    _, cache = built
+    source = open_cache(cache)
+    target = data.draw(st.sampled_from(["i", "o", "both"]))
+    eligible = np.flatnonzero(source.has(target)).tolist()
+    chosen = data.draw(st.lists(st.sampled_from(eligible), min_size=1, max_size=9))
+    indices = np.array(chosen)
+    images = np.zeros((len(chosen), 32, 32), np.float32)
+    masks = np.zeros((len(chosen), *((2,) if target == "both" else ()), 32, 32), bool)
+    source.read_batch_into(indices, target, images, masks)
+    for at, k in enumerate(chosen):
+        image, mask = source.read(k, target)
+        np.testing.assert_array_equal(images[at], image)
+        np.testing.assert_array_equal(masks[at], mask)
+    meta = source.meta(indices)
+    for at, k in enumerate(chosen):
+        assert source.describe(k).startswith(
+            f"patient {meta.patient_id[at]} slice {meta.slice[at]} "
+        )
+
+
+def test_read_batch_into_refuses_what_read_into_refuses(built) -> None:
+    _, cache = built
+    source = open_cache(cache)
+    images, masks = np.zeros((2, 32, 32), np.float32), np.zeros((2, 32, 32), bool)
+    without_o = int(np.flatnonzero(~source.has("o"))[0])
+    with pytest.raises(ValueError, match=f"sample {without_o} .* has no o-mask"):
+        source.read_batch_into(np.array([0, without_o]), "o", images, masks)
+    for bad in (-1, len(source)):
+        with pytest.raises(IndexError, match=f"sample {bad} is out of range"):
+            source.read_batch_into(np.array([0, bad]), "i", images, masks)
+        with pytest.raises(IndexError, match=f"sample {bad} is out of range"):
+            source.meta(np.array([bad]))
+    with pytest.raises(ValueError, match="cannot be written into"):
+        source.read_batch_into(np.array([0]), "i", images[:, :16], masks)

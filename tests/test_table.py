@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -124,3 +125,80 @@ def test_phantom_index_held_in_columns(tmp_path):
     assert np.array_equal(
         table.has_contours(), [[r.i_contour is not None, r.o_contour is not None] for r in table]
     )
+
+
+uids = st.from_regex(r"\A[0-9]{0,3}(\.[0-9]{0,25}){0,6}\Z") | text
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 10**6), st.integers(0, 8), uids, uids, st.sampled_from("/-_")),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_uids_and_numbered_paths_round_trip(rows):
+    """UIDs (digit tails packed two a byte, leading zeros and empty parts included) and
+    paths that spell the slice number zero-padded (kept as one template per patient)."""
+    header = DicomHeader(4, 5, (1.0, 1.0), 7, "1.2.3", 1.0, 0.0, "1.2.840.10008.1.2.1")
+    given = [
+        SampleRecord(
+            "P",
+            "O",
+            number,
+            f"dicoms/P{number % 3}/{number:0{width}d}.dcm",
+            f"c{sep}i{sep}IM-0001-{number:0{width}d}{sep}{number}.txt",
+            None,
+            replace(header, sop_instance_uid=sop, frame_of_reference_uid=frame),
+        )
+        for number, width, sop, frame, sep in rows
+    ]
+    table = RecordTable(given)
+    for got, expected in zip(table, given, strict=True):
+        assert same(got, expected), (got, expected)
+    assert not table._odd  # all held in the columns
+
+
+def test_repeated_paths_and_uids_cost_few_bytes_a_record():
+    header = DicomHeader(256, 256, (1.25, 1.25), 1, None, 1.0, 0.0, "1.2.840.10008.1.2.1")
+    given = [
+        SampleRecord(
+            f"SCD{k // 200:07d}",
+            f"SC-{k // 200}",
+            k % 200,
+            f"dicoms/SCD{k // 200:07d}/{k % 200}.dcm",
+            f"contourfiles/SC-{k // 200}/i-contours/IM-0001-{k % 200:04d}-icontour-manual.txt",
+            None,
+            replace(header, sop_instance_uid=f"1.2.840.99.{10**20 + k}"),
+        )
+        for k in range(2000)
+    ]
+    table = RecordTable(given)
+    assert [r.i_contour for r in table] == [r.i_contour for r in given]
+    assert table[1999].header.sop_instance_uid == f"1.2.840.99.{10**20 + 1999}"
+    # 21 digits packed in 11 bytes, the rest one or two bytes a column.
+    assert table.nbytes / len(table) < 40
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(records, min_size=1, max_size=20), st.data())
+def test_columns_read_without_rebuilding_agree_with_the_records(given_records, data):
+    """What the loader's meta reads from the columns (odd records included)."""
+    table = RecordTable(given_records)
+    indices = np.array(
+        data.draw(st.lists(st.integers(0, len(given_records) - 1), max_size=10)), dtype=np.int64
+    )
+    chosen = [given_records[k] for k in indices.tolist()]
+    assert table.shapes().tolist() == [[r.header.rows, r.header.columns] for r in given_records]
+    assert table.patient_ids(indices) == [r.patient_id for r in chosen]
+    fits = [r for r in chosen if -(2**63) <= r.slice < 2**63]
+    if len(fits) == len(chosen):
+        assert table.slices(indices).tolist() == [r.slice for r in chosen]
+    spacing = table.spacings(indices)
+    for row, r in zip(spacing.tolist(), chosen, strict=True):
+        expected = r.header.pixel_spacing
+        if expected is None:
+            assert np.isnan(row).all()
+        else:
+            assert row == [float(v) for v in expected] or np.isnan(expected).any()

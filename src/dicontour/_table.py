@@ -3,17 +3,27 @@
 A million :class:`~dicontour.SampleRecord` objects, each with its
 :class:`~dicontour.dicom.DicomHeader` and :class:`~dicontour.dicom.RawPixels`,
 cost about 1 KB apiece in Python objects.  Held as columns they cost about
-200 bytes: numbers in typed arrays, patient ids and folders once per distinct
-value, file names as UTF-8 bytes back to back.  A record is rebuilt, equal in
-every field, when it is asked for; the table is a read-only sequence of them.
+60 bytes (measured on the real data and the phantom):
 
-A record whose values do not fit the columns exactly (a hand-built record
-with an int outside int64, a spacing given as ints, ...) is kept as it is,
-so nothing is ever changed by the packing.
+* what repeats per patient is kept once per distinct value: the ids and the
+  paths as templates (``dicoms/P/{n}.dcm``: the slice number, zero-padded as
+  found, between a head and a tail); per series, the header fields a series
+  shares (shape, spacing, orientation, transfer syntax, UIDs of series and study);
+* numbers in the narrowest exact dtype, or as small codes into their distinct
+  rows (told apart by their bits) when that is cheaper (rescale, positions of
+  hard-linked copies);
+* per-slice UIDs as a shared root (up to the last dot) and a tail of decimal
+  digits packed two a byte.
+
+A record is rebuilt, equal in every field, when it is asked for; the table is
+a read-only sequence of them.  A record whose values do not fit the columns
+exactly (a hand-built record with an int outside int64, a position given as
+ints, ...) is kept as it is, so nothing is ever changed by the packing.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, overload
 
@@ -23,21 +33,26 @@ from .dicom import DicomHeader, RawPixels
 from .record import SampleRecord
 
 # Records packed per chunk while streaming, so the Python objects of at most
-# one chunk are alive beside the columns.
-_CHUNK = 4096
+# one chunk are alive beside the columns.  Small: the objects of a chunk leave
+# Python's allocator arenas fragmented, and what a chunk spans stays resident.
+_CHUNK = 256
 _INT64 = (-(2**63), 2**63 - 1)
-_INT32 = (-(2**31), 2**31 - 1)
 _UINT16 = (0, 2**16 - 1)  # DICOM Rows and Columns are US
 # Bits of the flags column.
-_SPACING, _INSTANCE, _UID, _LUT, _RAW, _POSITION = 1, 2, 4, 8, 16, 32
+_INSTANCE, _UID, _FRAME, _RAW, _POSITION, _I, _O = 1, 2, 4, 8, 16, 32, 64
+_INTS = tuple(map(np.dtype, ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64")))
 
 
-def _is_int(value: object, bounds: tuple[int, int]) -> bool:
+def _is_int(value: object, bounds: tuple[int, int] = _INT64) -> bool:
     return type(value) is int and bounds[0] <= value <= bounds[1]
 
 
 def _is_str(value: object) -> bool:
     return type(value) is str
+
+
+def _is_floats(value: object, n: int) -> bool:
+    return type(value) is tuple and len(value) == n and all(type(v) is float for v in value)
 
 
 def _fits(record: object) -> bool:
@@ -47,46 +62,32 @@ def _fits(record: object) -> bool:
     header = record.header
     if type(header) is not DicomHeader:
         return False
-    spacing, raw = header.pixel_spacing, header.raw
+    raw = header.raw
     return (
         _is_str(record.patient_id)
         and _is_str(record.original_id)
-        and _is_int(record.slice, _INT32)
+        and _is_int(record.slice)
         and _is_str(record.dicom)
         and all(p is None or _is_str(p) for p in (record.i_contour, record.o_contour))
         and _is_int(header.rows, _UINT16)
         and _is_int(header.columns, _UINT16)
-        and (
-            spacing is None
-            or (
-                type(spacing) is tuple
-                and len(spacing) == 2
-                and all(type(v) is float for v in spacing)
-            )
+        and (header.instance_number is None or _is_int(header.instance_number))
+        and all(
+            u is None or _is_str(u)
+            for u in (header.sop_instance_uid, header.frame_of_reference_uid)
         )
-        and (header.instance_number is None or _is_int(header.instance_number, _INT32))
-        and (header.sop_instance_uid is None or _is_str(header.sop_instance_uid))
         and type(header.slope) is float
         and type(header.intercept) is float
-        and _is_str(header.transfer_syntax)
-        and type(header.modality_lut) is bool
-        and (
-            header.image_position is None
-            or (
-                type(header.image_position) is tuple
-                and len(header.image_position) == 3
-                and all(type(v) is float for v in header.image_position)
-            )
-        )
+        and (header.image_position is None or _is_floats(header.image_position, 3))
         and _hashable(_series(header))
         and (
             raw is None
             or (
                 type(raw) is RawPixels
-                and _is_int(raw.offset, _INT64)
+                and _is_int(raw.offset)
                 and _is_str(raw.dtype)
-                and _is_int(raw.size, _INT64)
-                and _is_int(raw.mtime_ns, _INT64)
+                and _is_int(raw.size)
+                and _is_int(raw.mtime_ns)
             )
         )
     )
@@ -95,9 +96,14 @@ def _fits(record: object) -> bool:
 def _series(header: DicomHeader) -> tuple[object, ...]:
     """What a header shares with its series: kept once per distinct value, exactly."""
     return (
+        header.rows,
+        header.columns,
+        header.pixel_spacing,
+        header.transfer_syntax,
+        header.modality_lut,
+        None if header.raw is None else header.raw.dtype,
         header.image_orientation,
         header.slice_thickness,
-        header.frame_of_reference_uid,
         header.series_instance_uid,
         header.study_instance_uid,
     )
@@ -119,6 +125,100 @@ def _decode(data: bytes) -> str:
     return data.decode("utf-8", "surrogatepass")
 
 
+_TEXT = b"\xfe"  # leads a UID tail that is not all digits (a digit pair never starts with f)
+
+
+def _pack_digits(tail: str) -> bytes:
+    """A UID's tail, two decimal digits a byte (as hex digits, ``f``-padded); else marked text.
+
+    Example: ``"12345"`` -> bytes 12 34 5f; ``"1a"`` -> bytes fe 31 61.
+    """
+    if tail.isascii() and tail.isdigit():
+        return bytes.fromhex(tail + "f" * (len(tail) % 2))
+    return _TEXT + _encode(tail)
+
+
+def _unpack_digits(data: bytes) -> str:
+    if data[:1] == _TEXT:
+        return _decode(data[1:])
+    return data.hex().rstrip("f")
+
+
+def _template(path: str, number: int) -> tuple[str, int, str]:
+    """``path`` as (head, width, tail) around the last digit run that spells ``number``.
+
+    So that the paths of one patient's slices share one template: the slice
+    number goes between head and tail, as is (width 0: ``7.dcm``, ``48.dcm``)
+    or zero-padded to ``width`` (``IM-0001-0048``); width -1 when no run spells
+    it (the path is the head).
+    """
+    text = str(number)
+    for match in reversed(list(re.finditer(r"[0-9]+", path))):
+        start, end = match.span()
+        run = match.group()
+        if run == text:
+            return path[:start], 0, path[end:]
+        if run.lstrip("0") == text.lstrip("0") and run[:1] == "0" and len(run) > len(text):
+            found = path[:start], end - start, path[end:]
+            if _fill(found, number) == path:  # never a template that rebuilds another path
+                return found
+    return path, -1, ""
+
+
+def _fill(template: tuple[str, int, str] | None, number: int) -> str | None:
+    if template is None:
+        return None
+    head, width, tail = template
+    if width < 0:
+        return head
+    return f"{head}{number if width == 0 else format(number, f'0{width}d')}{tail}"
+
+
+def _narrow(data: np.ndarray) -> np.ndarray:
+    """``data`` in the narrowest dtype that holds every value exactly."""
+    if data.dtype.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            single = data.astype(np.float32)
+        # Compared as bits: NaN payloads and -0.0 must survive too.
+        if np.array_equal(single.astype(np.float64).view(np.uint64), data.view(np.uint64)):
+            return single
+        return data
+    low, high = (int(data.min()), int(data.max())) if data.size else (0, 0)
+    for dtype in _INTS:
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return data.astype(dtype)
+    return data
+
+
+class _Column:
+    """A numeric column (int64 or float64, rows of one or more values), stored compactly.
+
+    Either the values narrowed (:func:`_narrow`), or, when cheaper, codes into
+    the distinct rows (told apart by their bits): a value that repeats per
+    patient or series (rescale, an mtime shared by hard links) costs a byte
+    or two a row.  Both are exact.
+    """
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.codes = _narrow(data)
+        self.values: np.ndarray | None = None
+        if len(data) > 1:
+            bits = data.view(np.uint64) if data.dtype.kind == "f" else data
+            _, first, inverse = np.unique(bits, axis=0, return_index=True, return_inverse=True)
+            values = _narrow(data[first])
+            codes = _narrow(inverse.reshape(-1))
+            if values.nbytes + codes.nbytes < self.codes.nbytes:
+                self.codes, self.values = codes, values
+
+    def __getitem__(self, k: int) -> Any:
+        return self.codes[k] if self.values is None else self.values[self.codes[k]]
+
+    @property
+    def nbytes(self) -> int:
+        return self.codes.nbytes + (0 if self.values is None else self.values.nbytes)
+
+
 class _Codes:
     """Distinct values and the code of each (a categorical column's dictionary)."""
 
@@ -136,6 +236,25 @@ class _Codes:
             code = self._code[key] = len(self.values)
             self.values.append(value)
         return code
+
+    def freeze(self) -> None:
+        """Drop the lookup, keep fresh copies of the values (nothing more is added).
+
+        The values were made while a scan's temporaries were alive and lie
+        scattered among them in the allocator's arenas, each keeping its arena
+        resident; copies made now, the temporaries gone, lie together.
+        """
+        self._code = {}
+        self.values = [_fresh(value) for value in self.values]
+
+
+def _fresh(value: Any) -> Any:
+    """A new object equal to ``value`` (strings and tuples copied; anything else as is)."""
+    if type(value) is str:
+        return _decode(_encode(value)) if value else value
+    if type(value) is tuple:
+        return tuple(_fresh(v) for v in value)
+    return value
 
 
 class RecordTable(Sequence):
@@ -156,11 +275,13 @@ class RecordTable(Sequence):
     """
 
     def __init__(self, records: Iterable[object] = ()) -> None:
-        self._pairs, self._folders = _Codes(), _Codes()
-        self._syntaxes, self._dtypes, self._series = _Codes(), _Codes(), _Codes()
+        # Dictionaries of what repeats per patient or series: a layout is a
+        # patient's ids and path templates, a series its shared header fields,
+        # a prefix a UID's root (up to its last dot).
+        self._layouts, self._series, self._prefixes = _Codes(), _Codes(), _Codes()
         self._odd: dict[int, object] = {}
         self._length = 0
-        chunks: list[dict[str, np.ndarray]] = []
+        chunks: list[dict[str, Any]] = []
         batch: list[object] = []
         for record in records:
             batch.append(record)
@@ -169,97 +290,83 @@ class RecordTable(Sequence):
                 batch = []
         if batch or not chunks:
             chunks.append(self._pack(batch))
-        self._columns = {
-            name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]
-        }
-        for name in ("dicom", "i", "o", "uid"):  # chunk-local ends -> global ends
-            ends = [chunk[f"{name}_ends"] for chunk in chunks]
-            offsets = np.cumsum([0] + [len(chunk[f"{name}_blob"]) for chunk in chunks[:-1]])
-            self._columns[f"{name}_ends"] = np.concatenate(
-                [e + o for e, o in zip(ends, offsets, strict=True)]
-            ).astype(np.uint32 if int(ends[-1][-1:].sum() + offsets[-1]) < 2**32 else np.int64)
+        self._columns: dict[str, _Column] = {}
+        for name in list(chunks[0]):
+            parts = [chunk.pop(name) for chunk in chunks]
+            if name.endswith("_blob"):
+                self._columns[name] = _Column(np.frombuffer(b"".join(parts), np.uint8).copy())
+                continue
+            column = np.concatenate(parts)
+            if name.endswith("_ends"):  # lengths -> where each value ends
+                column = np.cumsum(column, dtype=np.int64)
+            self._columns[name] = _Column(column)
+        del chunks, batch
+        for codes in (self._layouts, self._series, self._prefixes):
+            codes.freeze()
 
-    def _pack(self, batch: list[object]) -> dict[str, np.ndarray]:
-        """Columns of one chunk of records (odd records get placeholder rows)."""
+    def _pack(self, batch: list[object]) -> dict[str, Any]:
+        """Full-width columns of one chunk of records (odd records get placeholder rows)."""
         start = self._length
         self._length += len(batch)
         n = len(batch)
-        pair = np.zeros(n, np.int32)
-        slices = np.zeros(n, np.int32)
-        rows = np.zeros(n, np.uint16)
-        columns = np.zeros(n, np.uint16)
-        spacing = np.zeros((n, 2), np.float64)
-        position = np.zeros((n, 3), np.float64)
-        series = np.zeros(n, np.int32)
-        instance = np.zeros(n, np.int32)
-        rescale = np.zeros((n, 2), np.float64)
-        syntax = np.zeros(n, np.int32)
-        flags = np.zeros(n, np.uint8)
-        raw = np.zeros((n, 3), np.int64)
-        dtype = np.zeros(n, np.int32)
-        folders = np.full((n, 3), -1, np.int32)
-        names: dict[str, list[bytes]] = {"dicom": [], "i": [], "o": [], "uid": []}
+        ints = np.zeros((n, 8), np.int64)  # layout, series, slice, instance, flags, raw x3
+        floats = np.zeros((n, 5), np.float64)  # slope, intercept, position
+        prefixes = np.zeros((n, 2), np.int64)
+        uids: dict[str, list[bytes]] = {"uid": [], "frame": []}
         for j, record in enumerate(batch):
             if not _fits(record):
                 self._odd[start + j] = record
-                for values in names.values():
+                for values in uids.values():
                     values.append(b"")
                 continue
-            header = record.header  # type: ignore[attr-defined]
-            pair[j] = self._pairs((record.patient_id, record.original_id))  # type: ignore[attr-defined]
-            slices[j] = record.slice  # type: ignore[attr-defined]
-            for column, (kind, path) in enumerate(
-                (("dicom", record.dicom), ("i", record.i_contour), ("o", record.o_contour))  # type: ignore[attr-defined]
-            ):
-                if path is None:
-                    names[kind].append(b"")
-                    continue
-                folder, _, name = path.rpartition("/")
-                folders[j, column] = self._folders(folder if "/" in path else None)
-                names[kind].append(_encode(name))
-            rows[j], columns[j] = header.rows, header.columns
-            rescale[j] = header.slope, header.intercept
-            syntax[j] = self._syntaxes(header.transfer_syntax)
-            bits = _LUT if header.modality_lut else 0
-            if header.pixel_spacing is not None:
-                spacing[j] = header.pixel_spacing
-                bits |= _SPACING
-            if header.image_position is not None:
-                position[j] = header.image_position
-                bits |= _POSITION
+            header: DicomHeader = record.header  # type: ignore[attr-defined]
+            number: int = record.slice  # type: ignore[attr-defined]
+            i, o = record.i_contour, record.o_contour  # type: ignore[attr-defined]
+            layout = (
+                record.patient_id,  # type: ignore[attr-defined]
+                record.original_id,  # type: ignore[attr-defined]
+                _template(record.dicom, number),  # type: ignore[attr-defined]
+                None if i is None else _template(i, number),
+                None if o is None else _template(o, number),
+            )
             shared = _series(header)
-            # Keyed by repr, so that -0.0 and 0.0 (equal, same hash) stay apart.
-            series[j] = self._series(shared, key=repr(shared))
+            bits = (0 if i is None else _I) | (0 if o is None else _O)
             if header.instance_number is not None:
-                instance[j] = header.instance_number
+                ints[j, 3] = header.instance_number
                 bits |= _INSTANCE
-            uid = header.sop_instance_uid
-            names["uid"].append(b"" if uid is None else _encode(uid))
-            bits |= 0 if uid is None else _UID
             if header.raw is not None:
-                raw[j] = header.raw.offset, header.raw.size, header.raw.mtime_ns
-                dtype[j] = self._dtypes(header.raw.dtype)
+                ints[j, 5:] = header.raw.offset, header.raw.size, header.raw.mtime_ns
                 bits |= _RAW
-            flags[j] = bits
-        packed: dict[str, np.ndarray] = {
-            "pair": pair,
-            "slice": slices,
-            "rows": rows,
-            "columns": columns,
-            "spacing": spacing,
-            "position": position,
-            "series": series,
-            "instance": instance,
-            "rescale": rescale,
-            "syntax": syntax.astype(np.int16) if len(self._syntaxes.values) < 2**15 else syntax,
-            "flags": flags,
-            "raw": raw,
-            "dtype": dtype.astype(np.int8) if len(self._dtypes.values) <= 127 else dtype,
-            "folders": folders,
-        }
-        for kind, values in names.items():
-            packed[f"{kind}_ends"] = np.cumsum([len(v) for v in values], dtype=np.int64)
-            packed[f"{kind}_blob"] = np.frombuffer(b"".join(values), np.uint8).copy()
+            floats[j, :2] = header.slope, header.intercept
+            if header.image_position is not None:
+                floats[j, 2:] = header.image_position
+                bits |= _POSITION
+            for column, (kind, uid, bit) in enumerate(
+                (
+                    ("uid", header.sop_instance_uid, _UID),
+                    ("frame", header.frame_of_reference_uid, _FRAME),
+                )
+            ):
+                if uid is None:
+                    uids[kind].append(b"")
+                    continue
+                bits |= bit
+                head, dot, tail = uid.rpartition(".")
+                prefixes[j, column] = self._prefixes(head + dot)
+                uids[kind].append(_pack_digits(tail))
+            ints[j, 0] = self._layouts(layout)
+            # Keyed by repr, so that -0.0 and 0.0 (equal, same hash) stay apart.
+            ints[j, 1] = self._series(shared, key=repr(shared))
+            ints[j, 2] = number
+            ints[j, 4] = bits
+        names = ("layout", "series", "slice", "instance", "flags", "offset", "size", "mtime")
+        packed: dict[str, Any] = {name: ints[:, j].copy() for j, name in enumerate(names)}
+        packed["rescale"] = floats[:, :2].copy()
+        packed["position"] = floats[:, 2:].copy()
+        packed["prefix"] = prefixes
+        for kind, values in uids.items():
+            packed[f"{kind}_ends"] = np.array([len(v) for v in values], np.int64)
+            packed[f"{kind}_blob"] = b"".join(values)
         return packed
 
     # ----------------------------------------------------------------- sequence
@@ -300,61 +407,60 @@ class RecordTable(Sequence):
         """Bytes held by the columns (the dictionaries of distinct values excluded)."""
         return sum(column.nbytes for column in self._columns.values())
 
-    def patient_ids(self) -> list[str]:
-        """Each record's patient id, without rebuilding the records."""
-        pids = [pair[0] for pair in self._pairs.values]
-        codes = self._columns["pair"].tolist()
+    def patient_ids(self, indices: np.ndarray | None = None) -> list[str]:
+        """Each record's patient id (or those at ``indices``), without rebuilding the records."""
+        if indices is None:
+            indices = np.arange(self._length)
+        pids = [values[0] for values in self._layouts.values]
+        codes = self._take("layout", indices).tolist()
         if not self._odd:
             return [pids[code] for code in codes]
         odd = self._odd
         return [
             odd[k].patient_id if k in odd else pids[code]  # type: ignore[attr-defined]
-            for k, code in enumerate(codes)
+            for k, code in zip(indices.tolist(), codes, strict=True)
         ]
 
     def has_contours(self) -> np.ndarray:
         """bool (N, 2): whether each record has an [i, o] contour, without rebuilding them."""
-        has = self._columns["folders"][:, 1:] >= 0
+        flags = self._take("flags", np.arange(self._length))
+        has = np.stack([(flags & _I) != 0, (flags & _O) != 0], axis=1).reshape(len(flags), 2)
         for k, record in self._odd.items():
             has[k] = record.i_contour is not None, record.o_contour is not None  # type: ignore[attr-defined]
         return has
 
     # ----------------------------------------------------------------- rebuild
 
-    def _text(self, kind: str, k: int) -> str:
+    def _uid(self, kind: str, column: int, k: int) -> str:
         ends = self._columns[f"{kind}_ends"]
         start = int(ends[k - 1]) if k else 0
-        return _decode(self._columns[f"{kind}_blob"][start : int(ends[k])].tobytes())
-
-    def _path(self, kind: str, column: int, k: int) -> str | None:
-        folder = int(self._columns["folders"][k, column])
-        if folder < 0:
-            return None
-        name = self._text(kind, k)
-        parent = self._folders.values[folder]
-        return name if parent is None else f"{parent}/{name}"
+        data = self._columns[f"{kind}_blob"].codes[start : int(ends[k])].tobytes()
+        prefix = self._prefixes.values[int(self._columns["prefix"][k][column])]
+        return prefix + _unpack_digits(data)
 
     def _record(self, k: int) -> object:
         c = self._columns
         bits = int(c["flags"][k])
+        number = int(c["slice"][k])
+        (rows, columns, spacing, syntax, lut, dtype, orientation, thickness, series, study) = (
+            self._series.values[int(c["series"][k])]
+        )
         raw = None
         if bits & _RAW:
-            offset, size, mtime = (int(v) for v in c["raw"][k])
-            raw = RawPixels(offset, str(self._dtypes.values[int(c["dtype"][k])]), size, mtime)
-        spacing = c["spacing"][k]
-        orientation, thickness, frame, series, study = self._series.values[int(c["series"][k])]
+            raw = RawPixels(int(c["offset"][k]), dtype, int(c["size"][k]), int(c["mtime"][k]))
+        rescale = c["rescale"][k]
         position = c["position"][k]
         header = DicomHeader(
-            rows=int(c["rows"][k]),
-            columns=int(c["columns"][k]),
-            pixel_spacing=(float(spacing[0]), float(spacing[1])) if bits & _SPACING else None,
+            rows=rows,
+            columns=columns,
+            pixel_spacing=spacing,
             instance_number=int(c["instance"][k]) if bits & _INSTANCE else None,
-            sop_instance_uid=self._text("uid", k) if bits & _UID else None,
-            slope=float(c["rescale"][k, 0]),
-            intercept=float(c["rescale"][k, 1]),
-            transfer_syntax=str(self._syntaxes.values[int(c["syntax"][k])]),
+            sop_instance_uid=self._uid("uid", 0, k) if bits & _UID else None,
+            slope=float(rescale[0]),
+            intercept=float(rescale[1]),
+            transfer_syntax=syntax,
             raw=raw,
-            modality_lut=bool(bits & _LUT),
+            modality_lut=lut,
             image_position=(
                 (float(position[0]), float(position[1]), float(position[2]))
                 if bits & _POSITION
@@ -362,17 +468,57 @@ class RecordTable(Sequence):
             ),
             image_orientation=orientation,
             slice_thickness=thickness,
-            frame_of_reference_uid=frame,
+            frame_of_reference_uid=self._uid("frame", 1, k) if bits & _FRAME else None,
             series_instance_uid=series,
             study_instance_uid=study,
         )
-        patient_id, original_id = self._pairs.values[int(c["pair"][k])]
+        patient_id, original_id, dicom, i, o = self._layouts.values[int(c["layout"][k])]
         return SampleRecord(
             patient_id=patient_id,
             original_id=original_id,
-            slice=int(c["slice"][k]),
-            dicom=self._path("dicom", 0, k),  # type: ignore[arg-type]
-            i_contour=self._path("i", 1, k),
-            o_contour=self._path("o", 2, k),
+            slice=number,
+            dicom=_fill(dicom, number),  # type: ignore[arg-type]
+            i_contour=_fill(i, number),
+            o_contour=_fill(o, number),
             header=header,
         )
+
+    # ----------------------------------------------------------------- columns
+
+    def _take(self, name: str, indices: np.ndarray) -> np.ndarray:
+        column = self._columns[name]
+        codes = column.codes[indices]
+        return codes if column.values is None else column.values[codes]
+
+    def _per_series(self, field: int, empty: object, dtype: type) -> np.ndarray:
+        """One field of every series dictionary entry, as an array (row per entry)."""
+        values = [empty if v[field] is None else v[field] for v in self._series.values]
+        return np.array(values or [empty], dtype=dtype)
+
+    def shapes(self) -> np.ndarray:
+        """int64 (N, 2): each record's (rows, columns), without rebuilding the records."""
+        rows = self._per_series(0, 0, np.int64)
+        columns = self._per_series(1, 0, np.int64)
+        codes = self._take("series", np.arange(self._length))
+        shapes = np.stack([rows[codes], columns[codes]], axis=1).reshape(self._length, 2)
+        for k, record in self._odd.items():
+            shapes[k] = record.header.rows, record.header.columns  # type: ignore[attr-defined]
+        return shapes
+
+    def slices(self, indices: np.ndarray) -> np.ndarray:
+        """int64: the slice numbers of the records at ``indices`` (a 1-D int array)."""
+        slices = self._take("slice", indices).astype(np.int64)
+        for at, k in enumerate(indices.tolist()):
+            if k in self._odd:
+                slices[at] = self._odd[k].slice  # type: ignore[attr-defined]
+        return slices
+
+    def spacings(self, indices: np.ndarray) -> np.ndarray:
+        """float64 (len(indices), 2): pixel spacing of those records, NaN where none."""
+        table = self._per_series(2, (np.nan, np.nan), np.float64).reshape(-1, 2)
+        spacing = table[self._take("series", indices)]
+        for at, k in enumerate(indices.tolist()):
+            if k in self._odd:
+                found = self._odd[k].header.pixel_spacing  # type: ignore[attr-defined]
+                spacing[at] = (np.nan, np.nan) if found is None else found
+        return spacing

@@ -81,6 +81,13 @@ class CacheSource:
         self._manifests: dict[int, dict[str, Any]] = {}
         # Python ints for the per-sample lookups (numpy scalars cost ~1 us each).
         self._start_list = self._starts.tolist()
+        # What meta() learnt from the shard manifests: patient codes and slices.
+        self._known = np.zeros(len(self._names), dtype=bool)
+        self._all_known = False
+        self._patients: list[str] = []
+        self._codes: dict[str, int] = {}
+        self._patient = np.zeros(int(self._starts[-1]), dtype=np.int32)
+        self._slice = np.zeros(int(self._starts[-1]), dtype=np.int64)
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("url", "_names", "_starts", "_shard_shapes", "_has")
@@ -146,7 +153,8 @@ class CacheSource:
         """Patient, slice and case id of the samples at ``indices``; spacing NaN.
 
         From the shards' manifests, each read once per process when first
-        needed (the loader calls this in the training process, once per batch).
+        needed and kept as two numbers a sample (the loader calls this in the
+        training process, once per batch).
         The cache does not record the pixel spacing (its format predates the
         need), so ``pixel_spacing`` is NaN; scan the dataset and use an
         ``IndexSource`` where spacing matters.
@@ -161,28 +169,49 @@ class CacheSource:
         >>> open_cache("cache").meta(np.array([0])).case_id      # doctest: +SKIP
         ('SCD0000101_0048',)
         """
-        indices = np.asarray(indices, dtype=np.int64)
-        patients: list[str] = []
-        slices: list[int] = []
-        for k in indices.tolist():
-            shard, j = self._where(k)
-            manifest = self._shard_manifest(shard)
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if (indices.view(np.uint64) >= len(self)).any():  # negatives too, as huge unsigned
+            bad = int(indices[(indices < 0) | (indices >= len(self))][0])
+            raise IndexError(f"sample {bad} is out of range for a cache of {len(self)} samples")
+        if not self._all_known:
+            shards = np.searchsorted(self._starts, indices, side="right") - 1
+            for shard in np.unique(shards).tolist():
+                if not self._known[shard]:
+                    self._learn(shard)
+            self._all_known = bool(self._known.all())
+        codes = self._patient[indices].tolist()
+        patients = [self._patients[code] for code in codes]
+        slices = self._slice[indices]
+        return BatchMeta(
+            patient_id=tuple(patients),
+            slice=slices,
+            pixel_spacing=np.full((len(indices), 2), np.nan),
+            case_id=tuple(map(case_id, patients, slices.tolist())),
+            index=indices,
+        )
+
+    def _learn(self, shard: int) -> None:
+        """Each sample of ``shard``'s patient and slice, as codes (not its manifest's dicts)."""
+        folder = shard_folder(self._names[shard])
+        manifest = self._manifests.get(shard) or _store.read_json(
+            self.location, f"{folder}/{MANIFEST}"
+        )
+        start, end = int(self._starts[shard]), int(self._starts[shard + 1])
+        for j in range(end - start):
             try:
                 sample = manifest["samples"][j]
-                patients.append(str(sample["patient_id"]))
-                slices.append(int(sample["slice"]))
+                patient, number = str(sample["patient_id"]), int(sample["slice"])
             except (KeyError, IndexError, TypeError, ValueError) as exc:
                 raise CacheError(
                     f"{self.location.redacted()}: shard {self._names[shard]}'s manifest has no "
                     f"patient and slice for position {j} ({type(exc).__name__}: {exc})"
                 ) from exc
-        return BatchMeta(
-            patient_id=tuple(patients),
-            slice=np.array(slices, dtype=np.int64),
-            pixel_spacing=np.full((len(indices), 2), np.nan),
-            case_id=tuple(map(case_id, patients, slices)),
-            index=indices,
-        )
+            code = self._codes.setdefault(patient, len(self._patients))
+            if code == len(self._patients):
+                self._patients.append(patient)
+            self._patient[start + j] = code
+            self._slice[start + j] = number
+        self._known[shard] = True
 
     def _arrays(self, shard: int) -> Any:
         opened = self._open.get(shard)
@@ -282,6 +311,57 @@ class CacheSource:
             )
         image[...] = source_image
         mask[...] = source_mask
+
+    def read_batch_into(
+        self, indices: np.ndarray, target: Target, images: np.ndarray, masks: np.ndarray
+    ) -> None:
+        """Write samples ``indices`` into ``images[:n]`` and ``masks[:n]``: a batch at once.
+
+        What :meth:`read_into` does for each sample, with the per-sample Python
+        work done once per batch (bounds, masks present, shard of each sample,
+        shapes): from a local cache, one copy a sample from the memory-mapped
+        shard into the slot.  The loader's workers call it when the source has
+        it and nothing is to be done to the samples; when it raises, they go
+        sample by sample to tell which one failed.
+
+        Raises
+        ------
+        IndexError, ValueError, CacheError
+            As :meth:`read_into`, for the first sample at fault.
+
+        Examples
+        --------
+        >>> images = np.empty((2, 256, 256), np.float32)
+        >>> masks = np.empty((2, 256, 256), bool)
+        >>> source.read_batch_into(np.array([0, 1]), "i", images, masks)  # doctest: +SKIP
+        """
+        target = check_target(target)
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if not len(indices):
+            return
+        if indices.min() < 0 or indices.max() >= len(self):
+            bad = int(indices[(indices < 0) | (indices >= len(self))][0])
+            raise IndexError(f"sample {bad} is out of range for a cache of {len(self)} samples")
+        column = int(target == "o")
+        has = self._has[indices]
+        present = has.all(axis=1) if target == "both" else has[:, column]
+        if not present.all():
+            k = int(indices[np.argmin(present)])
+            raise ValueError(f"sample {k} ({self.describe(k)}) has no {target}-mask")
+        shards = np.searchsorted(self._starts, indices, side="right") - 1
+        shape = tuple(int(v) for v in images.shape[1:])
+        mask_shape = tuple(int(v) for v in masks.shape[1:])
+        wanted = (2, *shape) if target == "both" else shape
+        odd = (self._shard_shapes[shards] != shape).any(axis=1) | (mask_shape != wanted)
+        if odd.any():
+            k = int(indices[np.argmax(odd)])
+            self.read_into(k, target, images[0], masks[0])  # raises, naming the shapes
+        _ = self.location  # first: after a fork this drops the parent's handles
+        rows = (indices - self._starts[shards]).tolist()
+        for at, (shard, j) in enumerate(zip(shards.tolist(), rows, strict=True)):
+            source_images, source_masks = self._arrays(shard)
+            images[at] = source_images[j]
+            masks[at] = source_masks[j] if target == "both" else source_masks[j, column]
 
 
 def _check_format(where: Location, manifest: Any) -> dict[str, Any]:

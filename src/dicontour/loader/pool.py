@@ -177,6 +177,9 @@ class ProcessPool(_SlotViews):
         try:
             for number in range(workers):
                 self._workers.append(self._start(number))
+            # Pickled again for a restart: kept, it would hold the source's size
+            # (about 60 bytes a sample for an index) in the training process.
+            self._payload = None
         except BaseException:
             self.close()
             raise
