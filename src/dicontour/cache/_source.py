@@ -312,57 +312,6 @@ class CacheSource:
         image[...] = source_image
         mask[...] = source_mask
 
-    def read_batch_into(
-        self, indices: np.ndarray, target: Target, images: np.ndarray, masks: np.ndarray
-    ) -> None:
-        """Write samples ``indices`` into ``images[:n]`` and ``masks[:n]``: a batch at once.
-
-        What :meth:`read_into` does for each sample, with the per-sample Python
-        work done once per batch (bounds, masks present, shard of each sample,
-        shapes): from a local cache, one copy a sample from the memory-mapped
-        shard into the slot.  The loader's workers call it when the source has
-        it and nothing is to be done to the samples; when it raises, they go
-        sample by sample to tell which one failed.
-
-        Raises
-        ------
-        IndexError, ValueError, CacheError
-            As :meth:`read_into`, for the first sample at fault.
-
-        Examples
-        --------
-        >>> images = np.empty((2, 256, 256), np.float32)
-        >>> masks = np.empty((2, 256, 256), bool)
-        >>> source.read_batch_into(np.array([0, 1]), "i", images, masks)  # doctest: +SKIP
-        """
-        target = check_target(target)
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if not len(indices):
-            return
-        if indices.min() < 0 or indices.max() >= len(self):
-            bad = int(indices[(indices < 0) | (indices >= len(self))][0])
-            raise IndexError(f"sample {bad} is out of range for a cache of {len(self)} samples")
-        column = int(target == "o")
-        has = self._has[indices]
-        present = has.all(axis=1) if target == "both" else has[:, column]
-        if not present.all():
-            k = int(indices[np.argmin(present)])
-            raise ValueError(f"sample {k} ({self.describe(k)}) has no {target}-mask")
-        shards = np.searchsorted(self._starts, indices, side="right") - 1
-        shape = tuple(int(v) for v in images.shape[1:])
-        mask_shape = tuple(int(v) for v in masks.shape[1:])
-        wanted = (2, *shape) if target == "both" else shape
-        odd = (self._shard_shapes[shards] != shape).any(axis=1) | (mask_shape != wanted)
-        if odd.any():
-            k = int(indices[np.argmax(odd)])
-            self.read_into(k, target, images[0], masks[0])  # raises, naming the shapes
-        _ = self.location  # first: after a fork this drops the parent's handles
-        rows = (indices - self._starts[shards]).tolist()
-        for at, (shard, j) in enumerate(zip(shards.tolist(), rows, strict=True)):
-            source_images, source_masks = self._arrays(shard)
-            images[at] = source_images[j]
-            masks[at] = source_masks[j] if target == "both" else source_masks[j, column]
-
 
 def _check_format(where: Location, manifest: Any) -> dict[str, Any]:
     name = f"{where.redacted()}/{MANIFEST}"

@@ -238,9 +238,7 @@ def fill(
     A source with a ``read_into(k, target, image, mask)`` method writes each
     sample straight into the slot when nothing is to be done to it (no
     ``normalize``, no ``size``): no intermediate array, no per-sample checks
-    here (the method checks the shapes).  One with ``read_batch_into(indices,
-    target, images, masks)`` too writes the whole batch in one call (a cache:
-    the per-sample Python work done once per batch).
+    here (the method checks the shapes).
     """
     if task.token < control[EPOCH]:
         return Result(task.token, task.batch, task.slot, 0, cancelled=True, worker=worker)
@@ -249,14 +247,6 @@ def fill(
     if config.normalize is None and not config.fit and config.transform is None:
         direct = getattr(source, "read_into", None)
     slot_images, slot_masks = images[task.slot], masks[task.slot]
-    whole = getattr(source, "read_batch_into", None) if direct is not None else None
-    if whole is not None:
-        try:  # the whole batch in one call; on any error, sample by sample to name it
-            whole(task.samples, config.target, slot_images, slot_masks)
-            n = len(task.samples)
-            return Result(task.token, task.batch, task.slot, n, worker=worker)
-        except Exception:  # the loop below reports or raises it, sample by sample
-            pass
     count = 0
     failures: list[Failure] = []
     for k in task.samples.tolist():
