@@ -202,3 +202,28 @@ def test_columns_read_without_rebuilding_agree_with_the_records(given_records, d
             assert np.isnan(row).all()
         else:
             assert row == [float(v) for v in expected] or np.isnan(expected).any()
+
+
+@given(st.lists(records, min_size=1, max_size=20))
+def test_for_reading_keeps_every_field_a_read_needs(given_records):
+    """The loader's light record (no UIDs, position, orientation) reads the same files
+    the same way as the full record: paths, shape, spacing, rescale and pixel layout."""
+    table = RecordTable(given_records)
+    for k, full in enumerate(given_records):
+        light = table.for_reading(k)
+        assert (light.dicom, light.i_contour, light.o_contour) == (
+            full.dicom,
+            full.i_contour,
+            full.o_contour,
+        )
+        assert (light.patient_id, light.slice) == (full.patient_id, full.slice)
+        for field in ("rows", "columns", "pixel_spacing", "transfer_syntax", "raw"):
+            assert getattr(light.header, field) == getattr(full.header, field), field
+        for field in ("slope", "intercept"):  # bit for bit (-0.0 and NaN included)
+            assert (
+                np.float64(getattr(light.header, field)).tobytes()
+                == np.float64(getattr(full.header, field)).tobytes()
+            ), field
+        assert light.header.modality_lut == full.header.modality_lut
+    with pytest.raises(IndexError):
+        table.for_reading(len(given_records))

@@ -438,7 +438,21 @@ class RecordTable(Sequence):
         prefix = self._prefixes.values[int(self._columns["prefix"][k][column])]
         return prefix + _unpack_digits(data)
 
-    def _record(self, k: int) -> object:
+    def for_reading(self, k: int) -> object:
+        """Record ``k`` with what reading its files needs, for the loader's hot path.
+
+        Paths, shape, pixel spacing, rescale, modality LUT flag, transfer syntax
+        and the direct-read pixel layout are those of ``self[k]``; the UIDs,
+        instance number, position and orientation are None (rebuilding them
+        costs about half of ``self[k]``, for every sample served).
+        """
+        k = int(k)
+        if not 0 <= k < self._length:
+            raise IndexError(f"record {k} out of range: the table has {self._length} records")
+        odd = self._odd.get(k)
+        return odd if odd is not None else self._record(k, full=False)
+
+    def _record(self, k: int, *, full: bool = True) -> object:
         c = self._columns
         bits = int(c["flags"][k])
         number = int(c["slice"][k])
@@ -449,6 +463,9 @@ class RecordTable(Sequence):
         if bits & _RAW:
             raw = RawPixels(int(c["offset"][k]), dtype, int(c["size"][k]), int(c["mtime"][k]))
         rescale = c["rescale"][k]
+        if not full:
+            bits &= ~(_INSTANCE | _UID | _FRAME | _POSITION)
+            orientation = series = study = None
         position = c["position"][k]
         header = DicomHeader(
             rows=rows,

@@ -233,9 +233,12 @@ class Location:
     def _real_base(self) -> str:
         return os.path.realpath(self.base)
 
+    @cached_property
+    def _real_prefix(self) -> str:
+        return self._real_base.rstrip(os.sep) + os.sep
+
     def _inside(self, real: str) -> bool:
-        base = self._real_base
-        return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+        return real == self._real_base or real.startswith(self._real_prefix)
 
     def _check_inside(self, relative: str) -> None:
         """Raise ``link-outside-root`` when ``relative`` resolves outside the root."""

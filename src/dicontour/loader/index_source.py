@@ -161,7 +161,7 @@ class IndexSource:
         ValueError
             The sample lacks the contour ``target`` needs, or ``target`` is unknown.
         """
-        record = self.record(k)
+        record: SampleRecord = self._table.for_reading(k)  # type: ignore[assignment]
         paths = self._contours(record, k, target)
         image = self._image(record)
         shape = image.shape
@@ -179,7 +179,7 @@ class IndexSource:
             As :meth:`read`; or ``image`` (float32) or ``mask`` (bool, (H, W) or
             (2, H, W) for ``"both"``) do not have sample k's shape.
         """
-        record = self.record(k)
+        record: SampleRecord = self._table.for_reading(k)  # type: ignore[assignment]
         paths = self._contours(record, k, target)
         shape = record.shape
         planes = [mask] if len(paths) == 1 else list(mask)
