@@ -13,7 +13,8 @@ Printed, in one run:
   ``polygon_to_mask``, ``Index.load`` (median of rounds, both versions);
 * the cold loader (decode + rasterise in the workers) at 0, 1 and 2 workers,
   both versions, beside torch's DataLoader (2 workers, pydicom + PIL);
-* the cache build (scan included, one process), both versions, and whether
+* the cache build (scan included, each version's default engine: since issue 10
+  one worker per CPU for 1,000 contour files or more), both versions, and whether
   the two caches hold the same bytes;
 * warm: ``from_cache(copy=False)`` beside the numpy gather and torch over
   in-memory arrays (median and best of rounds);
@@ -486,7 +487,7 @@ def _run(work: Path, agents: dict[str, Remote], trees: dict[str, Path]) -> int:
     print(f"goal workers=0 >= 2.5x before: {w0:.2f}x ({'met' if w0 >= 2.5 else 'NOT met'})")
     print(f"goal workers=2 >= 8x torch:    {w2:.2f}x ({'met' if w2 >= 8 else 'NOT met'})")
 
-    print("\ncache build of the replicated set, scan included, one process:")
+    print("\ncache build of the replicated set, scan included, each version's default engine:")
     builds: dict[str, list[float]] = {"before": [], "now": []}
     for round_ in range(2):
         for name, agent in agents.items():
