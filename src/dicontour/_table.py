@@ -381,13 +381,7 @@ class RecordTable(Sequence):
     def __getitem__(self, k: int | slice) -> object:
         if isinstance(k, slice):
             return tuple(self[j] for j in range(*k.indices(self._length)))
-        k = int(k)
-        if k < 0:
-            k += self._length
-        if not 0 <= k < self._length:
-            raise IndexError(f"record {k} out of range: the table has {self._length} records")
-        odd = self._odd.get(k)
-        return odd if odd is not None else self._record(k)
+        return self._at(int(k), full=True)
 
     def __iter__(self) -> Iterator[object]:
         return (self[k] for k in range(self._length))
@@ -446,11 +440,15 @@ class RecordTable(Sequence):
         instance number, position and orientation are None (rebuilding them
         costs about half of ``self[k]``, for every sample served).
         """
-        k = int(k)
+        return self._at(int(k), full=False)
+
+    def _at(self, k: int, *, full: bool) -> object:
+        if k < 0:
+            k += self._length
         if not 0 <= k < self._length:
             raise IndexError(f"record {k} out of range: the table has {self._length} records")
         odd = self._odd.get(k)
-        return odd if odd is not None else self._record(k, full=False)
+        return odd if odd is not None else self._record(k, full=full)
 
     def _record(self, k: int, *, full: bool = True) -> object:
         c = self._columns

@@ -36,6 +36,21 @@ def case_id(patient_id: str, slice: int) -> str:
     return f"{patient_id}_{slice:04d}"
 
 
+def out_of_range(indices: np.ndarray, count: int) -> int | None:
+    """The first of the int64 ``indices`` outside ``0 .. count - 1``, or None.
+
+    What a source's ``meta`` checks before it looks anything up.
+
+    Examples
+    --------
+    >>> out_of_range(np.array([0, 3, -1]), 3), out_of_range(np.array([2]), 3)
+    (3, None)
+    """
+    if not (indices.view(np.uint64) >= count).any():  # negatives too, as huge unsigned
+        return None
+    return int(indices[(indices < 0) | (indices >= count)][0])
+
+
 @dataclass(frozen=True)
 class BatchMeta:
     """Per-sample metadata of one batch, as columns in batch order.

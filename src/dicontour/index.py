@@ -152,21 +152,12 @@ def read_image(
 ) -> np.ndarray:
     """The float32 image of ``record``; the direct-offset fast path on local files.
 
-    ``out`` (float32, the record's shape) receives the image instead of a new array.
-    """
-    return read_pixels(root, record.dicom, record.header, out=out)
-
-
-def read_pixels(
-    root: Location, relative: str, header: DicomHeader, *, out: np.ndarray | None = None
-) -> np.ndarray:
-    """The float32 image of the DICOM ``relative`` whose ``header`` the scan read.
-
     :func:`dicontour.dicom.read_dicom_pixels` on the file opened through
-    ``root``; ``out`` (float32, the header's shape) receives the image.
+    ``root``; ``out`` (float32, the record's shape) receives the image instead
+    of a new array.
     """
-    with _opened(root, relative, DicomError) as handle:
-        return read_dicom_pixels(handle, header, name=relative, out=out)
+    with _opened(root, record.dicom, DicomError) as handle:
+        return read_dicom_pixels(handle, record.header, name=record.dicom, out=out)
 
 
 def read_mask(

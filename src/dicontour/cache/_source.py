@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .._docstrings import fill_doc
-from ..batch import BatchMeta, case_id
+from ..batch import BatchMeta, case_id, out_of_range
 from ..errors import CacheError
 from ..storage import Location, location
 from ..targets import Target, check_target
@@ -132,10 +132,13 @@ class CacheSource:
         shard = bisect.bisect_right(self._start_list, k) - 1
         return shard, k - self._start_list[shard]
 
+    def _read_manifest(self, shard: int) -> dict[str, Any]:
+        folder = shard_folder(self._names[shard])
+        return _store.read_json(self.location, f"{folder}/{MANIFEST}")
+
     def _shard_manifest(self, shard: int) -> dict[str, Any]:
         if shard not in self._manifests:
-            folder = shard_folder(self._names[shard])
-            self._manifests[shard] = _store.read_json(self.location, f"{folder}/{MANIFEST}")
+            self._manifests[shard] = self._read_manifest(shard)
         return self._manifests[shard]
 
     def describe(self, k: int) -> str:
@@ -170,8 +173,8 @@ class CacheSource:
         ('SCD0000101_0048',)
         """
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if (indices.view(np.uint64) >= len(self)).any():  # negatives too, as huge unsigned
-            bad = int(indices[(indices < 0) | (indices >= len(self))][0])
+        bad = out_of_range(indices, len(self))
+        if bad is not None:
             raise IndexError(f"sample {bad} is out of range for a cache of {len(self)} samples")
         if not self._all_known:
             shards = np.searchsorted(self._starts, indices, side="right") - 1
@@ -192,10 +195,7 @@ class CacheSource:
 
     def _learn(self, shard: int) -> None:
         """Each sample of ``shard``'s patient and slice, as codes (not its manifest's dicts)."""
-        folder = shard_folder(self._names[shard])
-        manifest = self._manifests.get(shard) or _store.read_json(
-            self.location, f"{folder}/{MANIFEST}"
-        )
+        manifest = self._manifests.get(shard) or self._read_manifest(shard)  # not kept
         start, end = int(self._starts[shard]), int(self._starts[shard + 1])
         for j in range(end - start):
             try:

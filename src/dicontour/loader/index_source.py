@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from .._table import RecordTable
-from ..batch import BatchMeta, case_id
+from ..batch import BatchMeta, case_id, out_of_range
 from ..errors import DicomError
-from ..index import Index, SampleRecord, read_mask, read_pixels
+from ..index import Index, SampleRecord, read_image, read_mask
 from ..storage import Location, location
 from ..targets import Target, check_target
 
@@ -112,8 +112,8 @@ class IndexSource:
         ('SCD0000101_0048', 'SCD0000101_0068')
         """
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if (indices.view(np.uint64) >= len(self)).any():  # negatives too, as huge unsigned
-            bad = int(indices[(indices < 0) | (indices >= len(self))][0])
+        bad = out_of_range(indices, len(self))
+        if bad is not None:
             raise IndexError(f"sample {bad} out of range: the index has {len(self)} samples")
         slices = self._table.slices(indices)
         patients = tuple(self._table.patient_ids(indices))
@@ -140,7 +140,7 @@ class IndexSource:
 
     def _image(self, record: SampleRecord, out: np.ndarray | None = None) -> np.ndarray:
         try:
-            return read_pixels(self.location, record.dicom, record.header, out=out)
+            return read_image(self.location, record, out=out)
         except DicomError as exc:
             if exc.path == record.dicom:
                 raise
@@ -162,11 +162,11 @@ class IndexSource:
             The sample lacks the contour ``target`` needs, or ``target`` is unknown.
         """
         record: SampleRecord = self._table.for_reading(k)  # type: ignore[assignment]
-        paths = self._contours(record, k, target)
-        image = self._image(record)
-        shape = image.shape
-        masks = [read_mask(self.location, path, shape) for path in paths]
-        return image, masks[0] if len(masks) == 1 else np.stack(masks)
+        both = check_target(target) == "both"
+        image = np.empty(record.shape, np.float32)
+        mask = np.empty((2, *record.shape) if both else record.shape, bool)
+        self._read_into(k, record, target, image, mask)
+        return image, mask
 
     def read_into(self, k: int, target: Target, image: np.ndarray, mask: np.ndarray) -> None:
         """What :meth:`read` returns, written into ``image`` and ``mask`` (a loader's slot).
@@ -180,6 +180,11 @@ class IndexSource:
             (2, H, W) for ``"both"``) do not have sample k's shape.
         """
         record: SampleRecord = self._table.for_reading(k)  # type: ignore[assignment]
+        self._read_into(k, record, target, image, mask)
+
+    def _read_into(
+        self, k: int, record: SampleRecord, target: Target, image: np.ndarray, mask: np.ndarray
+    ) -> None:
         paths = self._contours(record, k, target)
         shape = record.shape
         planes = [mask] if len(paths) == 1 else list(mask)
