@@ -339,6 +339,26 @@ class Traced:
         return [eligible[p] for p in order]
 
 
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (relative path -> content): a cache's bytes, compared whole."""
+    return {
+        str(path.relative_to(root)): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+#: The codes only a scan with ``contours=RtstructContours()`` reports (tests/test_export.py).
+RTSTRUCT_CODES = (
+    "malformed-rtstruct",
+    "referenced-image-missing",
+    "contour-on-no-image",
+    "off-plane",
+    "unmapped-roi",
+    "extra-contour",
+)
+
+
 def copy_dataset(root: Path, target: Path) -> Path:
     """A private copy of the dataset at ``root`` (mtimes kept) that a test may modify."""
     shutil.copytree(root, target)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import CACHE_PHANTOM
+from helpers import CACHE_PHANTOM, tree_bytes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,15 +35,6 @@ from dicontour.phantom import write_phantom
 pytestmark = pytest.mark.timeout(60)
 
 SHARD = 5  # 36 samples -> 8 shards, the last one short
-
-
-def tree_bytes(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (relative path -> content)."""
-    return {
-        str(path.relative_to(root)): path.read_bytes()
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import CACHE_PHANTOM
+from helpers import CACHE_PHANTOM, tree_bytes
 
 import dicontour.index
 from dicontour.cache import _build as build_module
@@ -16,14 +16,6 @@ from dicontour.engine import LocalEngine
 from dicontour.phantom import write_phantom
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def tree_bytes(root: Path) -> dict[str, bytes]:
-    return {
-        str(path.relative_to(root)): path.read_bytes()
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
 
 
 def _two_phase(streamed: Path, target: Path, root: Path) -> dict[str, bytes]:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import CACHE_PHANTOM
+from helpers import CACHE_PHANTOM, tree_bytes
 
 import dicontour
 import dicontour.cache._build as build_module
@@ -160,14 +160,6 @@ def wait_for_workers(address: str, count: int, timeout: float = 30) -> None:
 
     with distributed.Client(address, timeout=10) as client:
         client.wait_for_workers(count, timeout=timeout)
-
-
-def tree_bytes(root: Path) -> dict[str, bytes]:
-    return {
-        str(path.relative_to(root)): path.read_bytes()
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import CACHE_PHANTOM
+from helpers import CACHE_PHANTOM, tree_bytes
 
 import dicontour
 from dicontour.cache import build_cache, open_cache, verify_cache
@@ -53,14 +53,6 @@ def local_build(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     cache = tmp_path_factory.mktemp("local") / "cache"
     build_cache(dataset, cache, shard_size=3)
     return cache
-
-
-def tree_bytes(root: Path) -> dict[str, bytes]:
-    return {
-        str(path.relative_to(root)): path.read_bytes()
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
 
 
 def test_map_keeps_order_and_runs_on_the_workers(engine: DaskEngine) -> None:

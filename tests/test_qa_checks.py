@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import REAL_DATA, REAL_DATA_REASON, copy_dataset, write_dicom
+from helpers import REAL_DATA, REAL_DATA_REASON, RTSTRUCT_CODES, copy_dataset, write_dicom
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -269,14 +269,7 @@ def test_every_code_is_exercised(phantom, fault_tree, tmp_path, monkeypatch):
     found.add("root-unreachable")  # a worker without the mount: tests/test_scan.py, test_cluster.py
     # An RTSTRUCT scan's: tests/test_export.py (test_bad_rtstruct_is_one_problem and
     # test_second_contour_on_a_slice_is_an_extra_contour).
-    found |= {
-        "malformed-rtstruct",
-        "referenced-image-missing",
-        "contour-on-no-image",
-        "off-plane",
-        "unmapped-roi",
-        "extra-contour",
-    }
+    found |= set(RTSTRUCT_CODES)
     assert found == set(CODES)
 
 

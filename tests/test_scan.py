@@ -11,7 +11,7 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pytest
-from helpers import I_SQUARE, O_SQUARE, SHAPE, contour_name, write_dicom
+from helpers import I_SQUARE, O_SQUARE, RTSTRUCT_CODES, SHAPE, contour_name, write_dicom
 
 import dicontour
 from dicontour import CODES, LayoutError, scan
@@ -29,16 +29,6 @@ def _found(index) -> list[tuple[str, str]]:
 
 
 # ------------------------------------------------------------------- fault tree
-
-#: The codes only a scan with ``contours=RtstructContours()`` reports (tests/test_export.py).
-RTSTRUCT_CODES = (
-    "malformed-rtstruct",
-    "referenced-image-missing",
-    "contour-on-no-image",
-    "off-plane",
-    "unmapped-roi",
-    "extra-contour",
-)
 
 
 @pytest.mark.slow
