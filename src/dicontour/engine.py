@@ -296,6 +296,9 @@ class LocalEngine(_Base):
         # The executor keeps its processes private; they are the only handle on a
         # worker stuck in a task, which shutdown(wait=True) would wait on forever.
         workers = list((getattr(pool, "_processes", None) or {}).values())
+        # Taken before shutdown(wait=False), which forgets it.  It reaps the workers
+        # too: until it has, a worker it reaped first still reads as alive here.
+        manager = getattr(pool, "_executor_manager_thread", None)
         pool.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + CLOSE_GRACE_SECONDS
         for worker in workers:
@@ -307,7 +310,6 @@ class LocalEngine(_Base):
             if worker.is_alive():
                 worker.kill()
                 worker.join(1.0)
-        manager = getattr(pool, "_executor_manager_thread", None)
         if manager is not None:
             manager.join(1.0)  # it ends once its workers have
 
