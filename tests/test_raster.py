@@ -339,23 +339,6 @@ def zigzag(n: int, height: int, width: int) -> np.ndarray:
     return np.stack([x, y], axis=1)
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    case=st.one_of(polygon_and_shape(exact=True), polygon_and_shape(exact=False)),
-    band_crossings=st.integers(1, 6),
-    band_pixels=st.integers(1, 40),
-)
-@pytest.mark.slow
-def test_banded_fill_agrees_with_brute_force(case, band_crossings, band_pixels):
-    # Tiny bands force the banded path of large polygons onto small cases.
-    points, shape = case
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(raster, "_BAND_CROSSINGS", band_crossings)
-        patch.setattr(raster, "_BAND_PIXELS", band_pixels)
-        mask = polygon_to_mask(points, shape)
-    np.testing.assert_array_equal(mask, reference_mask(points, shape))
-
-
 @settings(max_examples=100, deadline=None)
 @given(case=st.one_of(polygon_and_shape(exact=True), polygon_and_shape(exact=False)))
 @pytest.mark.slow
@@ -393,7 +376,7 @@ def test_zigzag_over_the_limit_refused_before_allocating():
 
 def test_zigzag_at_the_limit_runs_in_bounded_memory():
     # Just under MAX_CROSSINGS on a 2048^2 image (a 4 MiB mask): the work arrays
-    # hold one band of rows at a time, not one entry per crossing (~100 MB).
+    # hold one small integer per crossing (~4 MB), not a float array per step (~100 MB).
     shape = (2048, 2048)
     points = zigzag(MAX_CROSSINGS // 2047, *shape)
     assert MAX_CROSSINGS - 2047 < count_crossings(points, shape) <= MAX_CROSSINGS
@@ -415,3 +398,78 @@ def test_zigzag_at_the_limit_runs_in_bounded_memory():
         expected = (np.searchsorted(crossings, np.arange(shape[1]), side="right") % 2) == 1
         np.testing.assert_array_equal(mask[row], expected)
     assert not mask[2047].any()  # the last row holds only vertices, no crossing
+
+
+# ------------------------------------------------------------- the compiled kernel
+
+
+def rule_mask(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The module's rule in plain Python, row by row: crossings, ceil, sort, pair up.
+
+    Row r is crossed by edge (x0, y0) -> (x1, y1) when min(y0, y1) <= r <
+    max(y0, y1), at x = x_low + (r - y_low) * (x1 - x0) / (y1 - y0) from the
+    edge's lower end; pixel c is right of it when c >= ceil(x).  Sorted, the
+    crossings of a row pair up into inside runs [c0, c1).
+    """
+    height, width = shape
+    pts = [(float(x), float(y)) for x, y in points]
+    mask = np.zeros(shape, dtype=bool)
+    for r in range(height):
+        columns = []
+        for k in range(len(pts)):
+            (x0, y0), (x1, y1) = pts[k], pts[(k + 1) % len(pts)]
+            if min(y0, y1) <= r < max(y0, y1):
+                x_low, y_low = (x1, y1) if y1 < y0 else (x0, y0)
+                x = x_low + (r - y_low) * (x1 - x0) / (y1 - y0)
+                columns.append(min(max(math.ceil(x), 0), width))
+        columns.sort()
+        for c0, c1 in zip(columns[0::2], columns[1::2], strict=True):
+            mask[r, c0:c1] = True
+    return mask
+
+
+@st.composite
+def busy_polygon_and_shape(draw):
+    """Up to 80 vertices on a small lattice: repeated vertices, shared and collinear
+    edges, self-intersections, rows crossed 20+ times, parts outside the image."""
+    height, width = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    n = draw(st.integers(3, 80))
+    if draw(st.booleans()):  # integers and half-integers: centres on edges and vertices
+        xs = st.integers(-6, 2 * width + 6).map(lambda k: k / 2)
+        ys = st.integers(-6, 2 * height + 6).map(lambda k: k / 2)
+    else:
+        xs = st.floats(-3, width + 3, allow_nan=False)
+        ys = st.floats(-3, height + 3, allow_nan=False)
+    points = draw(st.lists(st.tuples(xs, ys), min_size=n, max_size=n))
+    return np.array(points, dtype=np.float64), (height, width)
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=busy_polygon_and_shape(), strided=st.booleans())
+@pytest.mark.slow
+def test_kernel_agrees_with_the_rule_row_by_row(case, strided):
+    points, shape = case
+    if strided:  # non-contiguous points and out (every other column of a wider array)
+        canvas = np.ones((shape[0], 2 * shape[1]), dtype=bool)
+        mask = polygon_to_mask(np.asfortranarray(points), shape, out=canvas[:, ::2])
+        assert canvas[:, 1::2].all()  # the other columns untouched
+    else:
+        mask = polygon_to_mask(points, shape)
+    np.testing.assert_array_equal(mask, rule_mask(points, shape))
+
+
+def test_many_crossings_per_row_are_sorted():
+    # A zig-zag crossing each of rows 0..10 60 times (past the kernel's insertion
+    # sort), its x shuffled so that the crossings come unsorted.
+    points = zigzag(60, 12, 40)
+    points[:, 0] = np.random.default_rng(0).permutation(points[:, 0])
+    assert count_crossings(points, (12, 40)) == 60 * 11
+    np.testing.assert_array_equal(polygon_to_mask(points, (12, 40)), rule_mask(points, (12, 40)))
+
+
+def test_strided_out_is_filled():
+    canvas = np.zeros((5, 10), dtype=bool)
+    polygon_to_mask([(0, 0), (0, 3), (3, 3), (3, 0)], (5, 5), out=canvas[:, ::2])
+    expected = np.zeros((5, 10), dtype=bool)
+    expected[:3, 0:6:2] = True
+    np.testing.assert_array_equal(canvas, expected)

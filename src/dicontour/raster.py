@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numba
 import numpy as np
 
 from .contour import MAX_POINTS
@@ -34,9 +35,6 @@ MAX_COORDINATE = 1e150
 #: twice; this allows 256 crossings per row of the largest image, and refuses
 #: a zig-zag of 100,000 vertices across a 256-row image (25.6 million).
 MAX_CROSSINGS = 1 << 20
-# Work arrays hold one band of rows at a time (see polygon_to_mask).
-_BAND_CROSSINGS = 1 << 18
-_BAND_PIXELS = 1 << 20
 
 
 def _check(points: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, int, int]:
@@ -101,13 +99,16 @@ def polygon_to_mask(
 
     Notes
     -----
-    A vectorised scan-line fill: each edge contributes one crossing per pixel
-    row it spans; sorted crossings pair into inside runs.  The work is
-    proportional to vertices + rows crossed + pixels filled, with no per-pixel
-    point-in-polygon test (``benchmarks/bench_mask.py`` measures it against the
-    PIL helper).  Rows are processed in bands, so memory stays at the mask plus
-    a few MB whatever the polygon.  With ``out`` (a loader's slot) no mask is
-    allocated: that, not the fill, is most of a call's cost after the checks.
+    A scan-line fill, compiled with numba: each edge contributes one crossing
+    per pixel row it spans; each row's sorted crossings pair into inside runs.
+    The work is proportional to vertices + rows crossed + pixels filled, with
+    no per-pixel point-in-polygon test, and the work arrays hold one small
+    integer per crossing (at most ``MAX_CROSSINGS``), so memory stays at the
+    mask plus a few MB whatever the polygon (``benchmarks/bench_mask.py``
+    measures it against the PIL helper and the earlier numpy fill).  The
+    kernel is compiled on the first call in a process (about a second) and
+    cached on disk after that.  With ``out`` (a loader's slot) no mask is
+    allocated.
 
     Examples
     --------
@@ -149,55 +150,19 @@ def _check_out(out: np.ndarray, height: int, width: int) -> None:
 
 def _fill(mask: np.ndarray, points: np.ndarray) -> None:
     """Set the pixels of ``mask`` (all False) inside the polygon ``points`` (3+ vertices)."""
-    height, width = mask.shape
-    x0, y0 = points[:, 0], points[:, 1]
-    x1, y1 = np.concatenate((x0[1:], x0[:1])), np.concatenate((y0[1:], y0[:1]))
-    first_row, counts = _rows_crossed(y0, height)
-    total = int(counts.sum())
+    total = _scan_fill(np.ascontiguousarray(points), mask, MAX_CROSSINGS)
     if total > MAX_CROSSINGS:
         raise ValueError(
             f"the polygon's edges cross {total} (edge, row) pairs, more than "
             f"MAX_CROSSINGS={MAX_CROSSINGS}"
         )
-    if total == 0:
-        return
-    flip = y1 < y0
-    x_low, y_low = np.where(flip, x1, x0), np.where(flip, y1, y0)
-    dx, dy = x1 - x0, y1 - y0
-    # Rows are filled in bands holding at most about _BAND_CROSSINGS crossings
-    # and _BAND_PIXELS pixels, so the work arrays stay small whatever the
-    # polygon (a zig-zag of 100,000 vertices spanning the image crosses 1e8+
-    # (edge, row) pairs); each band sees every crossing of its rows, so the
-    # result does not depend on the banding.
-    if total <= _BAND_CROSSINGS and height * width <= _BAND_PIXELS:
-        _fill_rows(mask, first_row, counts, total, x_low, y_low, dx, dy)  # the usual case
-        return
-    for start, stop in _bands(first_row, counts, height, width):
-        band_first = np.maximum(first_row, start)
-        band_counts = np.maximum(np.minimum(first_row + counts, stop) - band_first, 0)
-        band_total = int(band_counts.sum())
-        if band_total:
-            _fill_rows(mask, band_first, band_counts, band_total, x_low, y_low, dx, dy)
-
-
-def _rows_crossed(y: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """First row and number of rows each edge (y[i] -> y[i+1]) crosses inside the image.
-
-    Rows crossed by edge i: the integers r with min(y0, y1) <= r < max(y0, y1),
-    clipped to the image.  ceil is monotone, so it is taken once per vertex.
-    """
-    ceil_y = np.minimum(np.maximum(np.ceil(y), 0), height)
-    ceil_y1 = np.concatenate((ceil_y[1:], ceil_y[:1]))
-    first_row = np.minimum(ceil_y, ceil_y1).astype(np.intp)
-    counts = (np.maximum(ceil_y, ceil_y1) - first_row).astype(np.intp)
-    return first_row, counts
 
 
 def count_crossings(points: np.ndarray, shape: tuple[int, int]) -> int:
     """How many (edge, row) crossings rasterising ``points`` on ``shape`` costs.
 
     The rasteriser refuses a polygon over :data:`MAX_CROSSINGS`; this tells
-    beforehand, in O(vertices) time and memory.
+    beforehand, in O(vertices) time and no memory.
 
     Parameters
     ----------
@@ -219,62 +184,107 @@ def count_crossings(points: np.ndarray, shape: tuple[int, int]) -> int:
     points, height, _ = _check(points, shape)
     if len(points) < 3:
         return 0
-    return int(_rows_crossed(points[:, 1], height)[1].sum())
+    return int(_rows_crossed(np.ascontiguousarray(points), height)[0])
 
 
-def _bands(
-    first_row: np.ndarray, counts: np.ndarray, height: int, width: int
-) -> list[tuple[int, int]]:
-    """Cut rows 0..height into bands of bounded crossings and pixels."""
-    per_row = np.cumsum(
-        np.bincount(first_row, minlength=height + 1)
-        - np.bincount(first_row + counts, minlength=height + 1)
-    )[:height]
-    before = np.cumsum(per_row) - per_row  # crossings in the rows above each row
-    rows_per_band = max(1, _BAND_PIXELS // width)
-    starts = np.flatnonzero(np.diff(before // _BAND_CROSSINGS, prepend=-1))
-    starts = np.union1d(starts, np.arange(0, height, rows_per_band))
-    stops = np.append(starts[1:], height)
-    return list(zip(starts.tolist(), stops.tolist(), strict=True))
+# The compiled kernels (numba, compiled on first use and cached on disk beside
+# this file).  No fastmath: every crossing is the IEEE double the rule's
+# expression gives, so masks are bit-identical to the reference.
 
 
-def _fill_rows(
-    mask: np.ndarray,
-    first_row: np.ndarray,
-    counts: np.ndarray,
-    total: int,
-    x_low: np.ndarray,
-    y_low: np.ndarray,
-    dx: np.ndarray,
-    dy: np.ndarray,
-) -> None:
-    """Fill ``mask`` where edge i crosses rows first_row[i] .. first_row[i] + counts[i] - 1.
+@numba.njit(cache=True, nogil=True)
+def _row_of(y: float, height: int) -> int:
+    """The first row at or below y, clipped to 0..height (ceil is monotone)."""
+    return int(min(max(np.ceil(y), 0.0), height))
 
-    Every crossing of those rows must be given, since crossings pair up row by row.
+
+@numba.njit(cache=True, nogil=True)
+def _rows_crossed(points: np.ndarray, height: int) -> tuple[int, int, int]:
+    """(crossings, first row, end row) of the polygon's edges within rows 0..height-1.
+
+    Edge k (vertex k to k+1) crosses the rows r with min(y0, y1) <= r <
+    max(y0, y1) inside the image: rows min(c0, c1) .. max(c0, c1) - 1 with
+    c = ceil(y) clipped to 0..height.  The rows crossed by the closed polygon
+    run without a gap from the first row to the end row (excluded).
     """
-    width = mask.shape[1]
-    # One crossing per (edge, row).  x is interpolated from the edge's lower
-    # end, so an edge shared by two polygons (walked in opposite directions)
-    # gives bit-identical crossings and the two masks tile exactly.  Multiply
-    # before dividing: for integer and half-integer vertices the product is
-    # exact, so a centre exactly on an edge gets exactly its x (a precomputed
-    # slope such as 58/14 is rounded, and 7 * (58/14) gives 29.000000000000004).
-    edge = np.repeat(np.arange(len(counts)), counts)
-    rows = first_row[edge] + (np.arange(total) - (np.cumsum(counts) - counts)[edge])
-    crossing_x = x_low[edge] + (rows - y_low[edge]) * dx[edge] / dy[edge]
-    del edge
+    n = points.shape[0]
+    total, first, end = 0, height, 0
+    previous = _row_of(points[n - 1, 1], height)
+    for k in range(n):
+        current = _row_of(points[k, 1], height)
+        low, high = min(previous, current), max(previous, current)
+        if high > low:
+            total += high - low
+            first, end = min(first, low), max(end, high)
+        previous = current
+    return total, first, end
 
-    # Pixel c is right of a crossing at x when c >= ceil(x).  Sorted by
-    # (row, ceil(x)), crossings pair up into the inside runs [c0, c1) of each
-    # row (even-odd rule), written straight into the flat mask.
-    cols = np.minimum(np.maximum(np.ceil(crossing_x), 0), width)
-    keys = np.sort((rows * width + cols).astype(np.intp))
-    run_start = keys[0::2]
-    run_length = keys[1::2] - run_start
-    filled = int(run_length.sum())
-    if filled:
-        base = np.repeat(run_start - (np.cumsum(run_length) - run_length), run_length)
-        mask.ravel()[base + np.arange(filled)] = True
+
+@numba.njit(cache=True, nogil=True)
+def _scan_fill(points: np.ndarray, mask: np.ndarray, limit: int) -> int:
+    """Fill ``mask`` (all False) inside ``points``; return the crossings counted.
+
+    Nothing is allocated, and nothing filled, when they exceed ``limit``.
+    """
+    height, width = mask.shape
+    total, first, end = _rows_crossed(points, height)
+    if total > limit or total == 0:
+        return total
+    n = points.shape[0]
+    # Crossings bucketed by row: row first + j holds slots start[j] .. start[j + 1] - 1.
+    # Work arrays: one int32 per crossing and two ints per row crossed (each
+    # such row is crossed at least twice), so memory is O(crossings).
+    start = np.zeros(end - first + 1, dtype=np.int64)
+    for k in range(n):
+        a = _row_of(points[k, 1], height)
+        b = _row_of(points[(k + 1) % n, 1], height)
+        for r in range(min(a, b), max(a, b)):
+            start[r - first + 1] += 1
+    for j in range(1, end - first + 1):
+        start[j] += start[j - 1]
+    cursor = start[:-1].copy()
+    columns = np.empty(total, dtype=np.int32)
+    for k in range(n):
+        x0, y0 = points[k, 0], points[k, 1]
+        x1, y1 = points[(k + 1) % n, 0], points[(k + 1) % n, 1]
+        a, b = _row_of(y0, height), _row_of(y1, height)
+        if a == b:
+            continue
+        # x is interpolated from the edge's lower end, so an edge shared by two
+        # polygons (walked in opposite directions) gives bit-identical
+        # crossings and the two masks tile exactly.  Multiply before dividing:
+        # for integer and half-integer vertices the product is exact, so a
+        # centre exactly on an edge gets exactly its x (a precomputed slope
+        # such as 58/14 is rounded, and 7 * (58/14) gives 29.000000000000004).
+        x_low, y_low = (x1, y1) if y1 < y0 else (x0, y0)
+        dx, dy = x1 - x0, y1 - y0
+        for r in range(min(a, b), max(a, b)):
+            x = x_low + (r - y_low) * dx / dy
+            # Pixel c is right of a crossing at x when c >= ceil(x).
+            columns[cursor[r - first]] = int(min(max(np.ceil(x), 0.0), width))
+            cursor[r - first] += 1
+    # Sorted, a row's crossings pair up into its inside runs [c0, c1) (even-odd rule).
+    for j in range(end - first):
+        row = columns[start[j] : start[j + 1]]
+        _sort(row)
+        for p in range(0, len(row) - 1, 2):
+            for c in range(row[p], row[p + 1]):
+                mask[first + j, c] = True
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def _sort(values: np.ndarray) -> None:
+    """Sort in place: insertion sort for a row's usual two or four crossings."""
+    if len(values) > 16:
+        values.sort()
+        return
+    for i in range(1, len(values)):
+        value, j = values[i], i - 1
+        while j >= 0 and values[j] > value:
+            values[j + 1] = values[j]
+            j -= 1
+        values[j + 1] = value
 
 
 def _challenge_mask(points: np.ndarray, height: int, width: int) -> np.ndarray:
