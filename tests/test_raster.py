@@ -18,7 +18,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from dicontour import polygon_to_mask, raster
+from dicontour import polygon_to_mask
 from dicontour.contour import MAX_POINTS
 from dicontour.raster import MAX_CROSSINGS, count_crossings
 
