@@ -204,9 +204,74 @@ def test_one_layout_files_read_digits_in_place_bit_for_bit(rows, places, dot, pl
 
     text = "".join(f"{lead}{field(x)} {field(y)}{newline}" for x, y in rows)
     data = text.encode("ascii")
-    shapes = set(data.translate(contour_module._ZERO_DIGITS).splitlines())
-    assert contour_module._fixed_layout(shapes) is not None
     fast = contour_module._parse_fast(data)
     expected = [float(number) for number in text.split()]
     assert fast.tobytes() == np.array(expected, dtype=np.float64).reshape(-1, 2).tobytes()
     assert_same(text)
+
+
+# Pieces of contour files and the bytes that break them: the fast path must
+# either give what the careful path gives or step aside for it.
+grammar_ish = st.lists(
+    st.sampled_from(
+        [piece.encode("utf-8") for piece in [*"0123456789.-+eE  \t\v\f\r\n", "\r\n"]]
+        + [b"0", b"5", b"9", b"\x00", b"\x1c", b"\xff"]  # \xff is not UTF-8
+        + [piece.encode("utf-8") for piece in ["\x85", "é", "٣", "\u00a0"]]
+    ),
+    max_size=80,
+).map(b"".join)
+
+
+@st.composite
+def number_ish(draw) -> bytes:
+    """A number of the grammar (up to 20 + 24 digits, an exponent now and then), or a near miss."""
+    if draw(st.integers(0, 14)) == 0:
+        return draw(st.sampled_from([b"--1", b"1..2", b"1e", b".", b"-", b"1.2.3", b"e5", b"1-2"]))
+    whole = draw(st.text(alphabet="0123456789", max_size=20))
+    fraction = draw(st.text(alphabet="0123456789", max_size=24))
+    dot = "." if not whole or draw(st.booleans()) else ""
+    if not (whole or fraction):
+        whole = "0"
+    sign = draw(st.sampled_from(["", "", "-", "+"]))
+    exponent = draw(st.sampled_from([""] * 20 + ["e5", "E-3", "e+22", "e999"]))
+    return f"{sign}{whole}{dot}{fraction if dot else ''}{exponent}".encode("ascii")
+
+
+@st.composite
+def lines_ish(draw) -> bytes:
+    """Lines of two number-ish fields between blanks, then maybe a piece of grammar_ish."""
+    blanks = st.sampled_from([b"", b" ", b"\t", b"  ", b"\v", b"\f"])
+    ends = st.sampled_from([b"\n", b"\r\n", b"\r"])
+    data = b"".join(
+        draw(blanks)
+        + draw(number_ish())
+        + draw(blanks)
+        + b" "
+        + draw(number_ish())
+        + draw(blanks)
+        + draw(ends)
+        for _ in range(draw(st.integers(0, 8)))
+    )
+    if draw(st.integers(0, 3)) == 0:
+        at = draw(st.integers(0, len(data)))
+        data = data[:at] + draw(grammar_ish) + data[at + draw(st.integers(0, 2)) :]
+    return data
+
+
+@settings(max_examples=800, deadline=None)
+@given(data=st.one_of(grammar_ish, lines_ish()))
+@example(data=b"-0.0 -0\n+0 0.\n.5 -.5\n")
+@example(data=b"0.000000000000000000000001 1\n2 3\n4 5\n")  # 24 fraction digits
+@example(data=b"000000000000000000001.5 1\n2 3\n4 5\n")  # leading zeros are not significant
+@example(data=b"123456789012345 1\n2 3\n4 5\n")  # 15 significant digits, exact
+@example(data=b"1234567890123456 1\n2 3\n4 5\n")  # 16: Python's float
+@example(data=b"1 2\n3 4\n5 6\x0c\n7 8\x0b\r\n")
+def test_grammar_ish_bytes_give_what_the_careful_path_gives(data):
+    """read_contour and parse_contour on bytes from the grammar's alphabet and its neighbours."""
+    expected = outcome(careful_bytes, data)
+    assert outcome(lambda d: read_contour(io.BytesIO(d), name=NAME), data) == expected
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    assert outcome(lambda t: parse_contour(t, name=NAME), text) == expected

@@ -9,12 +9,12 @@ returns (row, col) masks.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import re
 from typing import BinaryIO, NoReturn
 
+import numba
 import numpy as np
 
 from ._files import open_for
@@ -138,154 +138,147 @@ def check_polygon(points: np.ndarray, *, name: str = "<contour>") -> np.ndarray:
     return array
 
 
-# The fast path sees each distinct line shape once: digits all read as "0"
-# (the grammar treats every digit alike), a 150-line file has a handful of shapes.
-_LINE_BYTES = re.compile(_LINE.pattern.encode("ascii"))
-_ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
-_ASCII_BLANKS = b" \t\v\f"
-# 10**k for k digits: exact in int64 and in float64 up to k = 15 (< 2**53).
-_MAX_DIGITS = 15
-# Larger files take the careful path: the fast path's work arrays (about 60
-# bytes per byte of text) stay under 64 MB.  Contour files are a few KB.
-_FAST_MAX_BYTES = 1 << 20
-_POW10_INT = 10 ** np.arange(_MAX_DIGITS + 1, dtype=np.int64)
-_POW10_FLOAT = _POW10_INT.astype(np.float64)
-
-
 def _parse_fast(data: bytes) -> np.ndarray | None:
-    """Parse a well-formed file in a few whole-buffer steps, or return None.
+    """Parse a well-formed file in one compiled pass over its bytes, or return None.
 
     None means "not certainly well-formed": the caller then runs the careful
     line-by-line path (:func:`_parse_lines`), which accepts the same files,
     gives the same points and explains every failure with its line.
 
-    Lines are those of the careful path (``bytes.splitlines`` ends them at
-    ``\\n``, ``\\r\\n`` and ``\\r`` only); each distinct line shape must match
-    the line grammar or be blank.  What is left between the blanks and line
-    ends is then numbers of the grammar, two on each non-blank line.
+    Lines are those of the careful path (``\\n``, ``\\r\\n`` and ``\\r``
+    end them); each must be blank or two numbers of the grammar between ASCII
+    blanks.  A number with up to 15 significant digits is its digits as an
+    integer m (exact in a double) divided by 10**k for its k fraction digits
+    (exact for k <= 22): IEEE division rounds the exact quotient correctly, so
+    the result is the double ``float(text)`` gives, bit for bit (the fast path
+    of Clinger's algorithm).  Numbers with an exponent or more digits are
+    converted by ``float``.
     """
-    if len(data) > _FAST_MAX_BYTES or not data.isascii():
+    codes = np.frombuffer(data, dtype=np.uint8)
+    # Each number takes a character and a separator: room for every number, up
+    # to MAX_POINTS points (a file with more overflows: the careful path names the line).
+    values = np.empty(min((len(data) + 1) // 2, 2 * MAX_POINTS), dtype=np.float64)
+    count = _scan_numbers(codes, values)
+    if count == _UNSURE:
         return None
-    shapes = set(data.translate(_ZERO_DIGITS).splitlines())
-    for shape in shapes:
-        if _LINE_BYTES.fullmatch(shape) is None and shape.strip(_ASCII_BLANKS):
-            return None
-    if b"e" in data or b"E" in data:
-        values = None
-    else:
-        layout = _fixed_layout(shapes)
-        values = _decimals(data) if layout is None else _fixed_point(data, *layout)
-    if values is None:  # exponents, or more than 15 digits: Python's float
+    if count == _NEEDS_FLOAT:  # well-formed, but exponents or many digits: Python's float
         values = np.array(list(map(float, data.split())), dtype=np.float64)
         if not np.isfinite(values).all():  # "1e999": the careful path names the line
             return None
-    if len(values) > 2 * MAX_POINTS:
-        return None  # the careful path names the line
-    return values.reshape(-1, 2)
+        return values.reshape(-1, 2)
+    return values[:count].reshape(-1, 2).copy()  # not a view holding the larger buffer
 
 
-def _fixed_layout(shapes: set[bytes]) -> tuple[int, bool, int] | None:
-    """(fraction digits, dot, most integer digits) shared by every number, else None.
+# What _scan_numbers returns instead of a count.
+_UNSURE = -1
+_NEEDS_FLOAT = -2
+# 10.0**k, exact in a double for k <= 22.
+_POW10 = np.array([10.0**k for k in range(23)])
 
-    ``shapes`` are well-formed lines with their digits read as "0" (see
-    :func:`_parse_fast`).  None when numbers differ in fraction digits or in
-    having a dot, when one is negative (``-0`` keeps its sign only through
-    ``float``), or when a number may have more than 15 digits.
+
+@numba.njit(cache=True, nogil=True)
+def _scan_numbers(codes: np.ndarray, values: np.ndarray) -> int:
+    """Read the numbers of a well-formed file into ``values``; return how many.
+
+    ``_UNSURE`` when a line is not blank or two numbers of the grammar, when a
+    byte is anything else (other control characters, non-ASCII) or when the
+    numbers overflow ``values``; ``_NEEDS_FLOAT`` when every line is well-formed
+    but a number has an exponent, more than 15 significant digits or more than
+    22 fraction digits (``values`` is then incomplete).
     """
-    layouts = set()
-    widest = 0
-    for shape in shapes:
-        for field in shape.split():
-            if field.startswith(b"-"):
-                return None
-            dot = field.find(b".")
-            whole = len(field) if dot < 0 else dot
-            layouts.add((0, False) if dot < 0 else (len(field) - dot - 1, True))
-            widest = max(widest, whole - field.startswith(b"+"))
-    if len(layouts) != 1:
-        return None
-    ((fraction, dotted),) = layouts
-    return (fraction, dotted, widest) if fraction + widest <= _MAX_DIGITS else None
+    n = len(codes)
+    count = 0
+    exact = True
+    i = 0
+    while i < n:
+        # At a line's start: blanks, then a line end (a blank line) or two numbers.
+        while i < n and _is_blank(codes[i]):
+            i += 1
+        if i == n:
+            break
+        if codes[i] == 10 or codes[i] == 13:  # "\n", or "\r" (of "\r\n" too)
+            i += 1
+            continue
+        for field in range(2):
+            if field == 1:
+                if i == n or not _is_blank(codes[i]):  # one number, then the line's end
+                    return _UNSURE
+                while i < n and _is_blank(codes[i]):
+                    i += 1
+            i, value, kind = _scan_number(codes, i)
+            if kind == 2:
+                return _UNSURE
+            if count == len(values):
+                return _UNSURE
+            exact = exact and kind == 0
+            values[count] = value
+            count += 1
+        while i < n and _is_blank(codes[i]):
+            i += 1
+        if i < n and codes[i] != 10 and codes[i] != 13:  # a third field, or a stray byte
+            return _UNSURE
+    return count if exact else _NEEDS_FLOAT
 
 
-def _fixed_point(data: bytes, fraction: int, dotted: bool, widest: int) -> np.ndarray:
-    """The numbers of a well-formed file whose numbers share one layout (:func:`_fixed_layout`).
+@numba.njit(cache=True, nogil=True)
+def _is_blank(code: int) -> bool:
+    """Space, tab, vertical tab, form feed: the blanks of the line grammar."""
+    return code == 32 or code == 9 or code == 11 or code == 12
 
-    Every number then ends with ``fraction`` digits, after a dot when
-    ``dotted``, and before that holds up to ``widest`` digits: each number's
-    digits are read at fixed distances from its last character.  Its value is
-    its digits as an integer m (< 10**15, exact) divided by 10**fraction (exact
-    too), as in :func:`_decimals`: the same float as ``float(text)``.
+
+@numba.njit(cache=True, nogil=True)
+def _scan_number(codes: np.ndarray, i: int) -> tuple[int, float, int]:
+    """(end, value, kind) of the number at ``codes[i]``.
+
+    kind 0: a number of the grammar, ``value`` is the float; 1: a number of the
+    grammar that needs Python's float; 2: not a number of the grammar (nor
+    followed by a blank, a line end or the end).
     """
-    codes = np.frombuffer(b"\n" + data + b"\n", dtype=np.uint8)
-    blank = codes <= ord(" ")  # blanks and line ends; number characters are above
-    last = np.flatnonzero(blank[1:] > blank[:-1])  # each number's last character
-    # Row j: the character at distance j (fraction digits, skip the dot, whole
-    # digits) left of each number's end; before the first number lies the
-    # leading newline ("clip" reads it there).
-    digits = codes.take(last - _distances(fraction, dotted, widest), mode="clip")
-    digits -= np.uint8(ord("0"))  # wraps to >= 10 for anything but a digit
-    # A whole part ends at its first non-digit going left (a blank or "+"):
-    # beyond it lie the previous number's digits.
-    whole = digits[fraction:]
-    kept = whole < 10
-    for j in range(1, widest):
-        kept[j] &= kept[j - 1]
-    whole *= kept
-    mantissa = _POW10_INT[: fraction + widest] @ digits
-    return mantissa / _POW10_FLOAT[fraction]
-
-
-@functools.lru_cache(maxsize=64)
-def _distances(fraction: int, dotted: bool, widest: int) -> np.ndarray:
-    """Where :func:`_fixed_point` reads digits: distances from a number's last character.
-
-    A column (K, 1), so that ``last - distances`` gives one row per distance.
-    """
-    distances = [*range(fraction), *range(fraction + dotted, fraction + dotted + widest)]
-    column = np.array(distances, dtype=np.intp).reshape(-1, 1)
-    column.setflags(write=False)  # shared by every call with this layout
-    return column
-
-
-def _decimals(data: bytes) -> np.ndarray | None:
-    """The numbers in ``data``, grammar numbers without exponent between ASCII blanks.
-
-    Each number is its digits as an integer m (< 10**15 < 2**53, so exact)
-    divided by 10**k for its k fraction digits (exact too), and IEEE division
-    rounds the exact quotient correctly: the same float as ``float(text)``,
-    bit for bit (the fast path of Clinger's algorithm).  None when a number
-    has more than 15 digits.
-    """
-    codes = np.frombuffer(data, dtype=np.uint8)
-    in_number = codes > ord(" ")  # blanks and line ends are below, number characters above
-    chars = codes[in_number]  # the numbers' characters, one after the other
-    if not len(chars):
-        return np.empty(0, dtype=np.float64)
-    flags = np.zeros(len(codes) + 2, dtype=np.int8)
-    flags[1:-1] = in_number
-    edges = np.flatnonzero(flags[1:] != flags[:-1])
-    lengths = edges[1::2] - edges[0::2]
-    if lengths.max() > _MAX_DIGITS:
-        return None
-    ends = np.cumsum(lengths)  # each number's end in ``chars``
-    digit = chars - np.uint8(ord("0"))  # wraps to >= 10 for anything but a digit
-    is_digit = digit < 10
-    digits_before = np.zeros(len(chars) + 1, dtype=np.intp)
-    np.cumsum(is_digit, out=digits_before[1:])
-    # For each character, the digits to its right in its number: a digit's
-    # place value, the fraction length at the dot.
-    right = np.repeat(digits_before[ends], lengths) - digits_before[1:]
-    sums = np.zeros(len(chars) + 1, dtype=np.int64)
-    np.cumsum((digit * is_digit) * _POW10_INT[right], out=sums[1:])
-    mantissa = sums[ends] - sums[ends - lengths]
-    fraction = np.zeros(len(ends), dtype=np.intp)
-    dots = np.flatnonzero(chars == ord("."))
-    fraction[np.searchsorted(ends, dots, side="right")] = right[dots]
-    values = mantissa / _POW10_FLOAT[fraction]
-    negative = chars[ends - lengths] == ord("-")
-    values[negative] = -values[negative]
-    return values
+    n = len(codes)
+    negative = False
+    if i < n and (codes[i] == 43 or codes[i] == 45):  # "+", "-"
+        negative = codes[i] == 45
+        i += 1
+    mantissa = 0
+    significant = 0  # digits from the first non-zero one
+    digits = 0
+    fraction = 0
+    while i < n and 48 <= codes[i] <= 57:
+        digit = codes[i] - 48
+        if significant or digit:
+            significant += 1
+            if significant <= 15:
+                mantissa = mantissa * 10 + digit
+        digits += 1
+        i += 1
+    if i < n and codes[i] == 46:  # "."
+        i += 1
+        while i < n and 48 <= codes[i] <= 57:
+            digit = codes[i] - 48
+            if significant or digit:
+                significant += 1
+                if significant <= 15:
+                    mantissa = mantissa * 10 + digit
+            digits += 1
+            fraction += 1
+            i += 1
+    if digits == 0:
+        return i, 0.0, 2
+    kind = 0 if significant <= 15 and fraction <= 22 else 1
+    if i < n and (codes[i] == 101 or codes[i] == 69):  # "e", "E"
+        i += 1
+        if i < n and (codes[i] == 43 or codes[i] == 45):
+            i += 1
+        start = i
+        while i < n and 48 <= codes[i] <= 57:
+            i += 1
+        if i == start:
+            return i, 0.0, 2
+        kind = 1
+    if i < n and not (_is_blank(codes[i]) or codes[i] == 10 or codes[i] == 13):
+        return i, 0.0, 2
+    value = mantissa / _POW10[fraction] if kind == 0 else 0.0
+    return i, -value if negative else value, kind
 
 
 def _parse_lines(text: str, name: str) -> np.ndarray:
