@@ -9,6 +9,11 @@ beside returning a new one.  A fill by crossing parity over the polygon's box
 (bincount + cumsum instead of sorting the crossings) was tried: 1.03-1.16x the
 sort-based fill in this script's runs on this shared machine, not enough for a
 second fill path, so the one sort-based fill stays.
+
+Then (issue 10, the kernels): microseconds per ``polygon_to_mask`` call on the
+real contours with the numba kernel and with the numpy fill it replaced
+(``_numpy_baseline.py``, swapped in for the timing), in interleaved rounds,
+after checking that both give the same masks.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import sys
 
 import numpy as np
 from _common import REAL_DATA, rate, report
+from _numpy_baseline import numpy_paths
 from PIL import Image, ImageDraw
 
 from dicontour import polygon_to_mask, read_contour
@@ -76,7 +82,34 @@ def main() -> int:
         f"polygon_to_mask(out=) / polygon_to_mask, median of {len(rounds)} interleaved "
         f"rounds: {statistics.median(b / a for a, b in rounds):.2f}x"
     )
+    kernel_against_numpy(polys)
     return 0
+
+
+def kernel_against_numpy(polys: list[np.ndarray]) -> None:
+    """us per polygon_to_mask call, numba kernel vs the numpy fill, interleaved rounds."""
+    kernel = [polygon_to_mask(p, (256, 256)) for p in polys]
+    with numpy_paths():
+        old = [polygon_to_mask(p, (256, 256)) for p in polys]
+    assert all((a == b).all() for a, b in zip(kernel, old, strict=True)), "masks differ"
+    out = np.zeros((256, 256), dtype=bool)
+
+    def masks() -> int:
+        for p in polys:
+            polygon_to_mask(p, (256, 256), out=out)
+        return len(polys)
+
+    rounds = []
+    for _ in range(7):
+        with numpy_paths():
+            numpy_us = 1e6 / rate(masks, min_seconds=0.5, repeats=1)
+        rounds.append((numpy_us, 1e6 / rate(masks, min_seconds=0.5, repeats=1)))
+    numpy_us, kernel_us = (statistics.median(r[k] for r in rounds) for k in (0, 1))
+    print(
+        f"polygon_to_mask(out=), us per call, median of {len(rounds)} interleaved rounds: "
+        f"numpy fill {numpy_us:.1f}, numba kernel {kernel_us:.1f} "
+        f"({statistics.median(a / b for a, b in rounds):.2f}x); same masks"
+    )
 
 
 if __name__ == "__main__":

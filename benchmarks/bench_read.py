@@ -4,15 +4,21 @@
   and checked) against reading every paired file fully with pydicom.
 * load: Index.load (direct pixel read at the recorded offset + exact masks)
   against pydicom's full read + the challenge's contour parser and PIL helper.
+* read_contour (issue 10, the kernels): microseconds per call on the real
+  contour files with the numba parser and with the numpy fast path it replaced
+  (``_numpy_baseline.py``, swapped in for the timing), in interleaved rounds,
+  after checking that both give the same points, bit for bit.
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
 
 import numpy as np
 import pydicom
 from _common import REAL_DATA, rate, report
+from _numpy_baseline import numpy_paths
 from bench_mask import challenge_helper
 
 import dicontour
@@ -70,7 +76,32 @@ def main() -> int:
     base = rate(naive_load)
     report("load: pydicom + challenge helper (baseline)", base, "samples/s")
     report("load: Index.load", rate(our_load), "samples/s", base)
+    kernel_against_numpy(sorted(str(p) for p in REAL_DATA.glob("contourfiles/*/*-contours/*.txt")))
     return 0
+
+
+def kernel_against_numpy(paths: list[str]) -> None:
+    """us per read_contour call, numba parser vs the numpy fast path, interleaved rounds."""
+    kernel = [dicontour.read_contour(p).tobytes() for p in paths]
+    with numpy_paths():
+        assert [dicontour.read_contour(p).tobytes() for p in paths] == kernel, "points differ"
+
+    def reads() -> int:
+        for path in paths:
+            dicontour.read_contour(path)
+        return len(paths)
+
+    rounds = []
+    for _ in range(7):
+        with numpy_paths():
+            numpy_us = 1e6 / rate(reads, min_seconds=0.5, repeats=1)
+        rounds.append((numpy_us, 1e6 / rate(reads, min_seconds=0.5, repeats=1)))
+    numpy_us, kernel_us = (statistics.median(r[k] for r in rounds) for k in (0, 1))
+    print(
+        f"read_contour, {len(paths)} real files, us per call, median of {len(rounds)} "
+        f"interleaved rounds: numpy fast path {numpy_us:.1f}, numba kernel {kernel_us:.1f} "
+        f"({statistics.median(a / b for a, b in rounds):.2f}x); same points"
+    )
 
 
 if __name__ == "__main__":

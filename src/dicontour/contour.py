@@ -173,7 +173,7 @@ def _parse_fast(data: bytes) -> np.ndarray | None:
 _UNSURE = -1
 _NEEDS_FLOAT = -2
 # 10.0**k, exact in a double for k <= 22.
-_POW10 = np.array([10.0**k for k in range(23)])
+_POW10 = np.array([float(10**k) for k in range(23)])
 
 
 @numba.njit(cache=True, nogil=True)
