@@ -14,9 +14,9 @@ import os
 import re
 from typing import BinaryIO, NoReturn
 
-import numba
 import numpy as np
 
+from ._compiled import kernel
 from ._files import open_for
 from .errors import ContourError
 
@@ -176,7 +176,7 @@ _NEEDS_FLOAT = -2
 _POW10 = np.array([float(10**k) for k in range(23)])
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _scan_numbers(codes: np.ndarray, values: np.ndarray) -> int:
     """Read the numbers of a well-formed file into ``values``; return how many.
 
@@ -220,13 +220,13 @@ def _scan_numbers(codes: np.ndarray, values: np.ndarray) -> int:
     return count if exact else _NEEDS_FLOAT
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _is_blank(code: int) -> bool:
     """Space, tab, vertical tab, form feed: the blanks of the line grammar."""
     return code == 32 or code == 9 or code == 11 or code == 12
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _scan_number(codes: np.ndarray, i: int) -> tuple[int, float, int]:
     """(end, value, kind) of the number at ``codes[i]``.
 

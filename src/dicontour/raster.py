@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numba
 import numpy as np
 
+from ._compiled import kernel
 from .contour import MAX_POINTS
 from .dicom import MAX_PIXELS
 
@@ -192,13 +192,13 @@ def count_crossings(points: np.ndarray, shape: tuple[int, int]) -> int:
 # expression gives, so masks are bit-identical to the reference.
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _row_of(y: float, height: int) -> int:
     """The first row at or below y, clipped to 0..height (ceil is monotone)."""
     return int(min(max(np.ceil(y), 0.0), height))
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _rows_crossed(points: np.ndarray, height: int) -> tuple[int, int, int]:
     """(crossings, first row, end row) of the polygon's edges within rows 0..height-1.
 
@@ -220,7 +220,7 @@ def _rows_crossed(points: np.ndarray, height: int) -> tuple[int, int, int]:
     return total, first, end
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _scan_fill(points: np.ndarray, mask: np.ndarray, limit: int) -> int:
     """Fill ``mask`` (all False) inside ``points``; return the crossings counted.
 
@@ -273,7 +273,7 @@ def _scan_fill(points: np.ndarray, mask: np.ndarray, limit: int) -> int:
     return total
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _sort(values: np.ndarray) -> None:
     """Sort in place: insertion sort for a row's usual two or four crossings."""
     if len(values) > 16:
