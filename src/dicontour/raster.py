@@ -150,7 +150,7 @@ def _check_out(out: np.ndarray, height: int, width: int) -> None:
 
 def _fill(mask: np.ndarray, points: np.ndarray) -> None:
     """Set the pixels of ``mask`` (all False) inside the polygon ``points`` (3+ vertices)."""
-    total = _scan_fill(np.ascontiguousarray(points), mask, MAX_CROSSINGS)
+    total = _scan_fill(_one_layout(points), mask, MAX_CROSSINGS)
     if total > MAX_CROSSINGS:
         raise ValueError(
             f"the polygon's edges cross {total} (edge, row) pairs, more than "
@@ -184,7 +184,13 @@ def count_crossings(points: np.ndarray, shape: tuple[int, int]) -> int:
     points, height, _ = _check(points, shape)
     if len(points) < 3:
         return 0
-    return int(_rows_crossed(np.ascontiguousarray(points), height)[0])
+    return int(_rows_crossed(_one_layout(points), height)[0])
+
+
+def _one_layout(points: np.ndarray) -> np.ndarray:
+    """``points`` C-ordered and writable (copied if need be): one array type for the
+    kernels, so that a read-only or Fortran-order input compiles no second version."""
+    return np.require(points, requirements=("C_CONTIGUOUS", "WRITEABLE"))
 
 
 # The compiled kernels (numba, compiled on first use and cached on disk beside
