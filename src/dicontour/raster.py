@@ -106,9 +106,9 @@ def polygon_to_mask(
     integer per crossing (at most ``MAX_CROSSINGS``), so memory stays at the
     mask plus a few MB whatever the polygon (``benchmarks/bench_mask.py``
     measures it against the PIL helper and the earlier numpy fill).  The
-    kernel is compiled on the first call in a process (about a second) and
-    cached on disk after that.  With ``out`` (a loader's slot) no mask is
-    allocated.
+    kernel is compiled on its first call after an install (a few seconds),
+    cached on disk, and loaded from there by later processes.  With ``out``
+    (a loader's slot) no mask is allocated.
 
     Examples
     --------
