@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import pickle
@@ -22,6 +24,7 @@ from hypothesis import strategies as st
 import dicontour
 from dicontour.cache import (
     CacheSource,
+    _store,
     build_cache,
     check_fresh,
     open_cache,
@@ -31,6 +34,7 @@ from dicontour.cache import (
 from dicontour.cli import main
 from dicontour.errors import CacheError
 from dicontour.phantom import write_phantom
+from dicontour.storage import location
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -513,12 +517,6 @@ def test_save_array_writes_the_bytes_numpy_writes(
     tmp_path_factory: pytest.TempPathFactory, dtype: str, shape: list[int], order: str
 ) -> None:
     """save_array's direct write gives np.lib.format's .npy (format 1.0) byte for byte."""
-    import hashlib
-    import io
-
-    from dicontour.cache import _store
-    from dicontour.storage import location
-
     base = np.arange(int(np.prod(shape)) * 2 or 2, dtype=np.uint8)
     array = np.resize(base, (*shape, 2) if order == "strided" else shape)
     array = array.astype(np.dtype(dtype), order="F" if order == "F" else "C")
