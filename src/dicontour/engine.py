@@ -52,7 +52,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
-from ._process import ORPHANED, exit_with_parent
+from ._process import exit_with, exit_with_parent
 from ._timeouts import CONNECT_TIMEOUT as CONNECT_TIMEOUT  # re-exported
 from ._timeouts import NO_WORKER_TIMEOUT as NO_WORKER_TIMEOUT  # re-exported
 from .errors import EngineError
@@ -218,28 +218,21 @@ def _start_worker(parent: int, environment: dict[str, str] | None = None) -> Non
     ``environment`` (a worker forked by the forkserver, a child of the server
     and not of ``parent``), that environment replaces the server's.
     """
-    watched = parent
-    if environment is not None:
-        # The server's environment is frozen from when it started; the pool's process
-        # may have changed its own since (credentials, AWS_ENDPOINT_URL_S3...).
-        os.environ.clear()
-        os.environ.update(environment)
-        # The server ends when the pool's process does (its pipe to it reaches end of
-        # file), so its children are orphaned then: watch the server.  Taken before
-        # looking at ``parent``: if ``parent`` lives after this, this was the server.
-        watched = os.getppid()
-        try:
-            os.kill(parent, 0)
-        except ProcessLookupError:
-            os._exit(ORPHANED)  # gone before this worker started
-        except PermissionError:
-            pass  # alive, under another user (a reused pid at worst: the server decides)
     # Ctrl-C reaches the whole process group: the parent stops the run and shuts the
     # pool down; workers finish their task quietly instead of dying with a traceback each.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # A parent killed with SIGKILL shuts nothing down: without this, idle workers would
-    # wait on the task queue forever.
-    exit_with_parent(watched)
+    if environment is None:
+        # A parent killed with SIGKILL shuts nothing down: without this, idle workers
+        # would wait on the task queue forever.
+        exit_with_parent(parent)
+        return
+    # The server's environment is frozen from when it started; the pool's process
+    # may have changed its own since (credentials, AWS_ENDPOINT_URL_S3...).
+    os.environ.clear()
+    os.environ.update(environment)
+    # The server does not end with the pool's process while its workers live (they
+    # hold its pipe): watch the pool's process itself.
+    exit_with(parent)
 
 
 class LocalEngine(_Base):
