@@ -144,7 +144,7 @@ class _HashingWriter:
         self.digest = hashlib.sha256()
         self.size = 0
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | memoryview) -> int:
         view = memoryview(data)
         self.digest.update(view)
         self.size += view.nbytes
@@ -184,7 +184,7 @@ def save_array(where: Location, relative: str, array: np.ndarray) -> dict[str, A
                 header, np.lib.format.header_data_from_array_1_0(array)
             )
             writer.write(header.getvalue())
-            writer.write(memoryview(array).cast("B"))
+            writer.write(array.data.cast("B"))
         else:
             # version pinned so the header, hence the checksum, never depends on numpy's choice
             np.lib.format.write_array(writer, array, version=(1, 0), allow_pickle=False)
