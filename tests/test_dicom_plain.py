@@ -8,9 +8,12 @@ a different value.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import struct
 from dataclasses import replace
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -116,6 +119,25 @@ def test_other_transfer_syntaxes_and_trailing_bytes_fall_back(tmp_path: Path) ->
     trailing.write_bytes(trailing.read_bytes() + b"\0\0\0\0")
     assert _fast(trailing) is None  # pydicom would parse what follows the pixel data
     assert read_dicom_header(trailing).rows == 3  # the careful path still reads it
+
+
+def test_a_stream_without_rewind_takes_the_careful_path(sources: dict[str, bytes]) -> None:
+    # A pipe has a descriptor (and a size of 0) but cannot be rewound: the fast path must
+    # not read from it, so that the careful path words its failure as before.
+    outcomes = []
+    for fast in (True, False):
+        read, write = os.pipe()
+        os.write(write, sources["written"][:4096])
+        os.close(write)
+        with os.fdopen(read, "rb") as handle, contextlib.ExitStack() as stack:
+            if not fast:
+                stack.enter_context(
+                    mock.patch.object(dicontour.dicom, "_plain_header", lambda *args: None)
+                )
+            with pytest.raises(DicomError) as caught:
+                read_dicom_header(handle)
+            outcomes.append((caught.value.reason, caught.value.code))
+    assert outcomes[0] == outcomes[1]
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from stat import S_ISREG
 from typing import Any, BinaryIO, cast
 
 import numpy as np
@@ -623,17 +624,21 @@ def _plain_header(handle: BinaryIO, max_pixels: int) -> DicomHeader | None:
     word.  Only a local file at its start is tried.
     """
     try:
+        stat = _stat_of(handle)
+        # A regular file only: a pipe has a descriptor too, but no rewinding it.
+        if stat is None or not S_ISREG(stat.st_mode) or stat.st_size > MAX_FILE_BYTES:
+            return None
         if handle.tell() != 0:
             return None
-        stat = _stat_of(handle)
-        if stat is None or stat.st_size > MAX_FILE_BYTES:
-            return None
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        return None  # nothing read: the careful path starts where the caller left the file
+    try:
         head = handle.read(min(stat.st_size, _HEAD_STEPS[0]))
         header = _plain_header_of(head, stat, max_pixels) if isinstance(head, bytes) else None
-    except (OSError, AttributeError, TypeError, ValueError, io.UnsupportedOperation):
+    except (OSError, TypeError, ValueError):
         header = None
     if header is None:
-        handle.seek(0)
+        handle.seek(0)  # a regular file read from its start: the careful path reads it again
     return header
 
 
