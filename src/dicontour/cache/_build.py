@@ -562,8 +562,9 @@ def build_cache(
         (``os.cpu_count()``, closed on return), for a dataset of at least
         :data:`PARALLEL_CONTOURS` contour files; a smaller one is built in
         this process (the pool's forkserver costs about half a CPU-second to
-        start, once per process: more than such a build gains).  ``LocalEngine(workers=0)`` always builds in
-        this process.  See :mod:`dicontour.engine`.
+        start, once per process: more than such a build gains).
+        ``LocalEngine(workers=0)`` always builds in this process.  See
+        :mod:`dicontour.engine`.
     progress : bool
         Progress bars on stderr.
 
