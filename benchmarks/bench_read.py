@@ -4,9 +4,6 @@
   and checked) against reading every paired file fully with pydicom.
 * load: Index.load (direct pixel read at the recorded offset + exact masks)
   against pydicom's full read + the challenge's contour parser and PIL helper.
-* header: read_dicom_header (its plain fast path, dicontour._dicom_plain, on
-  these files) against pydicom's header-only dcmread, and against the careful
-  pydicom path it falls back to for files that are not plain.
 """
 
 from __future__ import annotations
@@ -19,7 +16,6 @@ from _common import REAL_DATA, rate, report
 from bench_mask import challenge_helper
 
 import dicontour
-import dicontour.dicom
 
 
 def challenge_parse(path: str) -> list[tuple[float, float]]:
@@ -74,28 +70,6 @@ def main() -> int:
     base = rate(naive_load)
     report("load: pydicom + challenge helper (baseline)", base, "samples/s")
     report("load: Index.load", rate(our_load), "samples/s", base)
-
-    paths = [f"{root}/{record.dicom}" for record in records]
-
-    def pydicom_header() -> int:
-        for path in paths:
-            pydicom.dcmread(path, stop_before_pixels=True)
-        return len(paths)
-
-    def careful_header() -> int:  # what every file took before the plain fast path
-        for path in paths:
-            dicontour.dicom._careful_header(path, path, dicontour.dicom.MAX_PIXELS, True)
-        return len(paths)
-
-    def our_header() -> int:
-        for path in paths:
-            dicontour.read_dicom_header(path)
-        return len(paths)
-
-    base = rate(pydicom_header)
-    report("header: pydicom dcmread(stop_before_pixels)", base, "files/s")
-    report("header: read_dicom_header, pydicom path", rate(careful_header), "files/s", base)
-    report("header: read_dicom_header (plain fast path)", rate(our_header), "files/s", base)
     return 0
 
 
