@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import pickle
@@ -22,6 +24,7 @@ from hypothesis import strategies as st
 import dicontour
 from dicontour.cache import (
     CacheSource,
+    _store,
     build_cache,
     check_fresh,
     open_cache,
@@ -31,6 +34,7 @@ from dicontour.cache import (
 from dicontour.cli import main
 from dicontour.errors import CacheError
 from dicontour.phantom import write_phantom
+from dicontour.storage import location
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -501,3 +505,29 @@ def test_a_worker_with_another_version_refuses_the_task(dataset: Path, tmp_path:
     with pytest.raises(CacheError, match=r"planned with 0\.0\.1: install the same version"):
         build_shard(task)
     assert not (tmp_path / "cache").exists()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    dtype=st.sampled_from(["<f4", ">f4", "?", "<i2", "<u1", "<f8", "<c8", "V3", "<i4,<f4"]),
+    shape=st.lists(st.integers(0, 5), min_size=0, max_size=4),
+    order=st.sampled_from(["C", "F", "strided"]),
+)
+def test_save_array_writes_the_bytes_numpy_writes(
+    tmp_path_factory: pytest.TempPathFactory, dtype: str, shape: list[int], order: str
+) -> None:
+    """save_array's direct write gives np.lib.format's .npy (format 1.0) byte for byte."""
+    base = np.arange(int(np.prod(shape)) * 2 or 2, dtype=np.uint8)
+    array = np.resize(base, (*shape, 2) if order == "strided" else shape)
+    array = array.astype(np.dtype(dtype), order="F" if order == "F" else "C")
+    if order == "strided":
+        array = array[..., 0]
+    expected = io.BytesIO()
+    np.lib.format.write_array(expected, array, version=(1, 0), allow_pickle=False)
+    where = location(str(tmp_path_factory.mktemp("npy")))
+    entry = _store.save_array(where, "a.npy", array)
+    written = Path(where.path("a.npy")).read_bytes()
+    assert written == expected.getvalue()
+    assert entry["bytes"] == len(written)
+    assert entry["sha256"] == hashlib.sha256(written).hexdigest()
+    assert np.array_equal(np.load(io.BytesIO(written)), array)

@@ -123,3 +123,14 @@ def test_cli_scan_on_the_local_engine(phantom: Callable[..., Path], capsys) -> N
     serial = capsys.readouterr().out
     assert main(["scan", str(root), "--json", "--workers", "2"]) == 0
     assert capsys.readouterr().out == serial
+
+
+def test_pool_workers_see_the_environment_as_it_is_when_the_pool_starts(
+    pool: LocalEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The module's pool has started the forkserver already: its environment is older.
+    assert list(pool.map(os.getenv, ["DICONTOUR_ENGINE_TEST"])) == [None]
+    monkeypatch.setenv("DICONTOUR_ENGINE_TEST", "set after the server started")
+    with LocalEngine(workers=2) as engine:
+        seen = list(engine.map(os.getenv, ["DICONTOUR_ENGINE_TEST"] * 4))
+    assert seen == ["set after the server started"] * 4

@@ -40,12 +40,33 @@ def _children(parent: int) -> list[int]:
     return found
 
 
-def _is_pool_worker(pid: int) -> bool:
+def _descendants(root: int) -> list[int]:
+    """The children of ``root``, then theirs (a forkserver's workers are grandchildren)."""
+    found, level = [], [root]
+    while level:
+        level = [child for parent in level for child in _children(parent)]
+        found += level
+    return found
+
+
+def _command(pid: int) -> bytes:
     try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
     except FileNotFoundError:
-        return False
-    return b"spawn_main" in command
+        return b""
+
+
+def _is_pool_worker(pid: int, root: int) -> bool:
+    """A spawned worker, or a process forked by a forkserver that ``root`` started."""
+    if b"spawn_main" in _command(pid):
+        return True
+    stat = _stat(pid)
+    return (
+        stat is not None
+        and stat[1] != root
+        and b"forkserver" in _command(stat[1])
+        and (_stat(stat[1]) or ("", 0))[1] == root
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -68,8 +89,8 @@ def test_kill_9_of_a_cache_build_takes_its_workers_along(
     try:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            children = _children(build.pid)
-            if sum(_is_pool_worker(pid) for pid in children) >= 2:
+            children = _descendants(build.pid)
+            if sum(_is_pool_worker(pid, build.pid) for pid in children) >= 2:
                 break
             assert build.poll() is None, "the build ended before its workers were seen"
             time.sleep(0.005)
@@ -78,8 +99,8 @@ def test_kill_9_of_a_cache_build_takes_its_workers_along(
         os.kill(build.pid, signal.SIGKILL)
         build.wait(timeout=10)
         assert build.returncode == -signal.SIGKILL
-        # The workers (and the resource tracker, whose pipe they hold) must go within 10 s;
-        # they look every 0.25 s.
+        # The workers (and the resource tracker, whose pipe they hold, and the forkserver)
+        # must go within 10 s; they look every 0.25 s.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and any(_alive(pid) for pid in children):
             time.sleep(0.05)
@@ -152,3 +173,49 @@ def test_a_child_exits_when_its_parent_is_killed() -> None:
         middle.stdout.close()
         if grandchild and _alive(grandchild):
             os.kill(grandchild, signal.SIGKILL)
+
+
+_WATCHER = """
+import sys, time
+from dicontour._process import exit_with
+exit_with(int(sys.argv[1]), interval=0.02)
+print("watching", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("pidfd", [True, False])
+def test_a_process_exits_when_the_process_it_watches_ends(pidfd: bool) -> None:
+    # exit_with watches any process, not its parent (a forkserver worker's case): here a
+    # sibling.  Without a process descriptor, the pid is polled.
+    code = (
+        _WATCHER
+        if pidfd
+        else _WATCHER.replace("import sys,", "import os; del os.pidfd_open\nimport sys,")
+    )
+    watched = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    watcher = subprocess.Popen(
+        [sys.executable, "-c", code, str(watched.pid)], stdout=subprocess.PIPE
+    )
+    try:
+        assert watcher.stdout.readline() == b"watching\n"
+        time.sleep(0.2)
+        assert watcher.poll() is None  # the watched process lives: the watcher goes on
+        watched.kill()
+        watched.wait(timeout=10)  # reaped: with polling, a zombie would count as alive
+        assert watcher.wait(timeout=5) == 70
+    finally:
+        for process in (watched, watcher):
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+        watcher.stdout.close()
+
+
+def test_a_process_told_to_watch_an_ended_process_exits_at_once() -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(timeout=20)
+    done = _run(
+        f"from dicontour._process import exit_with\nexit_with({gone.pid})\nprint('survived')\n"
+    )
+    assert (done.returncode, done.stdout) == (70, b"")

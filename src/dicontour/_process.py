@@ -17,6 +17,7 @@ pool) would lose its workers while still in use.
 from __future__ import annotations
 
 import os
+import select
 import threading
 import time
 
@@ -67,5 +68,62 @@ def exit_with_parent(parent: int, interval: float = INTERVAL) -> threading.Threa
     watcher = threading.Thread(
         target=_watch, args=(parent, interval), name="dicontour-exit-with-parent", daemon=True
     )
+    watcher.start()
+    return watcher
+
+
+def _wait_for_exit(handle: int) -> None:
+    # A process descriptor reads as ready once its process has ended (even before it
+    # is reaped), and it names that process only: no pid reused by another.
+    select.select([handle], [], [])
+    os._exit(ORPHANED)
+
+
+def _poll_exit(pid: int, interval: float) -> None:
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(ORPHANED)
+        except PermissionError:
+            pass  # alive, under another user
+        time.sleep(interval)
+
+
+def exit_with(pid: int, interval: float = INTERVAL) -> threading.Thread:
+    """End this process as soon as process ``pid`` (an ancestor, not only the parent) ends.
+
+    For a worker forked by a ``forkserver``: its parent is the server, which
+    itself outlives the pool's process for as long as its workers hold their
+    inherited end of the server's pipe.  Watched through a process descriptor
+    (``os.pidfd_open``, Linux) where there is one, else by polling the pid every
+    ``interval`` seconds (a pid that ended but is not yet reaped then counts as
+    alive).
+
+    Parameters
+    ----------
+    pid : int
+        The process this one must not outlive, recorded while it lives.
+    interval : float
+        Seconds between checks when polling.
+
+    Returns
+    -------
+    threading.Thread
+        The watching daemon thread (already started).
+    """
+    if interval <= 0:
+        raise ValueError(f"interval must be positive, got {interval!r}")
+    try:
+        handle: int | None = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os._exit(ORPHANED)
+    except (AttributeError, OSError):  # not Linux, or a kernel before 5.3
+        handle = None
+    if handle is not None:
+        target, args = _wait_for_exit, (handle,)
+    else:
+        target, args = _poll_exit, (pid, interval)  # type: ignore[assignment]
+    watcher = threading.Thread(target=target, args=args, name="dicontour-exit-with", daemon=True)
     watcher.start()
     return watcher

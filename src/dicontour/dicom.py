@@ -33,6 +33,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from stat import S_ISREG
 from typing import Any, BinaryIO, cast
 
 import numpy as np
@@ -55,6 +56,7 @@ from pydicom.uid import (
     JPEGTransferSyntaxes,
 )
 
+from . import _dicom_plain as plain
 from ._docstrings import fill_doc
 from ._files import open_for
 from .errors import DicomError
@@ -581,6 +583,133 @@ def _check_modality_lut(ds: pydicom.Dataset, where: str) -> None:
         )
 
 
+# The elements :func:`_header` reads, by tag (the plain fast path's wanted set).
+_ROWS, _COLUMNS, _FRAMES, _SAMPLES = 0x00280010, 0x00280011, 0x00280008, 0x00280002
+_PHOTOMETRIC, _BITS, _STORED, _SIGNED = 0x00280004, 0x00280100, 0x00280101, 0x00280103
+_SPACING, _INSTANCE, _SOP_UID, _MODALITY_LUT = 0x00280030, 0x00200013, 0x00080018, 0x00283000
+_SLOPE, _INTERCEPT, _POSITION, _ORIENTATION = 0x00281053, 0x00281052, 0x00200032, 0x00200037
+_THICKNESS, _FRAME_UID, _SERIES_UID, _STUDY_UID = 0x00180050, 0x00200052, 0x0020000E, 0x0020000D
+_PLAIN_TAGS = frozenset(
+    {
+        *(_ROWS, _COLUMNS, _FRAMES, _SAMPLES, _PHOTOMETRIC, _BITS, _STORED, _SIGNED),
+        *(_SPACING, _INSTANCE, _SOP_UID, _MODALITY_LUT, _SLOPE, _INTERCEPT, _POSITION),
+        *(_ORIENTATION, _THICKNESS, _FRAME_UID, _SERIES_UID, _STUDY_UID),
+    }
+)
+
+
+class _NotPlain(Exception):
+    """A value the plain fast path leaves to pydicom (internal: never escapes)."""
+
+
+def _optional(values: dict[int, tuple[bytes, bytes]], tag: int, convert: Any, *args: Any) -> Any:
+    """``convert(entry)`` of an element present; None when absent; _NotPlain when odd."""
+    entry = values.get(tag)
+    if entry is None:
+        return None
+    value = convert(entry, *args)
+    if value is None:
+        raise _NotPlain
+    return value
+
+
+def _plain_header(handle: BinaryIO, max_pixels: int) -> DicomHeader | None:
+    """:func:`read_dicom_header`'s result for a plain file, read without pydicom; else None.
+
+    The fast path (see :mod:`dicontour._dicom_plain`): it returns a header only
+    when every value is in a form whose conversion is pydicom's and every check
+    of :func:`_header` and :func:`_raw_layout` passes, so that the careful path
+    would return the same header.  Anything else, errors included, returns
+    None with ``handle`` back at its start, for the careful path to decide and
+    word.  Only a local file at its start is tried.
+    """
+    try:
+        stat = _stat_of(handle)
+        # A regular file only: a pipe has a descriptor too, but no rewinding it.
+        if stat is None or not S_ISREG(stat.st_mode) or stat.st_size > MAX_FILE_BYTES:
+            return None
+        if handle.tell() != 0:
+            return None
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        return None  # nothing read: the careful path starts where the caller left the file
+    try:
+        head = handle.read(min(stat.st_size, _HEAD_STEPS[0]))
+        header = _plain_header_of(head, stat, max_pixels) if isinstance(head, bytes) else None
+    except (OSError, TypeError, ValueError):
+        header = None
+    if header is None:
+        handle.seek(0)  # a regular file read from its start: the careful path reads it again
+    return header
+
+
+def _plain_header_of(head: bytes, stat: os.stat_result, max_pixels: int) -> DicomHeader | None:
+    found = plain.plain_elements(head, stat.st_size, _PLAIN_TAGS)
+    if found is None:
+        return None
+    values = found.values
+    if _FRAMES in values or _MODALITY_LUT in values:
+        return None
+    numbers = [plain.as_us(values.get(t)) for t in (_ROWS, _COLUMNS, _SAMPLES)]
+    numbers += [plain.as_us(values.get(t)) for t in (_BITS, _STORED, _SIGNED)]
+    if any(n is None for n in numbers):
+        return None
+    rows, columns, samples, bits, stored, signed = cast(list[int], numbers)
+    if rows <= 0 or columns <= 0 or rows * columns > max_pixels or samples != 1:
+        return None
+    if plain.as_code(values.get(_PHOTOMETRIC)) not in _GREY:
+        return None
+    if bits not in (1, 8, 16, 32, 64) or not 1 <= stored <= bits or signed not in (0, 1):
+        return None
+    if not get_decoder(ExplicitVRLittleEndian).is_available:
+        return None
+    try:
+        spacing = _optional(values, _SPACING, plain.as_decimals, 2)
+        instance = _optional(values, _INSTANCE, plain.as_integer)
+        uids = [_optional(values, t, plain.as_uid) for t in (_SOP_UID, _FRAME_UID)]
+        uids += [_optional(values, t, plain.as_uid) for t in (_SERIES_UID, _STUDY_UID)]
+        slope = _optional(values, _SLOPE, plain.as_decimals, 1) or (1.0,)
+        intercept = _optional(values, _INTERCEPT, plain.as_decimals, 1) or (0.0,)
+        position = _optional(values, _POSITION, plain.as_decimals, 3)
+        orientation = _optional(values, _ORIENTATION, plain.as_decimals, 6)
+        thickness = _optional(values, _THICKNESS, plain.as_decimals, 1)
+    except _NotPlain:
+        return None
+    decimals = [spacing, slope, intercept, position, orientation, thickness]
+    if not all(math.isfinite(x) for group in decimals if group for x in group):
+        return None  # the careful path words a non-finite rescale, and drops the others
+    try:
+        _check_rescale(slope[0], intercept[0], stored, signed, "")
+    except DicomError:
+        return None
+    if found.pixel_length < (rows * columns * bits + 7) // 8:
+        return None
+    raw = None
+    if bits in (8, 16, 32) and stored == bits:
+        dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}").str
+        raw = RawPixels(found.pixel_offset, dtype, stat.st_size, stat.st_mtime_ns)
+    if orientation is not None and not _orthonormal(orientation):
+        orientation = None
+    sop_uid, frame_uid, series_uid, study_uid = uids
+    return DicomHeader(
+        rows=rows,
+        columns=columns,
+        pixel_spacing=spacing,
+        instance_number=instance,
+        sop_instance_uid=sop_uid or None,
+        slope=slope[0],
+        intercept=intercept[0],
+        transfer_syntax=plain.EXPLICIT_VR_LE,
+        raw=raw,
+        modality_lut=False,
+        image_position=position,
+        image_orientation=orientation,
+        slice_thickness=thickness[0] if thickness and thickness[0] > 0 else None,
+        frame_of_reference_uid=frame_uid or None,
+        series_instance_uid=series_uid or None,
+        study_instance_uid=study_uid or None,
+    )
+
+
 def _checked_header(ds: pydicom.Dataset, where: str, *, max_pixels: int) -> DicomHeader:
     """:func:`_header`, with pydicom's errors on damaged elements turned into DicomError."""
     try:
@@ -727,6 +856,18 @@ def read_dicom_header(
     (64, 64)
     """
     where = _name(source, name)
+    with _opened(source, where) as opened:
+        fast = _plain_header(opened, max_pixels)
+        if fast is not None:
+            return fast
+        header, raw = _careful_header(opened, where, max_pixels, verify_pixels)
+    return replace(header, raw=raw)
+
+
+def _careful_header(
+    source: BinaryIO, where: str, max_pixels: int, verify_pixels: bool
+) -> tuple[DicomHeader, RawPixels | None]:
+    """:func:`read_dicom_header` through pydicom, for every file (the reference path)."""
     with _parsed(source, where) as (ds, handle):
         header = _checked_header(ds, where, max_pixels=max_pixels)
         try:
@@ -735,7 +876,7 @@ def read_dicom_header(
             raise DicomError(where, f"cannot stat file ({exc})") from exc
         if verify_pixels and header.transfer_syntax not in _NATIVE_SYNTAXES:
             _decode(ds, header, where)
-    return replace(header, raw=raw)
+    return header, raw
 
 
 @fill_doc(source=_SOURCE_DOC)

@@ -18,8 +18,9 @@ Engines
 -------
 :class:`LocalEngine`
     ``workers=0`` or ``1`` runs in this process; more workers use a pool of fresh
-    (``spawn``) processes, which rebuild any fsspec filesystem from its URL and
-    read credentials from the environment they start with.
+    processes (forked from a ``forkserver`` that has imported dicontour once),
+    which rebuild any fsspec filesystem from its URL and read credentials from
+    the environment of this process as it is when the pool starts.
 :class:`DaskEngine`
     A ``dask.distributed`` cluster: a ``LocalCluster`` on loopback by default,
     or an existing scheduler (``tcp://host:8786``, a ``Client``, a cluster
@@ -51,7 +52,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
-from ._process import exit_with_parent
+from ._process import exit_with, exit_with_parent
 from ._timeouts import CONNECT_TIMEOUT as CONNECT_TIMEOUT  # re-exported
 from ._timeouts import NO_WORKER_TIMEOUT as NO_WORKER_TIMEOUT  # re-exported
 from .errors import EngineError
@@ -189,14 +190,49 @@ class _Base:
         raise NotImplementedError  # pragma: no cover - overridden
 
 
-def _start_worker(parent: int) -> None:
-    """Initializer of a pool worker: quiet on Ctrl-C, gone when the parent is."""
+#: Modules the forkserver imports once, before forking the workers: what a scan's
+#: and a cache build's tasks need.  Each spawned worker used to import them itself,
+#: about 0.45 CPU-second each (see benchmarks/bench_start.py).
+PRELOAD = ("__main__", "dicontour.cache._build", "dicontour.scan", "dicontour.index")
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """The pool's start method: ``forkserver`` where the platform has it, else ``spawn``.
+
+    The forkserver is a fresh interpreter (no threads, event loops or cached
+    filesystems of this process), started once per process; every worker is
+    forked from it with dicontour already imported.  ``__main__`` stays first in
+    its preload list, as in multiprocessing's default.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(PRELOAD))  # read only when the server starts
+    return context
+
+
+def _start_worker(parent: int, environment: dict[str, str] | None = None) -> None:
+    """Initializer of a pool worker: quiet on Ctrl-C, gone when the pool's process is.
+
+    ``parent`` is the pid of the pool's process, recorded there.  With
+    ``environment`` (a worker forked by the forkserver, a child of the server
+    and not of ``parent``), that environment replaces the server's.
+    """
     # Ctrl-C reaches the whole process group: the parent stops the run and shuts the
     # pool down; workers finish their task quietly instead of dying with a traceback each.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # A parent killed with SIGKILL shuts nothing down: without this, idle workers would
-    # wait on the task queue forever.
-    exit_with_parent(parent)
+    if environment is None:
+        # A parent killed with SIGKILL shuts nothing down: without this, idle workers
+        # would wait on the task queue forever.
+        exit_with_parent(parent)
+        return
+    # The server's environment is frozen from when it started; the pool's process
+    # may have changed its own since (credentials, AWS_ENDPOINT_URL_S3...).
+    os.environ.clear()
+    os.environ.update(environment)
+    # The server does not end with the pool's process while its workers live (they
+    # hold its pipe): watch the pool's process itself.
+    exit_with(parent)
 
 
 class LocalEngine(_Base):
@@ -211,9 +247,11 @@ class LocalEngine(_Base):
 
     Notes
     -----
-    Workers are started with ``spawn``: they share no threads, event loops or
-    cached filesystems with the parent, and see the environment (credentials,
-    ``AWS_ENDPOINT_URL_S3``...) as it is when the pool starts.  A worker that
+    Workers are forked from a ``forkserver`` (``spawn`` where there is none),
+    a fresh interpreter that imported dicontour once (:data:`PRELOAD`): they
+    share no threads, event loops or cached filesystems with the parent, and see
+    the parent's environment (credentials, ``AWS_ENDPOINT_URL_S3``...) as it is
+    when the pool starts.  A worker that
     dies (killed, out of memory) stops the run with :class:`EngineError`; work
     already written by finished tasks is kept (a cache build resumes from it).
     Workers end by themselves within a fraction of a second when this process
@@ -242,11 +280,14 @@ class LocalEngine(_Base):
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
+            context = _context()
+            served = context.get_start_method() == "forkserver"
+            environment = dict(os.environ) if served else None
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=context,
                 initializer=_start_worker,
-                initargs=(os.getpid(),),
+                initargs=(os.getpid(), environment),
             )
         return self._pool
 

@@ -176,7 +176,10 @@ def _write_shard(task: ShardTask) -> ShardResult:
     masks = np.zeros((count, 2, rows, columns), bool)
     has = np.zeros((count, 2), bool)
     for j, record in enumerate(task.records):
-        image, *pair = _decoded(task, j, record)
+        if task.polygons is not None:
+            _decode_into(task, j, record, images[j], masks[j], has[j])
+            continue
+        image, *pair = _decoded(task.root, record)
         if image.shape != task.shape:
             raise CacheError(f"{record.dicom}: image is {image.shape}, the scan said {task.shape}")
         images[j] = image
@@ -195,20 +198,36 @@ def _write_shard(task: ShardTask) -> ShardResult:
 
 
 def _decoded(
-    task: ShardTask, j: int, record: SampleRecord
+    root: Location, record: SampleRecord
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """The image and the [i, o] masks of ``task.records[j]`` (None where it has no contour)."""
-    if task.polygons is None:
-        sample = load_sample(task.root, record)
-        return sample.image, sample.i_mask, sample.o_mask
-    # The points the scan read and checked (index.read_polygon) for this record:
-    # what load_sample would read and check again.
+    """The image and the [i, o] masks of ``record`` (None where it has no contour)."""
+    sample = load_sample(root, record)
+    return sample.image, sample.i_mask, sample.o_mask
+
+
+def _decode_into(
+    task: ShardTask,
+    j: int,
+    record: SampleRecord,
+    image: np.ndarray,
+    masks: np.ndarray,
+    has: np.ndarray,
+) -> None:
+    """Decode ``task.records[j]`` straight into its rows of the shard's arrays.
+
+    From the points the scan read and checked (index.read_polygon) for this
+    record: what load_sample would read and check again.  The pixels are read
+    into ``image`` and the polygons rasterised into ``masks`` (one copy less
+    each than decoding into new arrays).  A file whose shape changed since the
+    scan raises DicomError (read_dicom_pixels checks it against the scan's header).
+    """
+    assert task.polygons is not None
+    read_image(task.root, record, out=image)
     points = task.polygons[j]
-    i_mask, o_mask = (
-        polygon_to_mask(points[kind], record.shape) if kind in points else None
-        for kind in ("i", "o")
-    )
-    return read_image(task.root, record), i_mask, o_mask
+    for channel, kind in enumerate(("i", "o")):
+        if kind in points:
+            polygon_to_mask(points[kind], record.shape, out=masks[channel])
+            has[channel] = True
 
 
 def plan_shards(
@@ -542,9 +561,10 @@ def build_cache(
         shard) run.  By default ``LocalEngine()``, one worker process per CPU
         (``os.cpu_count()``, closed on return), for a dataset of at least
         :data:`PARALLEL_CONTOURS` contour files; a smaller one is built in
-        this process (starting a worker costs about half a CPU-second, more
-        than such a build gains).  ``LocalEngine(workers=0)`` always builds in
-        this process.  See :mod:`dicontour.engine`.
+        this process (the pool's forkserver costs about half a CPU-second to
+        start, once per process: more than such a build gains).
+        ``LocalEngine(workers=0)`` always builds in this process.  See
+        :mod:`dicontour.engine`.
     progress : bool
         Progress bars on stderr.
 

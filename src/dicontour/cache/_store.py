@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 from typing import Any, BinaryIO
 
@@ -143,11 +144,24 @@ class _HashingWriter:
         self.digest = hashlib.sha256()
         self.size = 0
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | memoryview) -> int:
         view = memoryview(data)
         self.digest.update(view)
         self.size += view.nbytes
         return self.handle.write(view)
+
+
+def _plain(array: np.ndarray) -> bool:
+    """Whether ``array``'s buffer is exactly the data ``.npy`` holds (C order, native, plain)."""
+    return bool(
+        array.flags.c_contiguous
+        and array.dtype.isnative
+        and not array.dtype.hasobject
+        and array.dtype.names is None
+        and array.dtype.subdtype is None
+        and array.size > 0
+        and array.ndim > 0
+    )
 
 
 def save_array(where: Location, relative: str, array: np.ndarray) -> dict[str, Any]:
@@ -161,8 +175,19 @@ def save_array(where: Location, relative: str, array: np.ndarray) -> dict[str, A
     _ensure_folder(where, relative)
     with where.staged(relative) as handle:
         writer = _HashingWriter(handle)
-        # version pinned so the header, hence the checksum, never depends on numpy's choice
-        np.lib.format.write_array(writer, array, version=(1, 0), allow_pickle=False)
+        if _plain(array):
+            # The bytes np.lib.format.write_array writes, without its copies: it hands a
+            # file-like object the data in 16 MiB pieces, each copied by tobytes().  Here
+            # the array's own buffer is hashed and written once.
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(
+                header, np.lib.format.header_data_from_array_1_0(array)
+            )
+            writer.write(header.getvalue())
+            writer.write(array.data.cast("B"))
+        else:
+            # version pinned so the header, hence the checksum, never depends on numpy's choice
+            np.lib.format.write_array(writer, array, version=(1, 0), allow_pickle=False)
     return {
         "sha256": writer.digest.hexdigest(),
         "bytes": writer.size,
