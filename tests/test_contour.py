@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 
 import dicontour
 from dicontour import ContourError, parse_contour, read_contour
-from dicontour.contour import MAX_BYTES, MAX_POINTS, OUT_OF_BOUNDS_MARGIN, check_bounds
+from dicontour.contour import (
+    MAX_BYTES,
+    MAX_POINTS,
+    OUT_OF_BOUNDS_MARGIN,
+    _extent,
+    check_bounds,
+)
 
 TRIANGLE = [[1.0, 2.0], [4.5, 2.0], [4.5, 7.25]]
 
@@ -326,6 +332,20 @@ def test_check_bounds_is_the_margin_rule(x, y, rows, columns):
     else:
         with pytest.raises(ContourError, match="beyond the image"):
             check_bounds(points, (rows, columns))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    points=st.lists(
+        st.tuples(st.floats(allow_nan=True), st.floats(allow_nan=True)), min_size=1, max_size=40
+    ),
+    order=st.sampled_from("CF"),
+)
+def test_extent_is_numpys_min_and_max(points, order):
+    # check_bounds' one-pass extent: numpy's reductions are the oracle, NaN and infinity included.
+    array = np.array(points, dtype=np.float64, order=order)
+    got = np.array(_extent(np.ascontiguousarray(array)))
+    np.testing.assert_array_equal(got, np.concatenate([array.min(axis=0), array.max(axis=0)]))
 
 
 @settings(max_examples=300, deadline=None)

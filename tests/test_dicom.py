@@ -8,17 +8,20 @@ import tracemalloc
 from dataclasses import replace
 from importlib.resources import files
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pydicom
 import pytest
 from helpers import REAL_DATA, insert_before_pixels, tiny_elements, write_dicom
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydicom.pixels import apply_modality_lut
 from pydicom.uid import ImplicitVRLittleEndian
 
 import dicontour
 from dicontour import DicomError, read_dicom, read_dicom_header
-from dicontour.dicom import MAX_HEADER_BYTES, MAX_PIXELS, read_dicom_pixels
+from dicontour.dicom import MAX_HEADER_BYTES, MAX_PIXELS, _rescale_into, read_dicom_pixels
 
 PIXELS = np.array([[0, 1, 2, 3], [-4, 5, 600, -7000], [8, 9, 10, 32767]], dtype=np.int16)
 
@@ -793,3 +796,43 @@ def test_compressed_frame_larger_than_the_header_refused_before_decoding(
         assert isinstance(error, DicomError), error
         assert "compressed frame declares" in error.reason and "65520" in error.reason
         assert peak < 16 * 2**20
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    dtype=st.sampled_from(
+        ["uint8", "int8", "uint16", "int16", ">i2", "uint32", "int32", "float64", ">f8"]
+    ),
+    seed=st.integers(0, 2**32 - 1),
+    slope=st.floats(-(2.0**100), 2.0**100, allow_nan=False, width=32),
+    intercept=st.floats(-(2.0**127), 2.0**127, allow_nan=False, width=32),
+    lut=st.booleans(),
+    strided=st.booleans(),
+)
+def test_rescale_is_numpys_float32_arithmetic(dtype, seed, slope, intercept, lut, strided):
+    # The one-pass kernel against the numpy steps it replaced: copy as float32,
+    # then *= slope and += intercept in float32 (skipped for 1 and 0, and under a
+    # modality LUT), bit for bit, and "non-finite" exactly when numpy's result is.
+    rng = np.random.default_rng(seed)
+    kind = np.dtype(dtype)
+    info = np.iinfo(kind) if kind.kind in "iu" else None
+    pixels = (
+        rng.integers(info.min, info.max, size=(7, 5), endpoint=True, dtype=kind.newbyteorder("="))
+        if info
+        else rng.normal(0, 1e4, size=(7, 5))
+    ).astype(kind)
+    header = SimpleNamespace(slope=slope, intercept=intercept, modality_lut=lut)  # what it reads
+    expected = pixels.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if not lut and slope != 1.0:
+            expected *= np.float32(slope)
+        if not lut and intercept != 0.0:
+            expected += np.float32(intercept)
+    out = np.full((7, 10) if strided else (7, 5), np.nan, np.float32)
+    target = out[:, ::2] if strided else out
+    if np.isfinite(expected).all():
+        _rescale_into(pixels, header, target, "x.dcm")
+        np.testing.assert_array_equal(target.view(np.uint32), expected.view(np.uint32))
+    else:
+        with pytest.raises(DicomError, match=r"x\.dcm: the decoded image holds NaN or infinite"):
+            _rescale_into(pixels, header, target, "x.dcm")
