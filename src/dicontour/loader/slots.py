@@ -210,17 +210,8 @@ class SlotSegment:
 
     @classmethod
     def private(cls, layout: SlotLayout) -> SlotSegment:
-        """Slots in this process's ordinary memory (for loading without workers).
-
-        An anonymous mapping, advised to use huge pages where the kernel offers
-        them (as numpy does for its own large arrays): fewer TLB misses on
-        every sample written (see docs/loader.md, "Warm").
-        """
-        mapping = mmap.mmap(-1, layout.nbytes)
-        if hasattr(mmap, "MADV_HUGEPAGE"):  # Linux only
-            with contextlib.suppress(OSError):
-                mapping.madvise(mmap.MADV_HUGEPAGE)
-        return cls(mapping, layout)
+        """Slots in this process's ordinary memory (for loading without workers)."""
+        return cls(bytearray(layout.nbytes), layout)
 
     @property
     def closed(self) -> bool:
