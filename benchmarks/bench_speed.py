@@ -276,6 +276,27 @@ class Agent:
             def __getitem__(self, j: int) -> tuple[np.ndarray, np.ndarray]:
                 return images[j], masks[j]
 
+        # The profile of the ceiling: the loader's copies alone (memory-mapped shard ->
+        # slot, one sample at a time, no loader around them) into 1 slot reused (the
+        # gather's own setting: its output buffer is the one it freed an instant
+        # before, hot in cache), 2 alternating (the least copy=False allows: the
+        # caller holds one) and prefetch + 1 = 5 rotating (the workers' slots).
+        shape = images.shape[1:]
+        slot_sets = {
+            count: [
+                (np.empty((BATCH, *shape), np.float32), np.empty((BATCH, *shape), bool))
+                for _ in range(count)
+            ]
+            for count in (1, 2, 5)
+        }
+
+        def copies(count: int) -> None:
+            order = with_i[rng.permutation(n)]
+            for number, start in enumerate(range(0, n, BATCH)):
+                slot_images, slot_masks = slot_sets[count][number % count]
+                for j, k in enumerate(order[start : start + BATCH].tolist()):
+                    source.read_into(k, "i", slot_images[j], slot_masks[j])
+
         torch.manual_seed(0)
         baseline = DataLoader(
             InMemory(), batch_size=BATCH, shuffle=True, num_workers=2, persistent_workers=True
@@ -291,6 +312,9 @@ class Agent:
             "torch in memory (2 workers)": lambda: [None for _ in baseline],
             "from_cache(copy=False, workers=2)": lambda: [None for _ in loaders[2]],
             "from_cache(copy=False, workers=0)": lambda: [None for _ in loaders[0]],
+            "profile: shard copies, 1 slot": lambda: copies(1),
+            "profile: shard copies, 2 slots": lambda: copies(2),
+            "profile: shard copies, 5 slots": lambda: copies(5),
         }
         for run in runs.values():
             run()  # warm-up
@@ -547,7 +571,8 @@ def _run(work: Path, agents: dict[str, Remote], trees: dict[str, Path]) -> int:
     print(f"same bytes as before: {'yes' if same else 'NO'}")
     print(f"goal >= 1,000 samples/s: {'met' if new >= 1000 else 'NOT met'}")
 
-    print("\nwarm, from the cache (samples/s; median and best of rounds):")
+    print("\nwarm, from the cache (samples/s; median and best of rounds; the profile lines are")
+    print("the loader's per-sample shard copies alone, into 1, 2 or 5 slots in turn):")
     warm = now.ask("warm", cache=str(work / "cache-now-0"), rounds=5, epochs=3)
     gather = warm["numpy gather"]
     for name, values in warm.items():
