@@ -602,9 +602,11 @@ class BatchLoader:
                 if lent:
                     free += [slot for slot in lent if not pool.lent(slot)]
                     lent = [slot for slot in lent if slot not in free]
-                # In-process, one task at a time into the slot freed last: the
-                # same one or two slots stay in the CPU's caches (a copy into a
-                # cold slot costs up to 1.5x), and nothing is gained by queueing.
+                # In-process, one task at a time into the slot freed last, and only
+                # once the batch ready is delivered (so with copy=False the caller's
+                # slot and the one being filled alternate, not three): each slot more
+                # in the rotation costs ~6% of the copy, its lines being cold
+                # (docs/loader.md, "Warm"), and nothing is gained by queueing.
                 while (
                     free
                     and next_send < self._batches
