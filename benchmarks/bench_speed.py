@@ -135,6 +135,27 @@ def rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+#: The parts of the resident set /proc/self/status names (Linux 4.5+).
+RSS_PARTS = ("RssAnon", "RssFile", "RssShmem")
+
+
+def rss_parts() -> dict[str, int]:
+    """Resident bytes by kind (Linux /proc), after :func:`rss_bytes`'s collection.
+
+    Private (``RssAnon``: the heap, numpy arrays), file-backed (``RssFile``:
+    code and mapped files) and shared memory (``RssShmem``: the loader's batch
+    slots).  Empty where /proc has no such lines.
+    """
+    rss_bytes()
+    parts: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in RSS_PARTS:
+                parts[name] = int(value.split()[0]) * 1024  # kB
+    return parts
+
+
 def _per_item(work, items: int, seconds: float = 1.0) -> float:
     """Microseconds per item of ``work()`` (which handles ``items`` items), over ~seconds."""
     count, start = 0, time.perf_counter()
@@ -255,6 +276,27 @@ class Agent:
             def __getitem__(self, j: int) -> tuple[np.ndarray, np.ndarray]:
                 return images[j], masks[j]
 
+        # The profile of the ceiling: the loader's copies alone (memory-mapped shard ->
+        # slot, one sample at a time, no loader around them) into 1 slot reused (the
+        # gather's own setting: its output buffer is the one it freed an instant
+        # before, hot in cache), 2 alternating (the least copy=False allows: the
+        # caller holds one) and prefetch + 1 = 5 rotating (the workers' slots).
+        shape = images.shape[1:]
+        slot_sets = {
+            count: [
+                (np.empty((BATCH, *shape), np.float32), np.empty((BATCH, *shape), bool))
+                for _ in range(count)
+            ]
+            for count in (1, 2, 5)
+        }
+
+        def copies(count: int) -> None:
+            order = with_i[rng.permutation(n)]
+            for number, start in enumerate(range(0, n, BATCH)):
+                slot_images, slot_masks = slot_sets[count][number % count]
+                for j, k in enumerate(order[start : start + BATCH].tolist()):
+                    source.read_into(k, "i", slot_images[j], slot_masks[j])
+
         torch.manual_seed(0)
         baseline = DataLoader(
             InMemory(), batch_size=BATCH, shuffle=True, num_workers=2, persistent_workers=True
@@ -270,6 +312,9 @@ class Agent:
             "torch in memory (2 workers)": lambda: [None for _ in baseline],
             "from_cache(copy=False, workers=2)": lambda: [None for _ in loaders[2]],
             "from_cache(copy=False, workers=0)": lambda: [None for _ in loaders[0]],
+            "profile: shard copies, 1 slot": lambda: copies(1),
+            "profile: shard copies, 2 slots": lambda: copies(2),
+            "profile: shard copies, 5 slots": lambda: copies(5),
         }
         for run in runs.values():
             run()  # warm-up
@@ -338,7 +383,11 @@ def memory(step: str, root: str, cache: str) -> dict[str, float]:
     index still holds (no allocator slack, no fragmentation).
 
     The baseline is taken after a warm-up scan of the real data, so that the
-    modules a step imports lazily are not counted as the step's memory.
+    modules a step imports lazily are not counted as the step's memory.  The
+    resident set is also given split into private memory (``RssAnon``), code
+    and mapped files (``RssFile``) and shared memory (``RssShmem``: the
+    loader's batch slots, ``prefetch`` x the batch's bytes, whatever the
+    dataset's size); ``held`` is their sum.
     """
     import dicontour
     from dicontour.cache import build_cache
@@ -353,24 +402,35 @@ def memory(step: str, root: str, cache: str) -> dict[str, float]:
         gc.collect()
         held = tracemalloc.get_traced_memory()[0] - before
         return {"samples": len(index), "held": held / len(index), "peak": 0.0, "bytes": held}
-    base = rss_bytes()
+    base, base_parts = rss_bytes(), rss_parts()
     if step == "scan":
         index = dicontour.scan(root)
         samples = len(index)
-        held = rss_bytes() - base
+        held, parts = rss_bytes() - base, rss_parts()
     elif step == "build":
         shutil.rmtree(cache, ignore_errors=True)
         samples = build_cache(root, cache).samples
-        held = rss_bytes() - base
+        held, parts = rss_bytes() - base, rss_parts()
     else:  # loader: the index, a 2-worker loader, one epoch
         index = dicontour.scan(root)
         samples = len(index)
         with dicontour.BatchLoader(index, 32, workers=2, seed=0) as loader:
             for _ in loader:
                 pass
-            held = rss_bytes() - base
+            # The caller's last batch is the caller's (32 x 128 x 128: 2.6 MB for a full
+            # one, 0.7 MB for 5k's short last batch, which made the loader look 130 bytes
+            # a sample larger from 5k to 20k than it is); the slots stay (RssShmem).
+            del _
+            held, parts = rss_bytes() - base, rss_parts()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    return {"samples": samples, "held": held / samples, "peak": peak / samples, "bytes": held}
+    split = {name: parts[name] - base_parts[name] for name in parts if name in base_parts}
+    return {
+        "samples": samples,
+        "held": held / samples,
+        "peak": peak / samples,
+        "bytes": held,
+        **split,
+    }
 
 
 def measure_memory(trees: dict[str, Path], sets: dict[int, Path], work: Path) -> dict:
@@ -392,9 +452,21 @@ def measure_memory(trees: dict[str, Path], sets: dict[int, Path], work: Path) ->
                     continue
                 result = json.loads(done.stdout.strip().splitlines()[-1])
                 figures[(name, step, size)] = result
+                n = result["samples"]
+                # The split: private memory per sample, and the rest (code and mapped
+                # files, the loader's shared-memory batch slots: batch size x prefetch,
+                # not the dataset) in MB, so that neither hides in the other's figure.
+                split = (
+                    f"; anon {result['RssAnon'] / n:>5,.0f} B/sample, "
+                    f"file {result['RssFile'] / 1e6:>4.1f} MB, "
+                    f"shmem {result['RssShmem'] / 1e6:>4.1f} MB"
+                    if all(part in result for part in RSS_PARTS)
+                    else ""
+                )
                 print(
-                    f"  {name:<6} {step:<7} {result['samples']:>7,} samples: held "
-                    f"{result['held']:>7,.0f} B/sample, peak {result['peak']:>7,.0f} B/sample",
+                    f"  {name:<6} {step:<7} {n:>7,} samples: held "
+                    f"{result['held']:>7,.0f} B/sample, peak {result['peak']:>7,.0f} B/sample"
+                    f"{split}",
                     flush=True,
                 )
     return figures
@@ -499,7 +571,8 @@ def _run(work: Path, agents: dict[str, Remote], trees: dict[str, Path]) -> int:
     print(f"same bytes as before: {'yes' if same else 'NO'}")
     print(f"goal >= 1,000 samples/s: {'met' if new >= 1000 else 'NOT met'}")
 
-    print("\nwarm, from the cache (samples/s; median and best of rounds):")
+    print("\nwarm, from the cache (samples/s; median and best of rounds; the profile lines are")
+    print("the loader's per-sample shard copies alone, into 1, 2 or 5 slots in turn):")
     warm = now.ask("warm", cache=str(work / "cache-now-0"), rounds=5, epochs=3)
     gather = warm["numpy gather"]
     for name, values in warm.items():
@@ -519,9 +592,15 @@ def _run(work: Path, agents: dict[str, Remote], trees: dict[str, Path]) -> int:
             large = figures.get((name, step, MEMORY_SIZES[-1]))
             if not (small and large) or small is large:
                 continue
-            marginal = (large["bytes"] - small["bytes"]) / (large["samples"] - small["samples"])
+            grown = large["samples"] - small["samples"]
+            marginal = (large["bytes"] - small["bytes"]) / grown
+            anon = (
+                f", anon {(large['RssAnon'] - small['RssAnon']) / grown:>5,.0f} B/sample"
+                if "RssAnon" in large and "RssAnon" in small
+                else ""
+            )
             print(
-                f"  {name:<6} {step:<7} {marginal:>7,.0f} B/sample; "
+                f"  {name:<6} {step:<7} {marginal:>7,.0f} B/sample{anon}; "
                 f"1M slices: {marginal * 1e6 / 1e9:.2f} GB"
             )
     load = os.getloadavg()

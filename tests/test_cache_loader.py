@@ -84,6 +84,20 @@ def test_order_is_a_function_of_seed_and_epoch(built) -> None:
     assert two_epochs(8)[0] != first[0]
 
 
+@pytest.mark.parametrize("target", ["i", "both"])
+def test_order_is_the_documented_permutation_held_as_int32(built, target: str) -> None:
+    # The loader keeps source indices as int32 (two epochs' orders and the eligible
+    # samples: its only per-sample memory); the values are the documented ones.
+    data, cache = built
+    with BatchLoader.from_cache(cache, 4, root=data, target=target, workers=0, seed=3) as loader:
+        eligible = np.flatnonzero(loader.source.has(target))
+        for epoch in range(2):
+            order = loader.order(epoch)
+            assert order.dtype == np.int32
+            permutation = np.random.default_rng([3, epoch]).permutation(len(eligible))
+            np.testing.assert_array_equal(order, eligible[permutation])
+
+
 def test_both_masks_come_as_two_channels(built) -> None:
     _, cache = built
     with BatchLoader.from_cache(cache, batch_size=6, target="both", workers=0) as loader:
@@ -187,6 +201,43 @@ def test_read_into_refuses_another_shape(built) -> None:
     source = open_cache(cache)
     with pytest.raises(ValueError, match=r"sample 0 \(.*\) is image \(32, 32\).*\(16, 16\)"):
         source.read_into(0, "i", np.empty((16, 16), np.float32), np.empty((16, 16), bool))
+
+
+@pytest.mark.parametrize("target", ["i", "o", "both"])
+def test_read_into_refuses_what_read_refuses(built, target: str) -> None:
+    # read_into inlines read()'s lookups (the warm hot path): the same refusals.
+    _, cache = built
+    source = open_cache(cache)
+    image, mask = np.empty((32, 32), np.float32), np.empty((2, 32, 32), bool)
+    into_mask = mask if target == "both" else mask[0]
+    for k in (-1, len(source), 10**9):
+        with pytest.raises(IndexError, match=f"sample {k} is out of range"):
+            source.read(k, target)
+        with pytest.raises(IndexError, match=f"sample {k} is out of range"):
+            source.read_into(k, target, image, into_mask)
+    lacking = np.flatnonzero(~source.has(target))
+    assert len(lacking) == (0 if target == "i" else 18)  # every sample has an i-contour
+    if target == "i":
+        return
+    k = int(lacking[0])
+    with pytest.raises(ValueError, match=rf"sample {k} \(.*\) has no {target}-mask"):
+        source.read(k, target)
+    with pytest.raises(ValueError, match=rf"sample {k} \(.*\) has no {target}-mask"):
+        source.read_into(k, target, image, into_mask)
+    with pytest.raises(ValueError, match="target"):
+        source.read_into(int(np.flatnonzero(source.has(target))[0]), "x", image, into_mask)  # type: ignore[arg-type]
+
+
+def test_in_process_views_rotate_two_slots(built) -> None:
+    # workers=0, copy=False: the next batch is filled into the slot the caller let go
+    # of, so two slots alternate and stay in the CPU's caches (docs/loader.md, "Warm").
+    data, cache = built
+    with BatchLoader.from_cache(cache, 4, root=data, workers=0, copy=False) as loader:
+        for _ in range(2):
+            starts = [images.__array_interface__["data"][0] for images, _ in loader]
+            assert len(starts) == len(loader) >= 4
+            assert len(set(starts[0::2])) == len(set(starts[1::2])) == 1  # alternating:
+            assert starts[0] != starts[1]
 
 
 def test_normalize_still_applies_when_samples_could_be_copied_directly(built) -> None:

@@ -316,7 +316,10 @@ class BatchLoader:
         transform = self.transform = options.transform
         self._meta = getattr(source, "meta", None)
 
-        self._eligible = np.flatnonzero(np.asarray(source.has(target), dtype=bool))
+        # Source indices as int32 where they fit: this array and the epoch orders
+        # taken from it (current and next) are all the loader keeps per sample.
+        eligible = np.flatnonzero(np.asarray(source.has(target), dtype=bool))
+        self._eligible = eligible.astype(np.int32) if len(source) < 2**31 else eligible
         if not len(self._eligible):
             raise LoaderError(
                 f"no sample has the {target}-contour{'s' if target == 'both' else ''} "
@@ -462,7 +465,8 @@ class BatchLoader:
         """Source indices of ``epoch`` in delivery order, for this rank (a pure function).
 
         Batch j of the epoch holds ``order(epoch)[j * batch_size : (j + 1) * batch_size]``,
-        minus any skipped samples.
+        minus any skipped samples.  int32 (int64 for a source of 2**31 samples or more):
+        the loader holds two epochs' orders, the current one and the next.
         """
         positions = epoch_order(
             len(self._eligible), seed=self.seed, epoch=epoch, shuffle=self.shuffle
@@ -598,10 +602,16 @@ class BatchLoader:
                 if lent:
                     free += [slot for slot in lent if not pool.lent(slot)]
                     lent = [slot for slot in lent if slot not in free]
-                # In-process, one task at a time into the slot freed last: the
-                # same one or two slots stay in the CPU's caches (a copy into a
-                # cold slot costs up to 1.5x), and nothing is gained by queueing.
-                while free and next_send < self._batches and (self.workers or not pool.busy()):
+                # In-process, one task at a time into the slot freed last, and only
+                # once the batch ready is delivered (so with copy=False the caller's
+                # slot and the one being filled alternate, not three): each slot more
+                # in the rotation costs ~6% of the copy, its lines being cold
+                # (docs/loader.md, "Warm"), and nothing is gained by queueing.
+                while (
+                    free
+                    and next_send < self._batches
+                    and (self.workers or not (pool.busy() or next_yield in ready))
+                ):
                     samples = order[next_send * self.batch_size : (next_send + 1) * self.batch_size]
                     pool.submit(Task(token, next_send, free.pop(), samples, epoch=epoch))
                     next_send += 1
