@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 
 import dicontour
+from dicontour.contour import _extent, _scan_numbers
+from dicontour.dicom import _to_float32
 from dicontour.engine import DaskEngine, EngineError, LocalEngine, open_engine
 from dicontour.errors import DicomError
+from dicontour.raster import _scan_fill
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -134,3 +137,17 @@ def test_pool_workers_see_the_environment_as_it_is_when_the_pool_starts(
     with LocalEngine(workers=2) as engine:
         seen = list(engine.map(os.getenv, ["DICONTOUR_ENGINE_TEST"] * 4))
     assert seen == ["set after the server started"] * 4
+
+
+def _compiled_kernels(_: object) -> dict[str, int]:
+    """In a worker, before it reads anything: how many compiled versions each kernel has."""
+    kernels = {"parse": _scan_numbers, "extent": _extent, "raster": _scan_fill}
+    return {name: len(k.signatures) for name, k in {**kernels, "rescale": _to_float32}.items()}
+
+
+def test_pool_workers_start_with_the_kernels_compiled(pool: LocalEngine) -> None:
+    # The forkserver imports dicontour._warm, so a worker forked from it does not
+    # pay numba's first-call cost (~0.3 CPU-s each) at the start of every build.
+    (counts,) = pool.map(_compiled_kernels, [None])
+    assert counts["parse"] >= 1 and counts["extent"] >= 1 and counts["raster"] >= 1
+    assert counts["rescale"] >= 2  # uint16 and int16 pixels

@@ -192,8 +192,15 @@ class _Base:
 
 #: Modules the forkserver imports once, before forking the workers: what a scan's
 #: and a cache build's tasks need.  Each spawned worker used to import them itself,
-#: about 0.45 CPU-second each (see benchmarks/bench_start.py).
-PRELOAD = ("__main__", "dicontour.cache._build", "dicontour.scan", "dicontour.index")
+#: about 0.45 CPU-second each (see benchmarks/bench_start.py), and then paid about
+#: 0.3 CPU-second more at its first compiled kernel call (``dicontour._warm``).
+PRELOAD = (
+    "__main__",
+    "dicontour.cache._build",
+    "dicontour.scan",
+    "dicontour.index",
+    "dicontour._warm",
+)
 
 
 def _context() -> multiprocessing.context.BaseContext:
