@@ -14,8 +14,9 @@ Printed, in one run:
 * the cold loader (decode + rasterise in the workers) at 0, 1 and 2 workers,
   both versions, beside torch's DataLoader (2 workers, pydicom + PIL);
 * the cache build (scan included, each version's default engine: since issue 10
-  one worker per CPU for 1,000 contour files or more), both versions, and whether
-  the two caches hold the same bytes;
+  one worker per CPU for 1,000 contour files or more), both versions, the first
+  build in a process apart from the later ones, and whether the two caches hold
+  the same bytes;
 * warm: ``from_cache(copy=False)`` beside the numpy gather and torch over
   in-memory arrays (median and best of rounds);
 * the parent's resident bytes per sample for the scan, a build and a loader
@@ -53,6 +54,7 @@ BASE = os.environ.get("BENCH_BASE", "39c5d76")
 REPLICAS = int(os.environ.get("BENCH_REPLICAS", "20"))
 BATCH = 8
 ROUNDS = 3
+BUILD_ROUNDS = 3  # builds per version: the first pays the worker pool's start
 # Labelled slices of the phantom sets for the memory figures (multiples of 1,000).
 MEMORY_SIZES = tuple(int(n) for n in os.environ.get("BENCH_SIZES", "5000 20000").split())
 PHANTOM_PATIENTS, PHANTOM_SLICES = 10, 100  # 1,000 labelled slices, hard-linked up
@@ -560,16 +562,28 @@ def _run(work: Path, agents: dict[str, Remote], trees: dict[str, Path]) -> int:
     print(f"goal workers=2 >= 8x torch:    {w2:.2f}x ({'met' if w2 >= 8 else 'NOT met'})")
 
     print("\ncache build of the replicated set, scan included, each version's default engine:")
+    # The first build in an agent starts its worker pool (since issue 10 a forkserver
+    # that imports dicontour and loads the kernels once per process: what a one-shot
+    # `dicontour cache build` pays); later builds in the same process reuse it.
     builds: dict[str, list[float]] = {"before": [], "now": []}
-    for round_ in range(2):
+    for round_ in range(BUILD_ROUNDS):
         for name, agent in agents.items():
             cache = work / f"cache-{name}-{round_}"
             builds[name].append(agent.ask("build", cache=str(cache)))
+            if round_:  # only round 0's caches are kept (compared, then served warm)
+                shutil.rmtree(cache)
     same = tree_digest(work / "cache-before-0") == tree_digest(work / "cache-now-0")
-    old, new = max(builds["before"]), max(builds["now"])
-    print(f"before {old:,.0f} samples/s, now {new:,.0f} samples/s ({new / old:.2f}x), best of 2")
+    for label, pick in (("first build in a process", 0), ("best of the later builds", None)):
+        old, new = (
+            builds[name][0] if pick == 0 else max(builds[name][1:]) for name in ("before", "now")
+        )
+        print(
+            f"{label:<26} before {old:>5,.0f} samples/s, now {new:>5,.0f} samples/s "
+            f"({new / old:.2f}x)"
+        )
     print(f"same bytes as before: {'yes' if same else 'NO'}")
-    print(f"goal >= 1,000 samples/s: {'met' if new >= 1000 else 'NOT met'}")
+    best = max(builds["now"])
+    print(f"goal >= 1,000 samples/s: {'met' if best >= 1000 else 'NOT met'} (best {best:,.0f})")
 
     print("\nwarm, from the cache (samples/s; median and best of rounds; the profile lines are")
     print("the loader's per-sample shard copies alone, into 1, 2 or 5 slots in turn):")
