@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-from collections.abc import Iterator
+import statistics
+from collections.abc import Callable, Iterator
 
 import numpy as np
+from _common import rate
 
 from dicontour import contour, raster
 from dicontour.contour import _LINE, MAX_POINTS
@@ -31,6 +33,20 @@ def numpy_paths() -> Iterator[None]:
         yield
     finally:
         raster._fill, contour._parse_fast = fill, parse
+
+
+def against_numpy(work: Callable[[], int], rounds: int = 7) -> tuple[float, float, float]:
+    """us per item of ``work`` with the numpy paths and with the kernels, in interleaved rounds.
+
+    Returns the medians (numpy, kernel) and the median of the rounds' ratios.
+    """
+    pairs = []
+    for _ in range(rounds):
+        with numpy_paths():
+            numpy_us = 1e6 / rate(work, min_seconds=0.5, repeats=1)
+        pairs.append((numpy_us, 1e6 / rate(work, min_seconds=0.5, repeats=1)))
+    numpy_us, kernel_us = (statistics.median(pair[k] for pair in pairs) for k in (0, 1))
+    return numpy_us, kernel_us, statistics.median(a / b for a, b in pairs)
 
 
 # ------------------------------------------------------------------ the rasteriser

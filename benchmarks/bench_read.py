@@ -12,13 +12,12 @@
 
 from __future__ import annotations
 
-import statistics
 import sys
 
 import numpy as np
 import pydicom
 from _common import REAL_DATA, rate, report
-from _numpy_baseline import numpy_paths
+from _numpy_baseline import against_numpy, numpy_paths
 from bench_mask import challenge_helper
 
 import dicontour
@@ -91,16 +90,11 @@ def kernel_against_numpy(paths: list[str]) -> None:
             dicontour.read_contour(path)
         return len(paths)
 
-    rounds = []
-    for _ in range(7):
-        with numpy_paths():
-            numpy_us = 1e6 / rate(reads, min_seconds=0.5, repeats=1)
-        rounds.append((numpy_us, 1e6 / rate(reads, min_seconds=0.5, repeats=1)))
-    numpy_us, kernel_us = (statistics.median(r[k] for r in rounds) for k in (0, 1))
+    numpy_us, kernel_us, ratio = against_numpy(reads)
     print(
-        f"read_contour, {len(paths)} real files, us per call, median of {len(rounds)} "
-        f"interleaved rounds: numpy fast path {numpy_us:.1f}, numba kernel {kernel_us:.1f} "
-        f"({statistics.median(a / b for a, b in rounds):.2f}x); same points"
+        f"read_contour, {len(paths)} real files, us per call, median of 7 interleaved "
+        f"rounds: numpy fast path {numpy_us:.1f}, numba kernel {kernel_us:.1f} "
+        f"({ratio:.2f}x); same points"
     )
 
 
