@@ -121,15 +121,16 @@ def test_challenge_convention_is_the_pil_helper():
 
 
 @st.composite
-def polygon_and_shape(draw, exact: bool):
+def polygon_and_shape(draw, exact: bool | None, side: int = 14, vertices: int = 9):
     """A random polygon, possibly self-intersecting and partly outside the image.
 
     ``exact``: integer and half-integer vertices, so many centres lie exactly on
-    edges and vertices; else arbitrary floats.
+    edges and vertices; False: arbitrary floats; None: either, drawn.  Images up
+    to ``side`` pixels a side, 3 to ``vertices`` vertices.
     """
-    height, width = draw(st.integers(1, 14)), draw(st.integers(1, 14))
-    n = draw(st.integers(3, 9))
-    if exact:
+    height, width = draw(st.integers(1, side)), draw(st.integers(1, side))
+    n = draw(st.integers(3, vertices))
+    if draw(st.booleans()) if exact is None else exact:
         xs = st.integers(-8, 2 * width + 8).map(lambda k: k / 2)
         ys = st.integers(-8, 2 * height + 8).map(lambda k: k / 2)
     else:
@@ -428,24 +429,10 @@ def rule_mask(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-@st.composite
-def busy_polygon_and_shape(draw):
-    """Up to 80 vertices on a small lattice: repeated vertices, shared and collinear
-    edges, self-intersections, rows crossed 20+ times, parts outside the image."""
-    height, width = draw(st.integers(1, 40)), draw(st.integers(1, 40))
-    n = draw(st.integers(3, 80))
-    if draw(st.booleans()):  # integers and half-integers: centres on edges and vertices
-        xs = st.integers(-6, 2 * width + 6).map(lambda k: k / 2)
-        ys = st.integers(-6, 2 * height + 6).map(lambda k: k / 2)
-    else:
-        xs = st.floats(-3, width + 3, allow_nan=False)
-        ys = st.floats(-3, height + 3, allow_nan=False)
-    points = draw(st.lists(st.tuples(xs, ys), min_size=n, max_size=n))
-    return np.array(points, dtype=np.float64), (height, width)
-
-
 @settings(max_examples=300, deadline=None)
-@given(case=busy_polygon_and_shape(), strided=st.booleans())
+# Up to 80 vertices on 40 x 40: repeated vertices, shared and collinear edges,
+# self-intersections, rows crossed 20+ times, parts outside the image.
+@given(case=polygon_and_shape(exact=None, side=40, vertices=80), strided=st.booleans())
 @pytest.mark.slow
 def test_kernel_agrees_with_the_rule_row_by_row(case, strided):
     points, shape = case
