@@ -13,16 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from .contour import check_bounds, parse_contour
-from .dicom import _rescale_into
+from .dicom import _to_float32
 from .raster import polygon_to_mask
-
-
-class _Identity:
-    """The three fields of a DicomHeader that the rescale reads: no modality transform."""
-
-    modality_lut = False
-    slope = 1.0
-    intercept = 0.0
 
 
 def warm() -> None:
@@ -31,8 +23,9 @@ def warm() -> None:
     check_bounds(points, (3, 3))
     polygon_to_mask(points, (3, 3))
     image = np.empty((2, 2), np.float32)
+    one, zero = np.float32(1.0), np.float32(0.0)
     for stored in (np.uint16, np.int16):  # the stored pixel types of MR images
-        _rescale_into(np.zeros((2, 2), stored), _Identity, image, "<warm-up>")  # type: ignore[arg-type]
+        _to_float32(np.zeros((2, 2), stored), image, one, zero, False, False)
 
 
 warm()
