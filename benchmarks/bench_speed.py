@@ -55,6 +55,9 @@ REPLICAS = int(os.environ.get("BENCH_REPLICAS", "20"))
 BATCH = 8
 ROUNDS = 3
 BUILD_ROUNDS = 3  # builds per version: the first pays the worker pool's start
+# Epochs per loader round, by workers: about a second each at this commit's rates, so
+# that a pause of the shared machine weighs less in a round (2 workers: 0.4 s before).
+LOADER_EPOCHS = {0: 3, 1: 3, 2: 6}
 # Labelled slices of the phantom sets for the memory figures (multiples of 1,000).
 MEMORY_SIZES = tuple(int(n) for n in os.environ.get("BENCH_SIZES", "5000 20000").split())
 PHANTOM_PATIENTS, PHANTOM_SLICES = 10, 100  # 1,000 labelled slices, hard-linked up
@@ -544,7 +547,7 @@ def _run(work: Path, agents: dict[str, Remote], trees: dict[str, Path]) -> int:
     for _ in range(ROUNDS):
         for workers in (0, 1, 2):
             for name, agent in agents.items():
-                epochs = 1 if workers < 2 else 2
+                epochs = LOADER_EPOCHS[workers]
                 rate = agent.ask("loader", workers=workers, epochs=epochs)
                 rates.setdefault((name, workers), []).append(rate)
         rates.setdefault(("torch", 2), []).append(now.ask("torch", workers=2, epochs=1))
