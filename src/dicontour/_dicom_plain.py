@@ -97,17 +97,23 @@ def plain_elements(head: bytes, size: int, wanted: frozenset[int]) -> PlainFile 
     return None
 
 
-def _text(raw: bytes) -> str | None:
+def _values(
+    entry: tuple[bytes, bytes] | None, vr: bytes, form: re.Pattern[str], count: int
+) -> list[str] | None:
+    """The ``count`` values of a ``vr`` string element, each matching ``form`` (else None).
+
+    Split at backslashes after the trailing padding is stripped, as pydicom splits them.
+    """
+    if entry is None or entry[0] != vr:
+        return None
     try:
-        return raw.decode("ascii")
+        text = entry[1].decode("ascii")
     except UnicodeDecodeError:
         return None
-
-
-def _items(raw: bytes) -> list[str] | None:
-    """The backslash-separated values of a string element, as pydicom splits them."""
-    text = _text(raw)
-    return None if text is None else text.rstrip(" \x00").split("\\")
+    items = text.rstrip(" \x00").split("\\")
+    if len(items) != count or not all(form.fullmatch(item) for item in items):
+        return None
+    return items
 
 
 def as_us(entry: tuple[bytes, bytes] | None) -> int | None:
@@ -119,39 +125,23 @@ def as_us(entry: tuple[bytes, bytes] | None) -> int | None:
 
 def as_decimals(entry: tuple[bytes, bytes] | None, count: int) -> tuple[float, ...] | None:
     """``count`` numbers of a DS element, each in a strict decimal form (None otherwise)."""
-    if entry is None or entry[0] != b"DS":
-        return None
-    items = _items(entry[1])
-    if items is None or len(items) != count or not all(_DECIMAL.fullmatch(i) for i in items):
-        return None
-    return tuple(float(item) for item in items)
+    items = _values(entry, b"DS", _DECIMAL, count)
+    return None if items is None else tuple(float(item) for item in items)
 
 
 def as_integer(entry: tuple[bytes, bytes] | None) -> int | None:
     """A one-value IS element's number in strict integer form (None otherwise)."""
-    if entry is None or entry[0] != b"IS":
-        return None
-    items = _items(entry[1])
-    if items is None or len(items) != 1 or not _INTEGER.fullmatch(items[0]):
-        return None
-    return int(items[0])
+    items = _values(entry, b"IS", _INTEGER, 1)
+    return None if items is None else int(items[0])
 
 
 def as_uid(entry: tuple[bytes, bytes] | None) -> str | None:
     """A one-value UI element of digits and dots (None otherwise)."""
-    if entry is None or entry[0] != b"UI":
-        return None
-    items = _items(entry[1])
-    if items is None or len(items) != 1 or not _UID.fullmatch(items[0]):
-        return None
-    return items[0]
+    items = _values(entry, b"UI", _UID, 1)
+    return None if items is None else items[0]
 
 
 def as_code(entry: tuple[bytes, bytes] | None) -> str | None:
     """A one-value CS element, stripped (None otherwise)."""
-    if entry is None or entry[0] != b"CS":
-        return None
-    items = _items(entry[1])
-    if items is None or len(items) != 1 or not _CODE.fullmatch(items[0]):
-        return None
-    return items[0].strip()
+    items = _values(entry, b"CS", _CODE, 1)
+    return None if items is None else items[0].strip()
