@@ -179,11 +179,13 @@ def _write_shard(task: ShardTask) -> ShardResult:
         if task.polygons is not None:
             _decode_into(task, j, record, images[j], masks[j], has[j])
             continue
-        image, *pair = _decoded(task.root, record)
-        if image.shape != task.shape:
-            raise CacheError(f"{record.dicom}: image is {image.shape}, the scan said {task.shape}")
-        images[j] = image
-        for channel, mask in enumerate(pair):
+        sample = load_sample(task.root, record)
+        if sample.image.shape != task.shape:
+            raise CacheError(
+                f"{record.dicom}: image is {sample.image.shape}, the scan said {task.shape}"
+            )
+        images[j] = sample.image
+        for channel, mask in enumerate((sample.i_mask, sample.o_mask)):
             if mask is not None:
                 masks[j, channel] = mask
                 has[j, channel] = True
@@ -195,14 +197,6 @@ def _write_shard(task: ShardTask) -> ShardResult:
     _store.write_bytes(cache, f"{folder}/{MANIFEST}", data)
     total = sum(entry["bytes"] for entry in arrays.values())
     return ShardResult(task.name, count, False, hashlib.sha256(data).hexdigest(), total)
-
-
-def _decoded(
-    root: Location, record: SampleRecord
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """The image and the [i, o] masks of ``record`` (None where it has no contour)."""
-    sample = load_sample(root, record)
-    return sample.image, sample.i_mask, sample.o_mask
 
 
 def _decode_into(
