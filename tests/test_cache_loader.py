@@ -205,7 +205,7 @@ def test_read_into_refuses_another_shape(built) -> None:
 
 @pytest.mark.parametrize("target", ["i", "o", "both"])
 def test_read_into_refuses_what_read_refuses(built, target: str) -> None:
-    # read_into inlines read()'s lookups (the warm hot path): the same refusals.
+    # read_into (the warm hot path) refuses what read refuses, with the same words.
     _, cache = built
     source = open_cache(cache)
     image, mask = np.empty((32, 32), np.float32), np.empty((2, 32, 32), bool)

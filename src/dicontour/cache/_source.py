@@ -303,22 +303,7 @@ class CacheSource:
         >>> image, mask = np.empty((256, 256), np.float32), np.empty((256, 256), bool)
         >>> source.read_into(0, "i", image, mask)                # doctest: +SKIP
         """
-        # read()'s checks, inlined: this runs once per sample served, and the
-        # calls cost about a microsecond of a 15-20 us sample (docs/loader.md, "Warm").
-        if not 0 <= k < len(self._has):
-            raise IndexError(f"sample {k} is out of range for a cache of {len(self)} samples")
-        if self._pid != os.getpid():
-            self._reset()  # after a fork: drop the parent's handles
-        shard = bisect.bisect_right(self._start_list, k) - 1
-        j = k - self._start_list[shard]
-        images, masks = self._open.get(shard) or self._arrays(shard)
-        if target == "i" or target == "o":
-            column = int(target == "o")  # an int: a bool index would add an axis
-            if not self._has[k, column]:
-                raise ValueError(f"sample {k} ({self.describe(k)}) has no {target}-mask")
-            source_image, source_mask = images[j], masks[j, column]
-        else:
-            source_image, source_mask = self.read(k, target)
+        source_image, source_mask = self.read(k, target)
         if source_image.shape != image.shape or source_mask.shape != mask.shape:
             raise ValueError(
                 f"sample {k} ({self.describe(k)}) is image {source_image.shape}, mask "
