@@ -199,9 +199,10 @@ def _one_layout(points: np.ndarray) -> np.ndarray:
 
 
 @kernel
-def _row_of(y: float, height: int) -> int:
-    """The first row at or below y, clipped to 0..height (ceil is monotone)."""
-    return int(min(max(np.ceil(y), 0.0), height))
+def _ceil_within(value: float, size: int) -> int:
+    """ceil(value) clipped to 0..size: the first row at or below y (size: the height), or
+    the first column at or right of x (size: the width).  ceil is monotone."""
+    return int(min(max(np.ceil(value), 0.0), size))
 
 
 @kernel
@@ -215,9 +216,9 @@ def _rows_crossed(points: np.ndarray, height: int) -> tuple[int, int, int]:
     """
     n = points.shape[0]
     total, first, end = 0, height, 0
-    previous = _row_of(points[n - 1, 1], height)
+    previous = _ceil_within(points[n - 1, 1], height)
     for k in range(n):
-        current = _row_of(points[k, 1], height)
+        current = _ceil_within(points[k, 1], height)
         low, high = min(previous, current), max(previous, current)
         if high > low:
             total += high - low
@@ -242,8 +243,8 @@ def _scan_fill(points: np.ndarray, mask: np.ndarray, limit: int) -> int:
     # such row is crossed at least twice), so memory is O(crossings).
     start = np.zeros(end - first + 1, dtype=np.int64)
     for k in range(n):
-        a = _row_of(points[k, 1], height)
-        b = _row_of(points[(k + 1) % n, 1], height)
+        a = _ceil_within(points[k, 1], height)
+        b = _ceil_within(points[(k + 1) % n, 1], height)
         for r in range(min(a, b), max(a, b)):
             start[r - first + 1] += 1
     for j in range(1, end - first + 1):
@@ -253,7 +254,7 @@ def _scan_fill(points: np.ndarray, mask: np.ndarray, limit: int) -> int:
     for k in range(n):
         x0, y0 = points[k, 0], points[k, 1]
         x1, y1 = points[(k + 1) % n, 0], points[(k + 1) % n, 1]
-        a, b = _row_of(y0, height), _row_of(y1, height)
+        a, b = _ceil_within(y0, height), _ceil_within(y1, height)
         if a == b:
             continue
         # x is interpolated from the edge's lower end, so an edge shared by two
@@ -267,7 +268,7 @@ def _scan_fill(points: np.ndarray, mask: np.ndarray, limit: int) -> int:
         for r in range(min(a, b), max(a, b)):
             x = x_low + (r - y_low) * dx / dy
             # Pixel c is right of a crossing at x when c >= ceil(x).
-            columns[cursor[r - first]] = int(min(max(np.ceil(x), 0.0), width))
+            columns[cursor[r - first]] = _ceil_within(x, width)
             cursor[r - first] += 1
     # Sorted, a row's crossings pair up into its inside runs [c0, c1) (even-odd rule).
     for j in range(end - first):
